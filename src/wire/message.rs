@@ -1,0 +1,593 @@
+//! The server's websocket text messages, typed, and the client's `feature_flags` hello.
+//!
+//! Every message is `{"type": T, "data": {...}}`. [`ServerMessage::decode`] reads the envelope
+//! once, borrowing `data` as raw JSON, and decodes only the variant that `type` names. Types this
+//! client does not know are kept as [`ServerMessage::Unknown`], never an error: the server adds
+//! message types as it evolves. Numbers are accepted as integers or floats wherever the server
+//! mixes them (`1` and `1.0`).
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::error::ProtocolError;
+use crate::ids::{NodeId, PromptId};
+
+/// The client's first text message, announcing that it understands type 4 frames.
+///
+/// It must be the first message on the socket: the server ignores it later.
+pub const FEATURE_FLAGS_HELLO: &str =
+    r#"{"type":"feature_flags","data":{"supports_preview_metadata":true}}"#;
+
+/// A file the server wrote, as `executed` outputs and `/history` name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileRef {
+    /// The file name, as the server chose it. Never use it as a local path unchecked.
+    pub filename: String,
+    /// The subfolder below the folder of `kind` (often empty).
+    #[serde(default)]
+    pub subfolder: String,
+    /// `output`, `temp` or `input`.
+    #[serde(rename = "type", default = "default_file_kind")]
+    pub kind: String,
+}
+
+fn default_file_kind() -> String {
+    "output".to_owned()
+}
+
+/// One node's entry in a `progress_state` message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct NodeProgress {
+    /// Progress so far.
+    #[serde(deserialize_with = "number")]
+    pub value: f64,
+    /// The value at which the node is done.
+    #[serde(deserialize_with = "number")]
+    pub max: f64,
+    /// `pending`, `running`, `finished` or `error`.
+    pub state: String,
+    /// The node's id.
+    pub node_id: NodeId,
+    /// The node shown in the UI.
+    #[serde(default)]
+    pub display_node_id: Option<NodeId>,
+}
+
+/// The `execution_error` message: a node raised while running.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[non_exhaustive]
+pub struct ExecutionError {
+    /// The prompt that failed.
+    pub prompt_id: PromptId,
+    /// The node that raised.
+    pub node_id: NodeId,
+    /// Its class.
+    pub node_type: String,
+    /// Nodes that had finished before it.
+    #[serde(default)]
+    pub executed: Vec<NodeId>,
+    /// The exception's message.
+    #[serde(default)]
+    pub exception_message: String,
+    /// The exception's type (`RuntimeError`, `torch.OutOfMemoryError`).
+    #[serde(default)]
+    pub exception_type: String,
+    /// The Python traceback, one frame per item.
+    #[serde(default)]
+    pub traceback: Vec<String>,
+    /// The node's inputs at the time, as the server summarised them.
+    #[serde(default)]
+    pub current_inputs: Value,
+    /// The node's outputs at the time.
+    #[serde(default)]
+    pub current_outputs: Value,
+}
+
+/// The `execution_interrupted` message.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[non_exhaustive]
+pub struct ExecutionInterrupted {
+    /// The prompt that was interrupted.
+    pub prompt_id: PromptId,
+    /// The node that was running.
+    #[serde(default)]
+    pub node_id: Option<NodeId>,
+    /// Its class.
+    #[serde(default)]
+    pub node_type: Option<String>,
+    /// Nodes that had finished before it.
+    #[serde(default)]
+    pub executed: Vec<NodeId>,
+}
+
+/// A decoded websocket text message from the server.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// `status`: the server's whole queue (every client's prompts), sent to every client.
+    Status {
+        /// Prompts queued or running on the server, for all clients.
+        queue_remaining: u64,
+        /// The client id the server assigned or confirmed (first message only).
+        sid: Option<String>,
+    },
+    /// `execution_start`: a prompt began running.
+    ExecutionStart {
+        /// The prompt.
+        prompt_id: PromptId,
+    },
+    /// `execution_cached`: nodes whose outputs come from the cache and will not execute.
+    ExecutionCached {
+        /// The prompt.
+        prompt_id: PromptId,
+        /// The cached nodes.
+        nodes: Vec<NodeId>,
+    },
+    /// `executing`: a node started; `node: None` ends the prompt.
+    Executing {
+        /// The prompt; absent in the message a server sends after a reconnect.
+        prompt_id: Option<PromptId>,
+        /// The node, or `None` when the prompt is over.
+        node: Option<NodeId>,
+    },
+    /// `progress`: a node's step count.
+    Progress {
+        /// The prompt.
+        prompt_id: Option<PromptId>,
+        /// The node.
+        node: Option<NodeId>,
+        /// Steps done.
+        value: f64,
+        /// Steps in all.
+        max: f64,
+    },
+    /// `progress_state`: every active node's progress.
+    ProgressState {
+        /// The prompt.
+        prompt_id: PromptId,
+        /// Per node, in the server's order.
+        nodes: Vec<NodeProgress>,
+    },
+    /// `executed`: a node's UI output (file names, text).
+    Executed {
+        /// The prompt.
+        prompt_id: PromptId,
+        /// The node.
+        node: NodeId,
+        /// The output object, as sent (`{"images": [...]}`, `{"text": [...]}`).
+        output: Map<String, Value>,
+    },
+    /// `execution_success`: the prompt finished.
+    ExecutionSuccess {
+        /// The prompt.
+        prompt_id: PromptId,
+    },
+    /// `execution_error`: a node raised; the prompt is over.
+    ExecutionError(Box<ExecutionError>),
+    /// `execution_interrupted`: the prompt was interrupted.
+    ExecutionInterrupted(ExecutionInterrupted),
+    /// `feature_flags`: the server's answer to the client's hello.
+    FeatureFlags {
+        /// Whether the server sends type 4 frames to clients that asked.
+        supports_preview_metadata: bool,
+        /// The largest upload the server accepts, in bytes.
+        max_upload_size: Option<u64>,
+    },
+    /// A message type this client does not know, kept as sent.
+    Unknown {
+        /// The `type` field.
+        kind: String,
+        /// The `data` field (`null` if absent).
+        data: Value,
+    },
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// Accepts a JSON number written as an integer or a float.
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    f64::deserialize(d)
+}
+
+/// Accepts a count written as `3` or `3.0`; refuses negatives and fractions.
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v >= 0.0 && v.fract() == 0.0 && v <= u64::MAX as f64 {
+        Ok(v as u64)
+    } else {
+        Err(de::Error::custom(format!("expected a count, got {v}")))
+    }
+}
+
+mod data {
+    //! The `data` payloads, one struct per message type.
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct ExecInfo {
+        #[serde(deserialize_with = "count")]
+        pub queue_remaining: u64,
+    }
+    #[derive(Deserialize)]
+    pub struct StatusInner {
+        pub exec_info: ExecInfo,
+    }
+    #[derive(Deserialize)]
+    pub struct Status {
+        pub status: StatusInner,
+        #[serde(default)]
+        pub sid: Option<String>,
+    }
+    #[derive(Deserialize)]
+    pub struct PromptOnly {
+        pub prompt_id: PromptId,
+    }
+    #[derive(Deserialize)]
+    pub struct Cached {
+        pub prompt_id: PromptId,
+        #[serde(default)]
+        pub nodes: Vec<NodeId>,
+    }
+    #[derive(Deserialize)]
+    pub struct Executing {
+        #[serde(default)]
+        pub prompt_id: Option<PromptId>,
+        pub node: Option<NodeId>,
+    }
+    #[derive(Deserialize)]
+    pub struct Progress {
+        #[serde(default)]
+        pub prompt_id: Option<PromptId>,
+        #[serde(default)]
+        pub node: Option<NodeId>,
+        #[serde(deserialize_with = "number")]
+        pub value: f64,
+        #[serde(deserialize_with = "number")]
+        pub max: f64,
+    }
+    #[derive(Deserialize)]
+    pub struct ProgressState {
+        pub prompt_id: PromptId,
+        pub nodes: indexmap_like::Nodes,
+    }
+    #[derive(Deserialize)]
+    pub struct Executed {
+        pub prompt_id: PromptId,
+        pub node: NodeId,
+        #[serde(default)]
+        pub output: Option<Map<String, Value>>,
+    }
+    #[derive(Deserialize)]
+    pub struct FeatureFlags {
+        #[serde(default)]
+        pub supports_preview_metadata: bool,
+        #[serde(default, deserialize_with = "opt_count")]
+        pub max_upload_size: Option<u64>,
+    }
+
+    fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|v| {
+                if v >= 0.0 && v.fract() == 0.0 {
+                    Ok(v as u64)
+                } else {
+                    Err(de::Error::custom(format!("expected a size, got {v}")))
+                }
+            })
+            .transpose()
+    }
+
+    pub mod indexmap_like {
+        //! `progress_state.nodes` is an object keyed by node id; we keep its order as a list.
+        use super::*;
+        use serde::de::{MapAccess, Visitor};
+
+        pub struct Nodes(pub Vec<NodeProgress>);
+
+        impl<'de> Deserialize<'de> for Nodes {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Nodes;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("an object of node progress entries")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Nodes, A::Error> {
+                        let mut out = Vec::new();
+                        while let Some((_, v)) = map.next_entry::<de::IgnoredAny, NodeProgress>()? {
+                            out.push(v);
+                        }
+                        Ok(Nodes(out))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Result<T, ProtocolError> {
+    let text = raw.map_or("null", RawValue::get);
+    serde_json::from_str(text).map_err(|e| ProtocolError::json("websocket message data", &e))
+}
+
+impl ServerMessage {
+    /// Decodes one text frame.
+    ///
+    /// ```
+    /// use comfy_proxy::wire::ServerMessage;
+    /// let msg = ServerMessage::decode(r#"{"type":"progress","data":{"value":3,"max":10.0,"node":"7"}}"#)
+    ///     .unwrap();
+    /// assert!(matches!(msg, ServerMessage::Progress { value: 3.0, max: 10.0, .. }));
+    /// let new = ServerMessage::decode(r#"{"type":"shiny_new","data":{"x":1}}"#).unwrap();
+    /// assert!(matches!(new, ServerMessage::Unknown { ref kind, .. } if kind == "shiny_new"));
+    /// ```
+    pub fn decode(text: &str) -> Result<Self, ProtocolError> {
+        let env: Envelope<'_> =
+            serde_json::from_str(text).map_err(|e| ProtocolError::json("websocket message", &e))?;
+        let raw = env.data;
+        Ok(match env.kind.as_ref() {
+            "status" => {
+                let d: data::Status = parse(raw)?;
+                Self::Status {
+                    queue_remaining: d.status.exec_info.queue_remaining,
+                    sid: d.sid,
+                }
+            }
+            "execution_start" => Self::ExecutionStart {
+                prompt_id: parse::<data::PromptOnly>(raw)?.prompt_id,
+            },
+            "execution_cached" => {
+                let d: data::Cached = parse(raw)?;
+                Self::ExecutionCached {
+                    prompt_id: d.prompt_id,
+                    nodes: d.nodes,
+                }
+            }
+            "executing" => {
+                let d: data::Executing = parse(raw)?;
+                Self::Executing {
+                    prompt_id: d.prompt_id,
+                    node: d.node,
+                }
+            }
+            "progress" => {
+                let d: data::Progress = parse(raw)?;
+                Self::Progress {
+                    prompt_id: d.prompt_id,
+                    node: d.node,
+                    value: d.value,
+                    max: d.max,
+                }
+            }
+            "progress_state" => {
+                let d: data::ProgressState = parse(raw)?;
+                Self::ProgressState {
+                    prompt_id: d.prompt_id,
+                    nodes: d.nodes.0,
+                }
+            }
+            "executed" => {
+                let d: data::Executed = parse(raw)?;
+                Self::Executed {
+                    prompt_id: d.prompt_id,
+                    node: d.node,
+                    output: d.output.unwrap_or_default(),
+                }
+            }
+            "execution_success" => Self::ExecutionSuccess {
+                prompt_id: parse::<data::PromptOnly>(raw)?.prompt_id,
+            },
+            "execution_error" => Self::ExecutionError(Box::new(parse(raw)?)),
+            "execution_interrupted" => Self::ExecutionInterrupted(parse(raw)?),
+            "feature_flags" => {
+                let d: data::FeatureFlags = parse(raw)?;
+                Self::FeatureFlags {
+                    supports_preview_metadata: d.supports_preview_metadata,
+                    max_upload_size: d.max_upload_size,
+                }
+            }
+            other => Self::Unknown {
+                kind: other.to_owned(),
+                data: match raw {
+                    Some(r) => serde_json::from_str(r.get())
+                        .map_err(|e| ProtocolError::json("websocket message data", &e))?,
+                    None => Value::Null,
+                },
+            },
+        })
+    }
+
+    /// The message's `type` name.
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Status { .. } => "status",
+            Self::ExecutionStart { .. } => "execution_start",
+            Self::ExecutionCached { .. } => "execution_cached",
+            Self::Executing { .. } => "executing",
+            Self::Progress { .. } => "progress",
+            Self::ProgressState { .. } => "progress_state",
+            Self::Executed { .. } => "executed",
+            Self::ExecutionSuccess { .. } => "execution_success",
+            Self::ExecutionError(_) => "execution_error",
+            Self::ExecutionInterrupted(_) => "execution_interrupted",
+            Self::FeatureFlags { .. } => "feature_flags",
+            Self::Unknown { kind, .. } => kind,
+        }
+    }
+
+    /// The prompt the message names, if it names one.
+    pub fn prompt_id(&self) -> Option<&PromptId> {
+        match self {
+            Self::ExecutionStart { prompt_id }
+            | Self::ExecutionCached { prompt_id, .. }
+            | Self::ProgressState { prompt_id, .. }
+            | Self::Executed { prompt_id, .. }
+            | Self::ExecutionSuccess { prompt_id } => Some(prompt_id),
+            Self::Executing { prompt_id, .. } | Self::Progress { prompt_id, .. } => {
+                prompt_id.as_ref()
+            }
+            Self::ExecutionError(e) => Some(&e.prompt_id),
+            Self::ExecutionInterrupted(e) => Some(&e.prompt_id),
+            Self::Status { .. } | Self::FeatureFlags { .. } | Self::Unknown { .. } => None,
+        }
+    }
+}
+
+/// The files named in an `executed` output or a `/history` output: every item of every list in
+/// `output` that has a `filename` (SaveImage's `images`, SaveVideo's, SaveAudio's `audio`).
+pub fn files_in_output(output: &Map<String, Value>) -> Vec<FileRef> {
+    output
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter(|item| item.get("filename").is_some_and(Value::is_string))
+        .filter_map(|item| FileRef::deserialize(item).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> ServerMessage {
+        ServerMessage::decode(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":2}},"sid":"c"}}"#,
+                "status",
+            ),
+            (
+                r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":2.0}}}}"#,
+                "status",
+            ),
+            (
+                r#"{"type":"execution_start","data":{"prompt_id":"p","timestamp":1}}"#,
+                "execution_start",
+            ),
+            (
+                r#"{"type":"execution_cached","data":{"nodes":["1"],"prompt_id":"p"}}"#,
+                "execution_cached",
+            ),
+            (
+                r#"{"type":"executing","data":{"node":"1","display_node":"1","prompt_id":"p"}}"#,
+                "executing",
+            ),
+            (
+                r#"{"type":"executing","data":{"node":null,"prompt_id":"p"}}"#,
+                "executing",
+            ),
+            (r#"{"type":"executing","data":{"node":"4"}}"#, "executing"),
+            (
+                r#"{"type":"progress","data":{"value":1.0,"max":4,"prompt_id":"p","node":"2"}}"#,
+                "progress",
+            ),
+            (
+                r#"{"type":"progress_state","data":{"prompt_id":"p","nodes":{"1":{"value":0.0,"max":1,"state":"running","node_id":"1","prompt_id":"p","display_node_id":"1","parent_node_id":null,"real_node_id":"1"}}}}"#,
+                "progress_state",
+            ),
+            (
+                r#"{"type":"executed","data":{"node":"3","output":{"text":["40"]},"prompt_id":"p"}}"#,
+                "executed",
+            ),
+            (
+                r#"{"type":"execution_success","data":{"prompt_id":"p","timestamp":1}}"#,
+                "execution_success",
+            ),
+            (
+                r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"2","node_type":"T","executed":["1"],"exception_message":"boom","exception_type":"RuntimeError","traceback":[],"current_inputs":{},"current_outputs":{}}}"#,
+                "execution_error",
+            ),
+            (
+                r#"{"type":"execution_interrupted","data":{"prompt_id":"p","node_id":"2","node_type":"T","executed":[]}}"#,
+                "execution_interrupted",
+            ),
+            (
+                r#"{"type":"feature_flags","data":{"supports_preview_metadata":true,"max_upload_size":104857600}}"#,
+                "feature_flags",
+            ),
+            (
+                r#"{"type":"crystools.monitor","data":{"cpu":3}}"#,
+                "crystools.monitor",
+            ),
+            (r#"{"type":"no_data"}"#, "no_data"),
+        ];
+        for (text, kind) in cases {
+            assert_eq!(d(text).kind(), *kind, "{text}");
+        }
+    }
+
+    #[test]
+    fn fields_are_decoded() {
+        assert_eq!(
+            d(r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":3.0}}}}"#),
+            ServerMessage::Status {
+                queue_remaining: 3,
+                sid: None
+            }
+        );
+        assert_eq!(
+            d(r#"{"type":"executing","data":{"node":null,"prompt_id":"p"}}"#),
+            ServerMessage::Executing {
+                prompt_id: Some("p".into()),
+                node: None
+            }
+        );
+        let ServerMessage::ProgressState { nodes, .. } = d(
+            r#"{"type":"progress_state","data":{"prompt_id":"p","nodes":{"2":{"value":3,"max":10.0,"state":"running","node_id":"2"},"1":{"value":1,"max":1,"state":"finished","node_id":"1"}}}}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(),
+            ["2", "1"]
+        );
+        assert_eq!(nodes[0].value, 3.0);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        for bad in [
+            "",
+            "not json",
+            "[]",
+            r#"{"data":{}}"#,
+            r#"{"type":"status","data":{"status":{}}}"#,
+            r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":-1}}}}"#,
+            r#"{"type":"progress","data":{"value":"x","max":1}}"#,
+            r#"{"type":"execution_start","data":null}"#,
+            r#"{"type":"unknown","data":{"#,
+        ] {
+            assert!(
+                ServerMessage::decode(bad).is_err(),
+                "{bad:?} should not decode"
+            );
+        }
+    }
+
+    #[test]
+    fn files_are_found_in_any_list() {
+        let out: Map<String, Value> = serde_json::from_str(
+            r#"{"images":[{"filename":"a.png","subfolder":"","type":"output"}],"audio":[{"filename":"b.flac","subfolder":"x","type":"output"}],"text":["hi"],"animated":[false]}"#,
+        )
+        .unwrap();
+        let names: Vec<_> = files_in_output(&out)
+            .into_iter()
+            .map(|f| f.filename)
+            .collect();
+        assert_eq!(names, ["a.png", "b.flac"]);
+    }
+}
