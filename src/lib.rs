@@ -22,4 +22,7 @@ pub mod workflow;
 pub use address::{AddressError, ServerAddress};
 pub use error::{Misuse, ProtocolError};
 pub use ids::{ClientId, NodeId, PromptId};
-pub use workflow::{Workflow, WorkflowError};
+pub use workflow::{FluxParams, Link, Lora, ObjectInfo, QwenParams, Size, Workflow, WorkflowError};
+pub mod replay;
+pub mod session;
+pub mod transcript;

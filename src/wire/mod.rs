@@ -10,5 +10,5 @@ pub mod http;
 pub mod message;
 
 pub use frame::{BinaryFrame, FrameError, ImageFormat, PreviewMetadata};
-pub use http::{HttpRequest, HttpResponse, Method};
+pub use http::{HttpRequest, HttpResponse, Method, PromptOutcome, PromptRequest};
 pub use message::{FileRef, ServerMessage};

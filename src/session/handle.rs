@@ -1,0 +1,554 @@
+//! How the session reacts to what the server sends: websocket messages, binary frames and
+//! HTTP responses.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::ProtocolError;
+use crate::ids::{NodeId, PromptId};
+use crate::wire::http::{self, HttpResponse, PromptOutcome};
+use crate::wire::message::FileRef;
+use crate::wire::{BinaryFrame, ImageFormat, ServerMessage};
+
+use super::event::{Event, Failure, Image};
+use super::prompt::{Ending, Phase, Reconcile};
+use super::{Pending, Session};
+
+impl Session {
+    /// Our id for a prompt id the server used, if the prompt is ours and in flight.
+    fn resolve(&self, id: &PromptId) -> Option<PromptId> {
+        if self.prompts.contains_key(id) {
+            Some(id.clone())
+        } else {
+            self.aliases.get(id).cloned()
+        }
+    }
+
+    /// The prompt a message without a prompt id is about: the running one, or else the
+    /// earliest accepted one (the server runs one client's prompts in order).
+    fn implied(&self) -> Option<PromptId> {
+        self.running.clone().or_else(|| {
+            self.order
+                .iter()
+                .find(|id| {
+                    self.prompts
+                        .get(*id)
+                        .is_some_and(|p| p.phase == Phase::Accepted)
+                })
+                .cloned()
+        })
+    }
+
+    fn target(&self, id: Option<&PromptId>) -> Option<PromptId> {
+        match id {
+            Some(id) => self.resolve(id),
+            None => self.implied(),
+        }
+    }
+
+    fn touch(&mut self, id: &PromptId, now: Duration) {
+        if let Some(p) = self.prompts.get_mut(id) {
+            p.last_activity = now;
+            if p.phase == Phase::Accepted || p.phase == Phase::Posted {
+                p.phase = Phase::Running;
+            }
+        }
+        self.running = Some(id.clone());
+    }
+
+    pub(super) fn on_message(&mut self, now: Duration, msg: ServerMessage) {
+        match msg {
+            ServerMessage::Status {
+                queue_remaining, ..
+            } => {
+                self.events.push_back(Event::QueueStatus {
+                    remaining: queue_remaining,
+                });
+            }
+            ServerMessage::FeatureFlags {
+                supports_preview_metadata,
+                max_upload_size,
+            } => {
+                self.events.push_back(Event::ServerFeatures {
+                    supports_preview_metadata,
+                    max_upload_size,
+                });
+            }
+            ServerMessage::Unknown { kind, data } => {
+                self.events.push_back(Event::Unknown { kind, data })
+            }
+            ServerMessage::ExecutionStart { prompt_id } => {
+                if let Some(id) = self.resolve(&prompt_id) {
+                    self.touch(&id, now);
+                    self.events.push_back(Event::Started { prompt: id });
+                }
+            }
+            ServerMessage::ExecutionCached { prompt_id, nodes } => {
+                if let Some(id) = self.resolve(&prompt_id) {
+                    self.touch(&id, now);
+                    self.events.push_back(Event::Cached { prompt: id, nodes });
+                }
+            }
+            ServerMessage::Executing { prompt_id, node } => {
+                let Some(id) = self.target(prompt_id.as_ref()) else {
+                    return;
+                };
+                self.touch(&id, now);
+                if let Some(p) = self.prompts.get_mut(&id) {
+                    p.advance(node.as_ref());
+                }
+                match node {
+                    Some(node) => self
+                        .events
+                        .push_back(Event::NodeStarted { prompt: id, node }),
+                    None => self.finish(&id, Ending::Completed),
+                }
+            }
+            ServerMessage::Progress {
+                prompt_id,
+                node,
+                value,
+                max,
+            } => {
+                let Some(id) = self.target(prompt_id.as_ref()) else {
+                    return;
+                };
+                self.touch(&id, now);
+                self.events.push_back(Event::Progress {
+                    prompt: id,
+                    node,
+                    value,
+                    max,
+                });
+            }
+            ServerMessage::ProgressState { prompt_id, .. } => {
+                if let Some(id) = self.resolve(&prompt_id) {
+                    self.touch(&id, now);
+                }
+            }
+            ServerMessage::Executed {
+                prompt_id,
+                node,
+                output,
+            } => {
+                let Some(id) = self.resolve(&prompt_id) else {
+                    return;
+                };
+                self.touch(&id, now);
+                if self.config.fetch_files {
+                    for file in crate::wire::message::files_in_output(&output) {
+                        self.fetch_file(&id, &node, file);
+                    }
+                }
+                self.events.push_back(Event::NodeOutput {
+                    prompt: id,
+                    node,
+                    output,
+                });
+            }
+            ServerMessage::ExecutionSuccess { prompt_id } => {
+                if let Some(id) = self.resolve(&prompt_id) {
+                    self.finish(&id, Ending::Completed);
+                }
+            }
+            ServerMessage::ExecutionError(error) => {
+                if let Some(id) = self.resolve(&error.prompt_id) {
+                    let ending = Event::Failed {
+                        prompt: id.clone(),
+                        failure: Failure::Execution(error),
+                    };
+                    self.finish(&id, Ending::Event(ending));
+                }
+            }
+            ServerMessage::ExecutionInterrupted(info) => {
+                if let Some(id) = self.resolve(&info.prompt_id) {
+                    let ending = Event::Interrupted {
+                        prompt: id.clone(),
+                        node: info.node_id,
+                    };
+                    self.finish(&id, Ending::Event(ending));
+                }
+            }
+        }
+    }
+
+    /// Asks for a file output with `/view`, once per file; only outputs, not temp previews.
+    fn fetch_file(&mut self, id: &PromptId, node: &NodeId, file: FileRef) {
+        if file.kind != "output" {
+            return;
+        }
+        let Some(p) = self.prompts.get_mut(id) else {
+            return;
+        };
+        if !p.files_requested.insert(file.clone()) {
+            return;
+        }
+        p.files_pending += 1;
+        let request = http::view(&file);
+        self.request(
+            request,
+            Pending::View {
+                prompt: id.clone(),
+                node: node.clone(),
+                file,
+            },
+        );
+    }
+
+    /// The server signalled the prompt's end: report it now, or once its files are fetched.
+    fn finish(&mut self, id: &PromptId, ending: Ending) {
+        let Some(p) = self.prompts.get_mut(id) else {
+            return;
+        };
+        if p.ending.is_some() {
+            return; // the first end signal wins
+        }
+        p.advance(None);
+        if self.running.as_ref() == Some(id) {
+            self.running = None;
+        }
+        p.ending = Some(ending);
+        self.release(id);
+    }
+
+    /// Reports a held ending once no file fetch is outstanding.
+    fn release(&mut self, id: &PromptId) {
+        let Some(p) = self.prompts.get_mut(id) else {
+            return;
+        };
+        if p.files_pending > 0 {
+            return;
+        }
+        let event = match p.ending.take() {
+            None => return,
+            Some(Ending::Event(event)) => event,
+            Some(Ending::Completed) => {
+                let lost = p.lost_ws_nodes();
+                if lost.is_empty() {
+                    Event::Completed { prompt: id.clone() }
+                } else {
+                    Event::Failed {
+                        prompt: id.clone(),
+                        failure: Failure::LostOutputs { nodes: lost },
+                    }
+                }
+            }
+        };
+        self.end(id, event);
+    }
+
+    fn fail(&mut self, id: &PromptId, failure: Failure) {
+        self.end(
+            id,
+            Event::Failed {
+                prompt: id.clone(),
+                failure,
+            },
+        );
+    }
+
+    pub(super) fn on_binary(&mut self, now: Duration, frame: Bytes) -> Result<(), ProtocolError> {
+        let decoded = match BinaryFrame::decode_with_limit(&frame, self.config.max_frame_len) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let e = ProtocolError::Frame(e);
+                // A damaged frame while an output node runs may be a damaged output.
+                if let Some(id) = self.running.clone() {
+                    let at_output = self.prompts.get(&id).is_some_and(|p| {
+                        p.current
+                            .as_ref()
+                            .is_some_and(|(node, _)| p.is_ws_output(node.as_str()))
+                    });
+                    if at_output {
+                        self.fail(&id, Failure::Protocol(e.clone()));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let (id, node, format, image) = match decoded {
+            BinaryFrame::Text { node_id, text } => {
+                let prompt = self.running.clone();
+                if let Some(id) = &prompt {
+                    self.touch(&id.clone(), now);
+                }
+                self.events.push_back(Event::Text {
+                    prompt,
+                    node: node_id.into(),
+                    text: text.to_owned(),
+                });
+                return Ok(());
+            }
+            BinaryFrame::ImageWithMetadata {
+                metadata,
+                format,
+                image,
+            } => {
+                let Some(id) = self.resolve(&PromptId::from(metadata.prompt_id)) else {
+                    return Ok(());
+                };
+                (id, Some(NodeId::from(metadata.node_id)), format, image)
+            }
+            BinaryFrame::Image { format, image } => {
+                let Some(id) = self.implied() else {
+                    return Ok(());
+                };
+                let node = self
+                    .prompts
+                    .get(&id)
+                    .and_then(|p| p.current.as_ref().map(|(n, _)| n.clone()));
+                (id, node, format, image)
+            }
+        };
+        self.touch(&id, now);
+        let image = Image {
+            format,
+            data: frame.slice_ref(image),
+        };
+        let Some(p) = self.prompts.get_mut(&id) else {
+            return Ok(());
+        };
+        let event = match node {
+            Some(node) if p.is_ws_output(node.as_str()) => {
+                let index = p.next_index(&node);
+                Event::Output {
+                    prompt: id,
+                    node,
+                    index,
+                    image,
+                    file: None,
+                }
+            }
+            node => Event::Preview {
+                prompt: id,
+                node,
+                image,
+            },
+        };
+        self.events.push_back(event);
+        Ok(())
+    }
+
+    pub(super) fn on_response(
+        &mut self,
+        _now: Duration,
+        pending: Pending,
+        result: Result<HttpResponse, String>,
+    ) {
+        match pending {
+            Pending::FireAndForget => {}
+            Pending::Post(id) => self.on_post(&id, result),
+            Pending::View { prompt, node, file } => self.on_view(&prompt, node, file, result),
+            Pending::History(id) => self.on_history(&id, result),
+            Pending::Queue(id) => self.on_queue(&id, result),
+        }
+    }
+
+    fn on_post(&mut self, id: &PromptId, result: Result<HttpResponse, String>) {
+        if !self.prompts.contains_key(id) {
+            return;
+        }
+        let response = match result {
+            Ok(r) => r,
+            Err(message) => {
+                // The server may have queued it anyway: the id is ours, so ask it.
+                if let Some(mut p) = self.prompts.remove(id) {
+                    p.phase = Phase::Accepted;
+                    self.ask_history(&mut p);
+                    p.reconcile_after_post = Some(message);
+                    self.prompts.insert(id.clone(), p);
+                }
+                return;
+            }
+        };
+        match http::decode_prompt(&response) {
+            Ok(PromptOutcome::Accepted(accepted)) => {
+                if accepted.prompt_id != *id {
+                    self.aliases.insert(accepted.prompt_id.clone(), id.clone());
+                }
+                let gap = match self.prompts.get_mut(id) {
+                    Some(p) => {
+                        if p.phase == Phase::Posted {
+                            p.phase = Phase::Accepted;
+                        }
+                        for (_, error) in accepted.node_errors.iter() {
+                            p.skipped_outputs
+                                .extend(error.dependent_outputs.iter().cloned());
+                        }
+                        p.gap && p.reconcile.is_none()
+                    }
+                    None => false,
+                };
+                self.events.push_back(Event::Accepted {
+                    prompt: id.clone(),
+                    number: accepted.number,
+                    warnings: accepted.node_errors,
+                });
+                if gap && self.is_connected() {
+                    if let Some(mut p) = self.prompts.remove(id) {
+                        self.ask_history(&mut p);
+                        self.prompts.insert(id.clone(), p);
+                    }
+                }
+            }
+            Ok(PromptOutcome::Rejected(rejection)) => {
+                self.end(
+                    id,
+                    Event::Rejected {
+                        prompt: id.clone(),
+                        rejection,
+                    },
+                );
+            }
+            Err(e) => self.fail(id, Failure::Protocol(e)),
+        }
+    }
+
+    fn on_view(
+        &mut self,
+        id: &PromptId,
+        node: NodeId,
+        file: FileRef,
+        result: Result<HttpResponse, String>,
+    ) {
+        let Some(p) = self.prompts.get_mut(id) else {
+            return;
+        };
+        p.files_pending = p.files_pending.saturating_sub(1);
+        let data = match result.and_then(|r| http::decode_view(&r).map_err(|e| e.to_string())) {
+            Ok(data) => data,
+            Err(message) => return self.fail(id, Failure::FileFetch { file, message }),
+        };
+        let index = p.next_index(&node);
+        let format =
+            ImageFormat::sniff(&data).or_else(|| ImageFormat::from_file_name(&file.filename));
+        let event = match format {
+            Some(format) => Event::Output {
+                prompt: id.clone(),
+                node,
+                index,
+                image: Image { format, data },
+                file: Some(file),
+            },
+            None => Event::File {
+                prompt: id.clone(),
+                node,
+                index,
+                file,
+                data,
+            },
+        };
+        self.events.push_back(event);
+        self.release(id);
+    }
+
+    fn on_history(&mut self, id: &PromptId, result: Result<HttpResponse, String>) {
+        let Some(step) = self.prompts.get(id).and_then(|p| p.reconcile) else {
+            return;
+        };
+        let entry = match result {
+            Ok(r) => match http::decode_history(&r, id) {
+                Ok(entry) => entry,
+                Err(e) => return self.fail(id, Failure::Protocol(e)),
+            },
+            Err(message) => {
+                return self.fail(
+                    id,
+                    Failure::Transport {
+                        context: "GET /history",
+                        message,
+                    },
+                );
+            }
+        };
+        let Some(entry) = entry else {
+            if step == Reconcile::History {
+                if let Some(p) = self.prompts.get_mut(id) {
+                    p.reconcile = Some(Reconcile::Queue);
+                }
+                self.request(http::queue(), Pending::Queue(id.clone()));
+            } else {
+                self.not_found(id);
+            }
+            return;
+        };
+        if let Some(error) = entry.execution_error() {
+            let ending = Event::Failed {
+                prompt: id.clone(),
+                failure: Failure::Execution(Box::new(error)),
+            };
+            return self.finish(id, Ending::Event(ending));
+        }
+        if entry.interrupted() {
+            return self.finish(
+                id,
+                Ending::Event(Event::Interrupted {
+                    prompt: id.clone(),
+                    node: None,
+                }),
+            );
+        }
+        if self.config.fetch_files {
+            for (node, file) in entry.files() {
+                self.fetch_file(id, &node, file);
+            }
+        }
+        if let Some(p) = self.prompts.get_mut(id) {
+            p.reconcile = None;
+            // What ran while nobody listened is unknown: only nodes seen whole count.
+            p.current = None;
+            p.gap = true;
+        }
+        self.finish(id, Ending::Completed);
+    }
+
+    fn on_queue(&mut self, id: &PromptId, result: Result<HttpResponse, String>) {
+        if self.prompts.get(id).and_then(|p| p.reconcile) != Some(Reconcile::Queue) {
+            return;
+        }
+        let queue = match result {
+            Ok(r) => match http::decode_queue(&r) {
+                Ok(q) => q,
+                Err(e) => return self.fail(id, Failure::Protocol(e)),
+            },
+            Err(message) => {
+                return self.fail(
+                    id,
+                    Failure::Transport {
+                        context: "GET /queue",
+                        message,
+                    },
+                );
+            }
+        };
+        if queue.contains(id).is_some() {
+            // Still queued or running: its messages will come on the socket.
+            if let Some(p) = self.prompts.get_mut(id) {
+                p.reconcile = None;
+                p.reconcile_after_post = None;
+            }
+        } else {
+            if let Some(p) = self.prompts.get_mut(id) {
+                p.reconcile = Some(Reconcile::HistoryAgain);
+            }
+            self.request(http::history(id), Pending::History(id.clone()));
+        }
+    }
+
+    /// Neither the history nor the queue knows the prompt.
+    fn not_found(&mut self, id: &PromptId) {
+        let failure = match self
+            .prompts
+            .get_mut(id)
+            .and_then(|p| p.reconcile_after_post.take())
+        {
+            Some(message) => Failure::Transport {
+                context: "POST /prompt",
+                message,
+            },
+            None => Failure::NotOnServer,
+        };
+        self.fail(id, failure);
+    }
+}
