@@ -129,6 +129,49 @@ impl Default for SessionConfig {
     }
 }
 
+impl SessionConfig {
+    /// Sets [`SessionConfig::feature_flags`].
+    pub fn with_feature_flags(mut self, on: bool) -> Self {
+        self.feature_flags = on;
+        self
+    }
+
+    /// Sets [`SessionConfig::fetch_files`].
+    pub fn with_fetch_files(mut self, on: bool) -> Self {
+        self.fetch_files = on;
+        self
+    }
+
+    /// Sets [`SessionConfig::max_frame_len`].
+    pub fn with_max_frame_len(mut self, bytes: usize) -> Self {
+        self.max_frame_len = bytes;
+        self
+    }
+
+    /// Sets [`SessionConfig::backoff`].
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets [`SessionConfig::keepalive`].
+    pub fn with_keepalive(mut self, every: Option<Duration>) -> Self {
+        self.keepalive = every;
+        self
+    }
+}
+
+impl Backoff {
+    /// A backoff from `initial` doubling up to `max`, for at most `attempts` attempts.
+    pub fn new(initial: Duration, max: Duration, attempts: u32) -> Self {
+        Self {
+            initial,
+            max,
+            attempts,
+        }
+    }
+}
+
 /// One prompt to run: the graph, the id the caller chose for it, and how to post it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -1,0 +1,450 @@
+//! Scenarios of the session state machine that no recording shows: reconnects and
+//! reconciliation, deadlines, cancels, damaged frames, foreign prompt ids.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use comfy_proxy::session::{
+    Deadline, Deadlines, Event, Failure, RequestId, Session, SessionConfig, Submission, Transmit,
+};
+use comfy_proxy::wire::frame::{encode_image, encode_image_with_metadata};
+use comfy_proxy::wire::{HttpResponse, ImageFormat};
+use comfy_proxy::{ClientId, PromptId, Workflow};
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\nimage";
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn graph() -> Workflow {
+    Workflow::from_json(
+        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},
+            "save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}},
+            "file":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"x"}}}"#,
+    )
+    .unwrap()
+}
+
+/// A session with one submitted prompt, connected, its POST answered with 200.
+struct Harness {
+    s: Session,
+    id: PromptId,
+    http: Vec<(RequestId, String, String)>,
+    other: Vec<Transmit>,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new(config: SessionConfig, deadlines: Deadlines) -> Self {
+        let mut s = Session::new(ClientId::from("c"), config);
+        let id = PromptId::from("p1");
+        s.submit(
+            ms(0),
+            Submission::new(id.clone(), graph()).with_deadlines(deadlines),
+        )
+        .unwrap();
+        let mut h = Self {
+            s,
+            id,
+            http: vec![],
+            other: vec![],
+            events: vec![],
+        };
+        h.drain();
+        assert!(
+            h.http.is_empty(),
+            "nothing is posted before the websocket is open"
+        );
+        h
+    }
+
+    fn accepted(config: SessionConfig) -> Self {
+        Self::accepted_with(config, Deadlines::none())
+    }
+
+    fn accepted_with(config: SessionConfig, deadlines: Deadlines) -> Self {
+        let mut h = Self::new(config, deadlines);
+        h.s.handle_connected(ms(1));
+        h.drain();
+        let post = h.take("POST", "/prompt");
+        h.s.handle_response(
+            ms(2),
+            post,
+            HttpResponse::new(200, r#"{"prompt_id":"p1","number":1,"node_errors":{}}"#),
+        );
+        h.drain();
+        h
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.s.poll_transmit() {
+            match t {
+                Transmit::Http { id, request } => {
+                    self.http
+                        .push((id, request.method.as_str().into(), request.path))
+                }
+                other => self.other.push(other),
+            }
+        }
+        while let Some(e) = self.s.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    /// Removes and returns the open request with this method and path prefix.
+    fn take(&mut self, method: &str, path: &str) -> RequestId {
+        let i = self
+            .http
+            .iter()
+            .position(|(_, m, p)| m == method && p.starts_with(path))
+            .unwrap_or_else(|| panic!("no {method} {path} among {:?}", self.http));
+        self.http.remove(i).0
+    }
+
+    fn text(&mut self, t: u64, json: &str) {
+        self.s.handle_text(ms(t), json).unwrap();
+        self.drain();
+    }
+
+    fn executing(&mut self, t: u64, node: &str) {
+        self.text(
+            t,
+            &format!(r#"{{"type":"executing","data":{{"node":"{node}","prompt_id":"p1"}}}}"#),
+        );
+    }
+
+    fn terminal(&self) -> Vec<&Event> {
+        self.events.iter().filter(|e| e.is_terminal()).collect()
+    }
+}
+
+fn no_keepalive() -> SessionConfig {
+    SessionConfig::default().with_keepalive(None)
+}
+
+#[test]
+fn feature_flags_go_first_then_the_post() {
+    let mut h = Harness::new(no_keepalive(), Deadlines::none());
+    assert!(matches!(&h.other[0], Transmit::Connect { path } if path == "/ws?clientId=c"));
+    h.s.handle_connected(ms(1));
+    h.drain();
+    assert!(matches!(&h.other[1], Transmit::Text(t) if t.contains("feature_flags")));
+    h.take("POST", "/prompt");
+}
+
+#[test]
+fn websocket_output_lost_in_a_disconnect_fails_the_prompt() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.text(3, r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#);
+    h.executing(4, "1");
+    h.executing(5, "save");
+    h.s.handle_disconnect(ms(6));
+    h.drain();
+    let t = h.s.poll_timeout().expect("a reconnect is scheduled");
+    h.s.handle_timeout(t);
+    h.drain();
+    assert!(matches!(h.other.last(), Some(Transmit::Connect { .. })));
+    h.s.handle_connected(t);
+    h.drain();
+    let q = h.take("GET", "/history/p1");
+    let history = r#"{"p1":{"prompt":[1,"p1",{},{},["save","file"]],"outputs":{"file":{"images":[{"filename":"x_00001_.png","subfolder":"","type":"output"}]}},"status":{"status_str":"success","completed":true,"messages":[]},"meta":{}}}"#;
+    h.s.handle_response(t, q, HttpResponse::new(200, history));
+    h.drain();
+    let view = h.take("GET", "/view?filename=x_00001_.png");
+    h.s.handle_response(t, view, HttpResponse::new(200, Bytes::from_static(PNG)));
+    h.drain();
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, Event::Output { file: Some(_), .. }))
+    );
+    match h.terminal()[..] {
+        [
+            Event::Failed {
+                failure: Failure::LostOutputs { nodes },
+                ..
+            },
+        ] => assert_eq!(nodes, &["save".into()] as &[comfy_proxy::NodeId]),
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_prompt_still_queued_after_a_reconnect_completes_normally() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.s.handle_disconnect(ms(3));
+    h.s.handle_connected(ms(300));
+    h.drain();
+    let q = h.take("GET", "/history/p1");
+    h.s.handle_response(ms(301), q, HttpResponse::new(200, "{}"));
+    h.drain();
+    let q = h.take("GET", "/queue");
+    h.s.handle_response(
+        ms(302),
+        q,
+        HttpResponse::new(
+            200,
+            r#"{"queue_running":[],"queue_pending":[[1,"p1",{},{"client_id":"c"},["save"]]]}"#,
+        ),
+    );
+    h.drain();
+    h.text(
+        400,
+        r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#,
+    );
+    h.executing(401, "save");
+    h.s.handle_binary(ms(402), Bytes::from(encode_image(ImageFormat::Png, PNG)))
+        .unwrap();
+    h.executing(403, "file");
+    h.text(
+        404,
+        r#"{"type":"execution_success","data":{"prompt_id":"p1"}}"#,
+    );
+    assert!(
+        matches!(h.terminal()[..], [Event::Completed { .. }]),
+        "{:?}",
+        h.events
+    );
+}
+
+#[test]
+fn a_prompt_the_server_forgot_fails_as_not_on_server() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.s.handle_disconnect(ms(3));
+    h.s.handle_connected(ms(300));
+    h.drain();
+    let q = h.take("GET", "/history/p1");
+    h.s.handle_response(ms(301), q, HttpResponse::new(200, "{}"));
+    h.drain();
+    let q = h.take("GET", "/queue");
+    h.s.handle_response(
+        ms(302),
+        q,
+        HttpResponse::new(200, r#"{"queue_running":[],"queue_pending":[]}"#),
+    );
+    h.drain();
+    let q = h.take("GET", "/history/p1");
+    h.s.handle_response(ms(303), q, HttpResponse::new(200, "{}"));
+    h.drain();
+    match h.terminal()[..] {
+        [Event::Failed { failure, .. }] => {
+            assert_eq!(failure, &Failure::NotOnServer);
+            assert!(failure.is_retryable());
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reconnect_gives_up_after_the_attempts() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.s.handle_disconnect(ms(3));
+    let mut now = ms(3);
+    let mut connects = 0;
+    while let Some(t) = h.s.poll_timeout() {
+        now = t;
+        h.s.handle_timeout(now);
+        h.drain();
+        connects += 1;
+        h.s.handle_disconnect(now);
+        h.drain();
+        assert!(connects < 100, "the session must give up");
+    }
+    assert_eq!(connects, 8);
+    assert!(now < Duration::from_secs(60), "{now:?}");
+    assert!(matches!(
+        h.terminal()[..],
+        [Event::Failed {
+            failure: Failure::Disconnected { attempts: 8 },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn accept_deadline_times_out_and_stops_nothing_unposted() {
+    let mut h = Harness::new(no_keepalive(), Deadlines::none().accept(ms(500)));
+    assert_eq!(h.s.poll_timeout(), Some(ms(500)));
+    h.s.handle_timeout(ms(499));
+    h.drain();
+    assert!(h.terminal().is_empty(), "not due yet");
+    h.s.handle_timeout(ms(500));
+    h.drain();
+    assert!(matches!(
+        h.terminal()[..],
+        [Event::TimedOut {
+            deadline: Deadline::Accept,
+            ..
+        }]
+    ));
+    assert!(h.http.is_empty(), "it was never posted, so nothing to stop");
+}
+
+#[test]
+fn idle_deadline_interrupts_a_running_prompt() {
+    let mut h = Harness::accepted_with(no_keepalive(), Deadlines::none().idle(ms(1000)));
+    assert_eq!(
+        h.s.poll_timeout(),
+        None,
+        "the idle clock runs only once the prompt runs"
+    );
+    h.text(
+        10,
+        r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#,
+    );
+    h.text(
+        500,
+        r#"{"type":"progress","data":{"value":1,"max":2,"prompt_id":"p1","node":"1"}}"#,
+    );
+    assert_eq!(
+        h.s.poll_timeout(),
+        Some(ms(1500)),
+        "activity resets the idle deadline"
+    );
+    h.s.handle_timeout(ms(1500));
+    h.drain();
+    assert!(matches!(
+        h.terminal()[..],
+        [Event::TimedOut {
+            deadline: Deadline::Idle,
+            ..
+        }]
+    ));
+    h.take("POST", "/interrupt");
+    // Late messages for an ended prompt change nothing.
+    h.text(
+        1600,
+        r#"{"type":"execution_success","data":{"prompt_id":"p1"}}"#,
+    );
+    assert_eq!(h.terminal().len(), 1);
+}
+
+#[test]
+fn cancel_before_start_deletes_from_queue_and_interrupts() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.s.cancel(ms(5), &h.id.clone()).unwrap();
+    h.drain();
+    h.take("POST", "/queue");
+    h.take("POST", "/interrupt");
+    assert!(matches!(h.terminal()[..], [Event::Cancelled { .. }]));
+    assert!(
+        h.s.cancel(ms(6), &h.id.clone()).is_err(),
+        "a second cancel is misuse"
+    );
+}
+
+#[test]
+fn a_truncated_frame_at_an_output_node_fails_the_prompt() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.text(3, r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#);
+    h.executing(4, "save");
+    let err =
+        h.s.handle_binary(ms(5), Bytes::from_static(&[0, 0, 0, 1, 0, 0]))
+            .unwrap_err();
+    h.drain();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert!(matches!(
+        h.terminal()[..],
+        [Event::Failed {
+            failure: Failure::Protocol(_),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn frames_for_foreign_prompts_are_ignored() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.text(
+        3,
+        r#"{"type":"execution_start","data":{"prompt_id":"someone-else"}}"#,
+    );
+    let meta = r#"{"node_id":"save","prompt_id":"someone-else","image_type":"image/png"}"#;
+    h.s.handle_binary(ms(4), Bytes::from(encode_image_with_metadata(meta, PNG)))
+        .unwrap();
+    h.text(
+        5,
+        r#"{"type":"execution_success","data":{"prompt_id":"someone-else"}}"#,
+    );
+    assert!(
+        h.events
+            .iter()
+            .all(|e| e.prompt().is_none_or(|p| p == "p1")),
+        "{:?}",
+        h.events
+    );
+    assert!(h.terminal().is_empty());
+}
+
+#[test]
+fn output_image_shares_the_frame_buffer() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.text(3, r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#);
+    h.executing(4, "save");
+    let frame = Bytes::from(encode_image(ImageFormat::Png, &[9u8; 1 << 20]));
+    let start = frame[8..].as_ptr();
+    h.s.handle_binary(ms(5), frame).unwrap();
+    h.drain();
+    let image = h.events.iter().find_map(|e| match e {
+        Event::Output { image, .. } => Some(image),
+        _ => None,
+    });
+    assert_eq!(image.unwrap().data.as_ptr(), start, "no copy of the image");
+}
+
+#[test]
+fn a_lost_post_response_is_looked_up_by_the_client_chosen_id() {
+    let mut h = Harness::new(no_keepalive(), Deadlines::none());
+    h.s.handle_connected(ms(1));
+    h.drain();
+    let post = h.take("POST", "/prompt");
+    h.s.handle_http_error(ms(2), post, "connection reset");
+    h.drain();
+    let q = h.take("GET", "/history/p1");
+    h.s.handle_response(ms(3), q, HttpResponse::new(200, "{}"));
+    h.drain();
+    let q = h.take("GET", "/queue");
+    h.s.handle_response(
+        ms(4),
+        q,
+        HttpResponse::new(
+            200,
+            r#"{"queue_running":[[1,"p1",{},{},[]]],"queue_pending":[]}"#,
+        ),
+    );
+    h.drain();
+    assert!(h.terminal().is_empty(), "it is running: wait for it");
+    h.text(
+        5,
+        r#"{"type":"executing","data":{"node":null,"prompt_id":"p1"}}"#,
+    );
+    assert!(matches!(h.terminal()[..], [Event::Completed { .. }]));
+}
+
+#[test]
+fn submit_misuse_is_typed() {
+    let mut s = Session::new(ClientId::from("c"), no_keepalive());
+    s.submit(ms(0), Submission::new("a".into(), graph()))
+        .unwrap();
+    assert!(
+        s.submit(ms(0), Submission::new("a".into(), graph()))
+            .is_err()
+    );
+    s.close(ms(1));
+    assert_eq!(
+        s.submit(ms(1), Submission::new("b".into(), graph())),
+        Err(comfy_proxy::Misuse::Closed)
+    );
+}
+
+#[test]
+fn keepalive_pings() {
+    let mut s = Session::new(ClientId::from("c"), SessionConfig::default());
+    s.handle_connected(ms(0));
+    while s.poll_transmit().is_some() {}
+    let t = s.poll_timeout().unwrap();
+    assert_eq!(t, Duration::from_secs(20));
+    s.handle_timeout(t);
+    assert_eq!(s.poll_transmit(), Some(Transmit::Ping));
+}
