@@ -16,6 +16,7 @@
 pub mod address;
 pub mod error;
 pub mod ids;
+pub mod mock;
 pub mod wire;
 pub mod workflow;
 

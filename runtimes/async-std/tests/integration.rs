@@ -1,0 +1,15 @@
+//! The shared integration suite on async-std, against mock servers on loopback.
+
+use std::sync::Arc;
+
+use comfy_proxy_async_std::{AsyncStd, Surf};
+use comfy_proxy_driver::testsuite::Kit;
+
+fn kit() -> Kit {
+    Kit {
+        rt: Arc::new(AsyncStd),
+        http: Arc::new(Surf::default()),
+    }
+}
+
+comfy_proxy_driver::integration_suite!(kit(), async_std::task::block_on);

@@ -1,0 +1,356 @@
+//! The task that owns one [`Session`] and moves its bytes: the websocket, HTTP requests,
+//! timers. Callers talk to it through channels; it never shares its state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::Message;
+use bytes::Bytes;
+use comfy_proxy::session::{Event, RequestId, Session, Submission, Transmit};
+use comfy_proxy::wire::HttpResponse;
+use comfy_proxy::{Misuse, PromptId, ServerAddress};
+use futures_channel::{mpsc, oneshot};
+use futures_util::SinkExt;
+use futures_util::future::{Either, select};
+use futures_util::stream::{SplitSink, StreamExt};
+
+use crate::auth::Auth;
+use crate::runtime::{HttpClient, OutgoingRequest, Runtime};
+use crate::ws::{self, Socket, WsOptions};
+
+/// How long one websocket write, connect or HTTP exchange may take before it counts as failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    pub connect: Duration,
+    pub write: Duration,
+    pub http: Duration,
+}
+
+/// Everything the actor needs to reach its server.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub server: ServerAddress,
+    pub auth: Auth,
+    pub headers: Vec<(String, String)>,
+    pub verify_tls: bool,
+    pub max_frame_len: usize,
+    pub max_body: usize,
+    pub timeouts: Timeouts,
+}
+
+impl Endpoint {
+    pub(crate) fn outgoing(&self, request: comfy_proxy::wire::HttpRequest) -> OutgoingRequest {
+        let mut headers = self.auth.headers();
+        headers.extend(self.headers.iter().cloned());
+        let path = self.auth.apply_query(&request.path);
+        OutgoingRequest {
+            server: self.server.clone(),
+            url: self.server.http_url(&path),
+            target: format!("{}{path}", self.server.base_path()),
+            request,
+            headers,
+            verify_tls: self.verify_tls,
+            max_body: self.max_body,
+        }
+    }
+}
+
+/// Where the actor sends events.
+pub(crate) enum Route {
+    /// Each prompt's events to its own channel; events of no prompt are dropped.
+    PerPrompt(HashMap<PromptId, mpsc::Sender<Event>>),
+}
+
+/// What reaches the actor.
+pub(crate) enum Input {
+    Submit {
+        submission: Submission,
+        events: Option<mpsc::Sender<Event>>,
+        ack: oneshot::Sender<Result<(), Misuse>>,
+    },
+    Cancel(PromptId),
+    Close,
+    Opened {
+        generation: u64,
+        sink: SplitSink<Socket, Message>,
+    },
+    Frame {
+        generation: u64,
+        frame: Frame,
+    },
+    Http {
+        id: RequestId,
+        result: Result<HttpResponse, String>,
+    },
+}
+
+/// A websocket frame, or the socket's end.
+pub(crate) enum Frame {
+    Text(String),
+    Binary(Bytes),
+    Closed(String),
+}
+
+pub(crate) struct Actor {
+    pub rt: Arc<dyn Runtime>,
+    pub http: Arc<dyn HttpClient>,
+    pub endpoint: Endpoint,
+    pub session: Session,
+    pub route: Route,
+    /// Inputs from handles, HTTP tasks and connect tasks.
+    pub control: mpsc::UnboundedSender<Input>,
+    /// Frames from the reader task; bounded, so a slow actor slows the socket.
+    pub frames: mpsc::Sender<Input>,
+}
+
+impl Actor {
+    /// Runs until closed and every prompt in flight has ended.
+    pub(crate) async fn run(
+        mut self,
+        control: mpsc::UnboundedReceiver<Input>,
+        frames: mpsc::Receiver<Input>,
+    ) {
+        let epoch = Instant::now();
+        let mut inputs = futures_util::stream::select(control, frames);
+        let mut generation = 0u64;
+        let mut sink: Option<SplitSink<Socket, Message>> = None;
+        let mut closing = false;
+        loop {
+            let now = epoch.elapsed();
+            // Drain until both queues are empty: routing an event may cancel a prompt, which
+            // queues transmits.
+            loop {
+                let mut progressed = false;
+                while let Some(t) = self.session.poll_transmit() {
+                    progressed = true;
+                    self.transmit(t, now, &mut generation, &mut sink).await;
+                }
+                while let Some(event) = self.session.poll_event() {
+                    progressed = true;
+                    self.route(now, event).await;
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            if closing && self.session.in_flight().next().is_none() {
+                self.session.close(now);
+                if let Some(mut s) = sink.take() {
+                    let _ = s.close().await;
+                }
+                return;
+            }
+            let next = match self.session.poll_timeout() {
+                Some(at) => {
+                    let wait = at.saturating_sub(epoch.elapsed());
+                    match select(inputs.next(), self.rt.sleep(wait)).await {
+                        Either::Left((input, _)) => input,
+                        Either::Right(_) => {
+                            self.session.handle_timeout(epoch.elapsed());
+                            continue;
+                        }
+                    }
+                }
+                None => inputs.next().await,
+            };
+            let now = epoch.elapsed();
+            let Some(input) = next else { return };
+            match input {
+                Input::Submit {
+                    submission,
+                    events,
+                    ack,
+                } => {
+                    let id = submission.prompt_id.clone();
+                    let result = if closing {
+                        Err(Misuse::Closed)
+                    } else {
+                        self.session.submit(now, submission)
+                    };
+                    if let (true, Route::PerPrompt(routes), Some(events)) =
+                        (result.is_ok(), &mut self.route, events)
+                    {
+                        routes.insert(id, events);
+                    }
+                    let _ = ack.send(result);
+                }
+                Input::Cancel(id) => {
+                    let _ = self.session.cancel(now, &id);
+                }
+                Input::Close => closing = true,
+                Input::Opened {
+                    generation: g,
+                    sink: s,
+                } => {
+                    if g == generation {
+                        sink = Some(s);
+                        self.session.handle_connected(now);
+                    }
+                }
+                Input::Frame {
+                    generation: g,
+                    frame,
+                } => {
+                    if g != generation {
+                        continue;
+                    }
+                    match frame {
+                        // A frame the core cannot decode changes nothing; the core has already
+                        // failed any prompt whose output it damaged.
+                        Frame::Text(text) => drop(self.session.handle_text(now, &text)),
+                        Frame::Binary(data) => drop(self.session.handle_binary(now, data)),
+                        Frame::Closed(_reason) => {
+                            sink = None;
+                            self.session.handle_disconnect(now);
+                        }
+                    }
+                }
+                Input::Http { id, result } => match result {
+                    Ok(response) => self.session.handle_response(now, id, response),
+                    Err(message) => self.session.handle_http_error(now, id, message),
+                },
+            }
+        }
+    }
+
+    async fn transmit(
+        &mut self,
+        t: Transmit,
+        now: Duration,
+        generation: &mut u64,
+        sink: &mut Option<SplitSink<Socket, Message>>,
+    ) {
+        let message = match t {
+            Transmit::Connect { path } => {
+                if let Some(mut old) = sink.take() {
+                    let _ = old.close().await;
+                }
+                *generation += 1;
+                self.spawn_connect(*generation, path);
+                return;
+            }
+            Transmit::Http { id, request } => {
+                self.spawn_http(id, request);
+                return;
+            }
+            Transmit::Close => {
+                if let Some(mut s) = sink.take() {
+                    let _ = s.close().await;
+                }
+                return;
+            }
+            Transmit::Text(text) => Message::text(text),
+            Transmit::Ping => Message::Ping(Bytes::new()),
+            _ => return,
+        };
+        let Some(s) = sink.as_mut() else { return };
+        let write = select(s.send(message), self.rt.sleep(self.endpoint.timeouts.write)).await;
+        if !matches!(write, Either::Left((Ok(()), _))) {
+            *sink = None;
+            self.session.handle_disconnect(now);
+        }
+    }
+
+    fn spawn_connect(&self, generation: u64, path: String) {
+        let rt = self.rt.clone();
+        let endpoint = self.endpoint.clone();
+        let control = self.control.clone();
+        let frames = self.frames.clone();
+        self.rt.spawn(Box::pin(async move {
+            let options = WsOptions {
+                server: &endpoint.server,
+                auth: &endpoint.auth,
+                headers: &endpoint.headers,
+                verify_tls: endpoint.verify_tls,
+                max_frame_len: endpoint.max_frame_len,
+            };
+            let opened = select(
+                Box::pin(ws::open(rt.as_ref(), &options, &path)),
+                rt.sleep(endpoint.timeouts.connect),
+            )
+            .await;
+            let socket = match opened {
+                Either::Left((Ok(socket), _)) => socket,
+                Either::Left((Err(e), _)) => return report_closed(frames, generation, e).await,
+                Either::Right(_) => {
+                    return report_closed(frames, generation, "connect timed out".into()).await;
+                }
+            };
+            let (sink, mut stream) = StreamExt::split(socket);
+            if control
+                .unbounded_send(Input::Opened { generation, sink })
+                .is_err()
+            {
+                return;
+            }
+            let mut frames = frames;
+            let reason = loop {
+                let frame = match stream.next().await {
+                    Some(Ok(Message::Text(text))) => Frame::Text(text.as_str().to_owned()),
+                    Some(Ok(Message::Binary(data))) => Frame::Binary(data),
+                    Some(Ok(Message::Close(close))) => {
+                        break format!("closed by the server: {close:?}");
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "connection ended".to_owned(),
+                };
+                if frames
+                    .send(Input::Frame { generation, frame })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            };
+            report_closed(frames, generation, reason).await;
+        }));
+    }
+
+    fn spawn_http(&self, id: RequestId, request: comfy_proxy::wire::HttpRequest) {
+        let rt = self.rt.clone();
+        let http = self.http.clone();
+        let outgoing = self.endpoint.outgoing(request);
+        let limit = self.endpoint.timeouts.http;
+        let control = self.control.clone();
+        self.rt.spawn(Box::pin(async move {
+            let what = format!("{} {}", outgoing.request.method.as_str(), outgoing.url);
+            let result = match select(http.send(outgoing), rt.sleep(limit)).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => Err(format!("{what}: no answer within {limit:?}")),
+            };
+            let _ = control.unbounded_send(Input::Http { id, result });
+        }));
+    }
+
+    async fn route(&mut self, now: Duration, event: Event) {
+        match &mut self.route {
+            Route::PerPrompt(routes) => {
+                let Some(id) = event.prompt().cloned() else {
+                    return;
+                };
+                let terminal = event.is_terminal();
+                let Some(tx) = routes.get_mut(&id) else {
+                    return;
+                };
+                if tx.send(event).await.is_err() {
+                    // The caller dropped the stream: stop the prompt on the server.
+                    routes.remove(&id);
+                    let _ = self.session.cancel(now, &id);
+                } else if terminal {
+                    routes.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+async fn report_closed(mut frames: mpsc::Sender<Input>, generation: u64, reason: String) {
+    let _ = frames
+        .send(Input::Frame {
+            generation,
+            frame: Frame::Closed(reason),
+        })
+        .await;
+}

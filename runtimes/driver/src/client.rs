@@ -1,0 +1,385 @@
+//! A client for one ComfyUI server: one persistent websocket, announced before any prompt is
+//! posted, reused across prompts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use comfy_proxy::session::{
+    Deadline, Deadlines, Event, Failure, Image, Session, SessionConfig, Submission,
+};
+use comfy_proxy::wire::http::{self, PromptRejected, UploadedFile};
+use comfy_proxy::{ClientId, Misuse, NodeId, PromptId, ProtocolError, ServerAddress, Workflow};
+use futures_channel::{mpsc, oneshot};
+use futures_util::stream::{Stream, StreamExt};
+
+use crate::actor::{Actor, Endpoint, Input, Route, Timeouts};
+use crate::auth::Auth;
+use crate::runtime::{HttpClient, Runtime};
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The server.
+    pub server: ServerAddress,
+    /// Authentication, for HTTP and the websocket alike.
+    pub auth: Auth,
+    /// Extra headers, for HTTP and the websocket alike.
+    pub headers: Vec<(String, String)>,
+    /// Verify TLS certificates (default). Turning this off is for self-signed private servers.
+    pub verify_tls: bool,
+    /// The core session's settings (feature flags, file fetching, frame limit, reconnects).
+    pub session: SessionConfig,
+    /// Deadlines applied to every prompt.
+    pub deadlines: Deadlines,
+    /// Events buffered per prompt before the client stops reading the socket.
+    pub events_buffer: usize,
+    /// The largest HTTP response body accepted (file outputs). Default 512 MiB.
+    pub max_body: usize,
+    /// Connect timeout for the websocket. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Timeout of one HTTP exchange. Default 120 s.
+    pub http_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for `server`.
+    pub fn new(server: ServerAddress) -> Self {
+        Self {
+            server,
+            auth: Auth::None,
+            headers: Vec::new(),
+            verify_tls: true,
+            session: SessionConfig::default(),
+            deadlines: Deadlines::none(),
+            events_buffer: 64,
+            max_body: 512 << 20,
+            connect_timeout: Duration::from_secs(10),
+            http_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Sets the authentication.
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Sets the deadlines of every prompt.
+    pub fn with_deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
+        self
+    }
+
+    /// Sets the session settings.
+    pub fn with_session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Adds a header to every request and the websocket handshake.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Accepts any TLS certificate. Only for servers trusted by other means.
+    pub fn danger_accept_invalid_certs(mut self) -> Self {
+        self.verify_tls = false;
+        self
+    }
+
+    pub(crate) fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            server: self.server.clone(),
+            auth: self.auth.clone(),
+            headers: self.headers.clone(),
+            verify_tls: self.verify_tls,
+            max_frame_len: self.session.max_frame_len,
+            max_body: self.max_body,
+            timeouts: Timeouts {
+                connect: self.connect_timeout,
+                write: Duration::from_secs(30),
+                http: self.http_timeout,
+            },
+        }
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The API was misused (a duplicate prompt id, a closed client).
+    Misuse(Misuse),
+    /// The client's task has stopped.
+    Closed,
+    /// The server refused the prompt (HTTP 400).
+    Rejected(Box<PromptRejected>),
+    /// The prompt failed.
+    Failed(Failure),
+    /// The prompt was interrupted on the server.
+    Interrupted,
+    /// A deadline expired.
+    TimedOut(Deadline),
+    /// The prompt was cancelled.
+    Cancelled,
+    /// An HTTP exchange failed in transport.
+    Transport(String),
+    /// The server answered outside the protocol.
+    Protocol(ProtocolError),
+    /// The upload could not be encoded (bad file name).
+    Upload(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Misuse(m) => write!(f, "{m}"),
+            Self::Closed => f.write_str("the client has stopped"),
+            Self::Rejected(r) => write!(f, "rejected by the server: {r}"),
+            Self::Failed(x) => write!(f, "{x}"),
+            Self::Interrupted => f.write_str("interrupted on the server"),
+            Self::TimedOut(d) => write!(f, "timed out ({d:?} deadline)"),
+            Self::Cancelled => f.write_str("cancelled"),
+            Self::Transport(m) => write!(f, "{m}"),
+            Self::Protocol(e) => write!(f, "{e}"),
+            Self::Upload(m) => write!(f, "cannot upload: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// The error a terminal event stands for, if it is not a success.
+    pub fn from_terminal(event: &Event) -> Option<Self> {
+        Some(match event {
+            Event::Rejected { rejection, .. } => Self::Rejected(rejection.clone()),
+            Event::Failed { failure, .. } => Self::Failed(failure.clone()),
+            Event::Interrupted { .. } => Self::Interrupted,
+            Event::TimedOut { deadline, .. } => Self::TimedOut(*deadline),
+            Event::Cancelled { .. } => Self::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// Sends `Close` when the last handle of a client is dropped.
+struct CloseOnDrop(mpsc::UnboundedSender<Input>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.unbounded_send(Input::Close);
+    }
+}
+
+/// A client for one server. Cheap to clone; the connection closes when the last clone is dropped
+/// and every prompt has ended.
+#[derive(Clone)]
+pub struct Client {
+    control: mpsc::UnboundedSender<Input>,
+    http: Arc<dyn HttpClient>,
+    config: Arc<ClientConfig>,
+    _close: Arc<CloseOnDrop>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.config.server)
+            .field("auth", &self.config.auth)
+            .finish()
+    }
+}
+
+/// Everything a finished prompt produced.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunResult {
+    /// The prompt.
+    pub prompt_id: Option<PromptId>,
+    /// Output images by node and index, in arrival order.
+    pub outputs: Vec<(NodeId, u32, Image)>,
+    /// How many previews arrived.
+    pub previews: usize,
+}
+
+impl Client {
+    /// Starts a client: its task opens the websocket at once, before any prompt is posted.
+    pub fn connect(rt: Arc<dyn Runtime>, http: Arc<dyn HttpClient>, config: ClientConfig) -> Self {
+        let (control, control_rx) = mpsc::unbounded();
+        let (frames, frames_rx) = mpsc::channel(16);
+        let session = Session::new(
+            ClientId::from_random(fastrand::u128(..)),
+            config.session.clone(),
+        );
+        let actor = Actor {
+            rt: rt.clone(),
+            http: http.clone(),
+            endpoint: config.endpoint(),
+            session,
+            route: Route::PerPrompt(HashMap::new()),
+            control: control.clone(),
+            frames,
+        };
+        rt.spawn(Box::pin(actor.run(control_rx, frames_rx)));
+        Self {
+            _close: Arc::new(CloseOnDrop(control.clone())),
+            control,
+            http,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The server this client talks to.
+    pub fn server(&self) -> &ServerAddress {
+        &self.config.server
+    }
+
+    /// Submits a workflow and returns the stream of its events: progress, previews and outputs
+    /// as they arrive, ending with one terminal event. Dropping the stream before that cancels
+    /// the prompt on the server.
+    pub async fn submit(&self, workflow: Workflow) -> Result<PromptStream, ClientError> {
+        let id = PromptId::from_random(fastrand::u128(..));
+        let submission =
+            Submission::new(id.clone(), workflow).with_deadlines(self.config.deadlines);
+        self.submit_with(submission).await
+    }
+
+    /// Submits a prepared [`Submission`] (own prompt id, extra data, front, deadlines).
+    pub async fn submit_with(&self, submission: Submission) -> Result<PromptStream, ClientError> {
+        let id = submission.prompt_id.clone();
+        let (tx, rx) = mpsc::channel(self.config.events_buffer.max(1));
+        let (ack, ack_rx) = oneshot::channel();
+        self.control
+            .unbounded_send(Input::Submit {
+                submission,
+                events: Some(tx),
+                ack,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        ack_rx
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .map_err(ClientError::Misuse)?;
+        Ok(PromptStream {
+            id,
+            rx,
+            control: self.control.clone(),
+            done: false,
+        })
+    }
+
+    /// Runs a workflow to its end and returns its output images, or the reason it failed.
+    pub async fn run(&self, workflow: Workflow) -> Result<RunResult, ClientError> {
+        let mut stream = self.submit(workflow).await?;
+        let mut result = RunResult {
+            prompt_id: Some(stream.prompt_id().clone()),
+            ..RunResult::default()
+        };
+        while let Some(event) = stream.next().await {
+            match event {
+                Event::Output {
+                    node, index, image, ..
+                } => result.outputs.push((node, index, image)),
+                Event::Preview { .. } => result.previews += 1,
+                Event::Completed { .. } => return Ok(result),
+                other => {
+                    if let Some(e) = ClientError::from_terminal(&other) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err(ClientError::Closed)
+    }
+
+    /// Cancels a prompt: removed from the queue, or interrupted if it runs.
+    pub fn cancel(&self, prompt: &PromptId) {
+        let _ = self.control.unbounded_send(Input::Cancel(prompt.clone()));
+    }
+
+    /// Uploads an image to this server's input folder, for a job that runs on this server. Use
+    /// the returned name: the server renames on a clash.
+    pub async fn upload_image(
+        &self,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<UploadedFile, ClientError> {
+        let boundary = format!("comfy-proxy-{:032x}", fastrand::u128(..));
+        let request = http::upload_image(file_name, bytes, None, "input", false, &boundary)
+            .map_err(|e| ClientError::Upload(e.to_string()))?;
+        let response = self
+            .http
+            .send(self.config.endpoint().outgoing(request))
+            .await
+            .map_err(ClientError::Transport)?;
+        http::decode_upload(&response).map_err(ClientError::Protocol)
+    }
+}
+
+/// The events of one prompt, ending after its terminal event. Dropping it early cancels the
+/// prompt on the server.
+pub struct PromptStream {
+    id: PromptId,
+    rx: mpsc::Receiver<Event>,
+    control: mpsc::UnboundedSender<Input>,
+    done: bool,
+}
+
+impl PromptStream {
+    /// The prompt's id.
+    pub fn prompt_id(&self) -> &PromptId {
+        &self.id
+    }
+
+    /// Cancels the prompt; the stream ends with [`Event::Cancelled`].
+    pub fn cancel(&self) {
+        let _ = self.control.unbounded_send(Input::Cancel(self.id.clone()));
+    }
+}
+
+impl fmt::Debug for PromptStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PromptStream")
+            .field("id", &self.id)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Stream for PromptStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_next_unpin(cx) {
+            Poll::Ready(Some(event)) => {
+                if event.is_terminal() {
+                    self.done = true;
+                }
+                Poll::Ready(Some(event))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for PromptStream {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.control.unbounded_send(Input::Cancel(self.id.clone()));
+        }
+    }
+}

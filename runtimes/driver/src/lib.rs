@@ -1,0 +1,21 @@
+//! The async half of comfy-proxy, written once over `futures-io`.
+//!
+//! Everything here moves bytes for the sans-IO core (`comfy-proxy`): it opens the websocket
+//! with async-tungstenite over any `AsyncRead + AsyncWrite` stream, sends HTTP through a small
+//! [`HttpClient`] seam, sleeps and spawns through a [`Runtime`]. Every decision stays in the
+//! core. The runtime crates (`comfy-proxy-smol`, `comfy-proxy-async-std`) implement
+//! [`Runtime`] and [`HttpClient`] in a few hundred lines each.
+
+mod actor;
+pub mod auth;
+pub mod client;
+pub mod mock;
+pub mod runtime;
+#[doc(hidden)]
+pub mod testsuite;
+pub mod tls;
+mod ws;
+
+pub use auth::Auth;
+pub use client::{Client, ClientConfig, ClientError, PromptStream, RunResult};
+pub use runtime::{BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream};

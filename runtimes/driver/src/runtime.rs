@@ -1,0 +1,63 @@
+//! What a runtime crate supplies: spawn, timers, TCP connect, and an HTTP client.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use comfy_proxy::wire::{HttpRequest, HttpResponse};
+use futures_util::io::{AsyncRead, AsyncWrite};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A byte stream to a server: what [`Runtime::connect`] returns.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// The runtime: spawn, sleep and connect, in the manner of quinn's `Runtime`.
+pub trait Runtime: Send + Sync + 'static {
+    /// Runs a future in the background until it completes.
+    fn spawn(&self, future: BoxFuture<'static, ()>);
+    /// Completes after `duration`.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+    /// Opens a TCP connection to `host:port`.
+    fn connect(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
+    /// Listens on `addr` (the mock server; port 0 picks a free port).
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;
+}
+
+/// A bound TCP listener.
+pub trait Listener: Send + 'static {
+    /// Waits for the next connection.
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Box<dyn Stream>>>;
+    /// The address it listens on.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// One HTTP request to a server, with everything the adapter adds to the core's description.
+#[derive(Debug, Clone)]
+pub struct OutgoingRequest {
+    /// The server.
+    pub server: comfy_proxy::ServerAddress,
+    /// The full URL (scheme, authority, base path, path and query, auth query token).
+    pub url: String,
+    /// The request target in origin form: base path, path and query, auth query token.
+    pub target: String,
+    /// The core's request (method, path, body).
+    pub request: HttpRequest,
+    /// Headers to add (auth, user headers).
+    pub headers: Vec<(String, String)>,
+    /// Whether to verify TLS certificates.
+    pub verify_tls: bool,
+    /// The largest response body to accept.
+    pub max_body: usize,
+}
+
+/// The HTTP seam: the smol adapter implements it with hyper, the async-std one with surf.
+pub trait HttpClient: Send + Sync + 'static {
+    /// Sends a request and reads the whole response. A transport failure (refused, reset, a body
+    /// over the limit) is an `Err` with a message that names the URL.
+    fn send(&self, request: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>>;
+}

@@ -1,0 +1,263 @@
+//! The integration suite, written once and run by each runtime crate against mock servers on
+//! loopback (`tests/integration.rs` there calls every function here with its runtime).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use comfy_proxy::mock::MockConfig;
+use comfy_proxy::session::{Deadlines, Event, SessionConfig};
+use comfy_proxy::transcript::Transcript;
+use comfy_proxy::{ServerAddress, Workflow};
+use futures_util::StreamExt;
+
+use crate::client::{Client, ClientConfig, ClientError};
+use crate::mock::{self, MockHandle};
+use crate::runtime::{HttpClient, Runtime};
+
+/// A runtime and its HTTP client, as a runtime crate provides them.
+#[derive(Clone)]
+pub struct Kit {
+    /// The runtime.
+    pub rt: Arc<dyn Runtime>,
+    /// Its HTTP client.
+    pub http: Arc<dyn HttpClient>,
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/../../fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A simulating mock with fast steps, and the object_info of the recorded server.
+pub async fn start_mock(kit: &Kit, config: MockConfig) -> MockHandle {
+    mock::serve(kit.rt.clone(), loopback(), config)
+        .await
+        .expect("bind a loopback port")
+}
+
+/// Fast simulation settings.
+pub fn fast() -> MockConfig {
+    let mut c = MockConfig::default();
+    c.step = Duration::from_millis(2);
+    c.job = Duration::from_millis(5);
+    c
+}
+
+fn client(kit: &Kit, mock: &MockHandle, session: SessionConfig) -> Client {
+    let server = ServerAddress::parse(&mock.address()).expect("mock address");
+    let config = ClientConfig::new(server)
+        .with_session(session)
+        .with_deadlines(Deadlines::none().total(Duration::from_secs(30)));
+    Client::connect(kit.rt.clone(), kit.http.clone(), config)
+}
+
+fn graph(batch: u32, steps: u32) -> Workflow {
+    Workflow::from_json(&format!(
+        r#"{{"1":{{"class_type":"EmptyLatentImage","inputs":{{"width":64,"height":48,"batch_size":{batch}}}}},
+            "2":{{"class_type":"KSampler","inputs":{{"seed":5,"steps":{steps},"cfg":1.0,"sampler_name":"euler","scheduler":"normal","denoise":1.0,"latent_image":["1",0]}}}},
+            "3":{{"class_type":"VAEDecode","inputs":{{"samples":["2",0]}}}},
+            "save":{{"class_type":"SaveImageWebsocket","inputs":{{"images":["3",0]}}}}}}"#
+    ))
+    .expect("test graph")
+}
+
+/// One image comes back as a PNG output.
+pub async fn single_image(kit: Kit) {
+    let mock = start_mock(&kit, fast()).await;
+    let c = client(&kit, &mock, SessionConfig::default());
+    let result = c.run(graph(1, 2)).await.expect("success");
+    assert_eq!(result.outputs.len(), 1);
+    let (node, index, image) = &result.outputs[0];
+    assert_eq!((node.as_str(), *index), ("save", 0));
+    assert_eq!(image.format.name(), "PNG");
+    assert!(image.data.len() > 100);
+}
+
+/// Every image of a batch comes back, in order.
+pub async fn batch(kit: Kit) {
+    let mock = start_mock(&kit, fast()).await;
+    let c = client(&kit, &mock, SessionConfig::default());
+    let result = c.run(graph(4, 1)).await.expect("success");
+    let indexes: Vec<u32> = result.outputs.iter().map(|(_, i, _)| *i).collect();
+    assert_eq!(indexes, [0, 1, 2, 3]);
+    assert_ne!(
+        result.outputs[0].2.data, result.outputs[1].2.data,
+        "each batch item is drawn apart"
+    );
+}
+
+/// Previews are previews, with and without the feature flags.
+pub async fn previews(kit: Kit) {
+    for flags in [true, false] {
+        let mock = start_mock(&kit, fast()).await;
+        let c = client(
+            &kit,
+            &mock,
+            SessionConfig::default().with_feature_flags(flags),
+        );
+        let result = c.run(graph(1, 5)).await.expect("success");
+        assert_eq!(result.outputs.len(), 1, "flags {flags}");
+        assert_eq!(result.previews, 5, "flags {flags}");
+    }
+}
+
+/// Two output nodes are told apart.
+pub async fn two_outputs(kit: Kit) {
+    let mock = start_mock(&kit, fast()).await;
+    let c = client(
+        &kit,
+        &mock,
+        SessionConfig::default().with_feature_flags(false),
+    );
+    let g = Workflow::from_json(
+        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":255}},
+            "2":{"class_type":"EmptyImage","inputs":{"width":32,"height":48,"batch_size":1,"color":0}},
+            "save_a":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}},
+            "save_b":{"class_type":"SaveImageWebsocket","inputs":{"images":["2",0]}}}"#,
+    )
+    .unwrap();
+    let result = c.run(g).await.expect("success");
+    let mut nodes: Vec<&str> = result.outputs.iter().map(|(n, _, _)| n.as_str()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["save_a", "save_b"]);
+}
+
+/// A recorded execution error, replayed by the mock, fails the prompt with the node's error.
+pub async fn execution_error(kit: Kit) {
+    let mut config = fast();
+    config.recordings = vec![Transcript::parse(&fixture("exec_error.jsonl")).unwrap()];
+    config.speed = 0.0;
+    let mock = start_mock(&kit, config).await;
+    let c = client(&kit, &mock, SessionConfig::default());
+    let recorded = Transcript::parse(&fixture("exec_error.jsonl")).unwrap();
+    let graph = recorded
+        .records
+        .iter()
+        .find_map(|r| match &r.kind {
+            comfy_proxy::transcript::RecordKind::HttpRequest { body: Some(b), .. } => {
+                b.get("prompt").cloned()
+            }
+            _ => None,
+        })
+        .unwrap();
+    match c.run(Workflow::from_value(graph).unwrap()).await {
+        Err(ClientError::Failed(comfy_proxy::session::Failure::Execution(e))) => {
+            assert_eq!(e.node_type, "TestRaiseError");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A graph with a class the server does not know is rejected before it runs.
+pub async fn rejection(kit: Kit) {
+    let mut config = fast();
+    config.object_info = Some(serde_json::from_str(&fixture("object_info.json")).unwrap());
+    let mock = start_mock(&kit, config).await;
+    let c = client(&kit, &mock, SessionConfig::default());
+    let g = Workflow::from_json(r#"{"1":{"class_type":"NoSuchNode","inputs":{}},"save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}}}"#).unwrap();
+    match c.run(g).await {
+        Err(ClientError::Rejected(r)) => assert_eq!(r.error_type(), "invalid_prompt"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Cancelling a running prompt interrupts it; the stream ends with `Cancelled`.
+pub async fn cancel(kit: Kit) {
+    let mut config = fast();
+    config.step = Duration::from_millis(50);
+    let mock = start_mock(&kit, config).await;
+    let c = client(&kit, &mock, SessionConfig::default());
+    let mut stream = c.submit(graph(1, 100)).await.unwrap();
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        if matches!(event, Event::Progress { .. }) {
+            stream.cancel();
+        }
+        last = Some(event);
+    }
+    assert!(matches!(last, Some(Event::Cancelled { .. })), "{last:?}");
+    // The server is free again: the next prompt runs.
+    let result = c
+        .run(graph(1, 1))
+        .await
+        .expect("the server was interrupted and is free");
+    assert_eq!(result.outputs.len(), 1);
+}
+
+/// Several prompts on one client, concurrently, each gets its own images.
+pub async fn concurrent_prompts(kit: Kit) {
+    let mock = start_mock(&kit, fast()).await;
+    let c = client(&kit, &mock, SessionConfig::default());
+    let runs = (0..6).map(|i| {
+        let c = c.clone();
+        async move { c.run(graph(1 + i % 3, 1)).await }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.expect("success").outputs.len(), 1 + i % 3);
+    }
+}
+
+/// A server that is not there: the prompt fails with a clear error, it does not hang.
+pub async fn unreachable_server(kit: Kit) {
+    let server = ServerAddress::parse("127.0.0.1:9").unwrap();
+    let session = SessionConfig::default().with_backoff(comfy_proxy::session::Backoff::new(
+        Duration::from_millis(5),
+        Duration::from_millis(20),
+        2,
+    ));
+    let config = ClientConfig::new(server).with_session(session);
+    let c = Client::connect(kit.rt.clone(), kit.http.clone(), config);
+    match c.run(graph(1, 1)).await {
+        Err(ClientError::Failed(f)) => assert!(f.to_string().contains("reconnect"), "{f}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Runs every scenario; `block_on` is the runtime's.
+#[macro_export]
+macro_rules! integration_suite {
+    ($kit:expr, $block_on:path) => {
+        #[test]
+        fn single_image() {
+            $block_on($crate::testsuite::single_image($kit));
+        }
+        #[test]
+        fn batch() {
+            $block_on($crate::testsuite::batch($kit));
+        }
+        #[test]
+        fn previews() {
+            $block_on($crate::testsuite::previews($kit));
+        }
+        #[test]
+        fn two_outputs() {
+            $block_on($crate::testsuite::two_outputs($kit));
+        }
+        #[test]
+        fn execution_error() {
+            $block_on($crate::testsuite::execution_error($kit));
+        }
+        #[test]
+        fn rejection() {
+            $block_on($crate::testsuite::rejection($kit));
+        }
+        #[test]
+        fn cancel() {
+            $block_on($crate::testsuite::cancel($kit));
+        }
+        #[test]
+        fn concurrent_prompts() {
+            $block_on($crate::testsuite::concurrent_prompts($kit));
+        }
+        #[test]
+        fn unreachable_server() {
+            $block_on($crate::testsuite::unreachable_server($kit));
+        }
+    };
+}
