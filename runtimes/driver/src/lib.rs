@@ -9,6 +9,7 @@
 mod actor;
 pub mod auth;
 pub mod client;
+pub mod http1;
 pub mod mock;
 pub mod runtime;
 #[doc(hidden)]

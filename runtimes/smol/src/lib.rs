@@ -1,5 +1,9 @@
-//! comfy-proxy on [smol]: spawn, timers and TCP from smol, HTTP from hyper 1 (HTTP/1.1 over
-//! futures-io), TLS from futures-rustls. Everything else is the shared driver.
+//! comfy-proxy on [smol]: spawn, timers and TCP from smol; HTTP/1.1, the websocket and TLS
+//! (futures-rustls) from the shared driver, over futures-io.
+//!
+//! hyper 1 was the planned HTTP client, but it depends on the `tokio` crate (its `sync`
+//! feature, unconditionally), which this project keeps out of its tree; the driver's own
+//! HTTP/1.1 client over futures-io serves instead.
 //!
 //! ```no_run
 //! use comfy_proxy::workflow::FluxParams;
@@ -19,11 +23,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use comfy_proxy::wire::{HttpResponse, Method};
-use comfy_proxy_driver::{BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream};
-use http_body_util::{BodyExt, Full, Limited};
-use smol_hyper::rt::FuturesIo;
+use comfy_proxy_driver::http1::Http1;
+use comfy_proxy_driver::{BoxFuture, Listener, Runtime, Stream};
 
 pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
 
@@ -75,72 +76,8 @@ impl Listener for SmolListener {
     }
 }
 
-/// HTTP/1.1 with hyper 1 over a futures-io stream: one connection per request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Hyper;
-
-impl HttpClient for Hyper {
-    fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>> {
-        Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.url);
-            send(o).await.map_err(|e| format!("{what}: {e}"))
-        })
-    }
-}
-
-async fn send(o: OutgoingRequest) -> Result<HttpResponse, String> {
-    let server = &o.server;
-    let tcp = Smol
-        .connect(server.host(), server.port())
-        .await
-        .map_err(|e| e.to_string())?;
-    let stream = if server.tls() {
-        comfy_proxy_driver::tls::connect(server.host(), tcp, o.verify_tls)
-            .await
-            .map_err(|e| e.to_string())?
-    } else {
-        tcp
-    };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(FuturesIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    smol::spawn(async move {
-        let _ = connection.await;
-    })
-    .detach();
-    let method = match o.request.method {
-        Method::Post => hyper::Method::POST,
-        _ => hyper::Method::GET,
-    };
-    let mut builder = hyper::Request::builder()
-        .method(method)
-        .uri(o.target.as_str())
-        .header(hyper::header::HOST, server.authority());
-    for (name, value) in &o.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let body = match o.request.body {
-        Some(body) => {
-            builder = builder.header(hyper::header::CONTENT_TYPE, body.content_type);
-            Bytes::from(body.bytes)
-        }
-        None => Bytes::new(),
-    };
-    let request = builder.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = Limited::new(response.into_body(), o.max_body)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the body: {e}"))?
-        .to_bytes();
-    Ok(HttpResponse::new(status, body))
-}
-
 /// A client for one server on smol.
 pub fn connect(config: ClientConfig) -> Client {
-    Client::connect(Arc::new(Smol), Arc::new(Hyper), config)
+    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    Client::connect(rt.clone(), Arc::new(Http1::new(rt)), config)
 }

@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
+use comfy_proxy_driver::Runtime;
+use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::testsuite::Kit;
-use comfy_proxy_smol::{Hyper, Smol};
+use comfy_proxy_smol::Smol;
 
 fn kit() -> Kit {
-    Kit {
-        rt: Arc::new(Smol),
-        http: Arc::new(Hyper),
-    }
+    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    Kit { rt: rt.clone(), http: Arc::new(Http1::new(rt)) }
 }
 
 comfy_proxy_driver::integration_suite!(kit(), smol::block_on);
