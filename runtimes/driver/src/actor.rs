@@ -58,8 +58,11 @@ impl Endpoint {
 
 /// Where the actor sends events.
 pub(crate) enum Route {
-    /// Each prompt's events to its own channel; events of no prompt are dropped.
-    PerPrompt(HashMap<PromptId, mpsc::Sender<Event>>),
+    /// Each prompt's events to its own channel; events of no prompt to `others`, if set.
+    PerPrompt(
+        HashMap<PromptId, mpsc::Sender<Event>>,
+        Option<mpsc::UnboundedSender<Event>>,
+    ),
 }
 
 /// What reaches the actor.
@@ -168,7 +171,7 @@ impl Actor {
                     } else {
                         self.session.submit(now, submission)
                     };
-                    if let (true, Route::PerPrompt(routes), Some(events)) =
+                    if let (true, Route::PerPrompt(routes, _), Some(events)) =
                         (result.is_ok(), &mut self.route, events)
                     {
                         routes.insert(id, events);
@@ -326,8 +329,11 @@ impl Actor {
 
     async fn route(&mut self, now: Duration, event: Event) {
         match &mut self.route {
-            Route::PerPrompt(routes) => {
+            Route::PerPrompt(routes, others) => {
                 let Some(id) = event.prompt().cloned() else {
+                    if let Some(others) = others {
+                        let _ = others.unbounded_send(event);
+                    }
                     return;
                 };
                 let terminal = event.is_terminal();

@@ -44,6 +44,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Timeout of one HTTP exchange. Default 120 s.
     pub http_timeout: Duration,
+    /// Where events that name no prompt go (queue status, server features); the pool uses it.
+    pub(crate) server_events: Option<mpsc::UnboundedSender<Event>>,
 }
 
 impl ClientConfig {
@@ -60,6 +62,7 @@ impl ClientConfig {
             max_body: 512 << 20,
             connect_timeout: Duration::from_secs(10),
             http_timeout: Duration::from_secs(120),
+            server_events: None,
         }
     }
 
@@ -93,6 +96,7 @@ impl ClientConfig {
         self
     }
 
+    /// The settings for HTTP exchanges outside a session (lookups, health checks).
     pub(crate) fn endpoint(&self) -> Endpoint {
         Endpoint {
             server: self.server.clone(),
@@ -223,7 +227,7 @@ impl Client {
             http: http.clone(),
             endpoint: config.endpoint(),
             session,
-            route: Route::PerPrompt(HashMap::new()),
+            route: Route::PerPrompt(HashMap::new(), config.server_events.clone()),
             control: control.clone(),
             frames,
         };
@@ -234,6 +238,22 @@ impl Client {
             http,
             config: Arc::new(config),
         }
+    }
+
+    /// The client's settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Sends one HTTP request to this client's server, outside any prompt.
+    pub async fn request(
+        &self,
+        request: comfy_proxy::wire::HttpRequest,
+    ) -> Result<comfy_proxy::wire::HttpResponse, ClientError> {
+        self.http
+            .send(self.config.endpoint().outgoing(request))
+            .await
+            .map_err(ClientError::Transport)
     }
 
     /// The server this client talks to.

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client;
 pub mod http1;
 pub mod mock;
+pub mod pool;
 pub mod runtime;
 #[doc(hidden)]
 pub mod testsuite;

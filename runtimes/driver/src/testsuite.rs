@@ -256,8 +256,70 @@ macro_rules! integration_suite {
             $block_on($crate::testsuite::concurrent_prompts($kit));
         }
         #[test]
+        fn pool_of_four() {
+            $block_on($crate::testsuite::pool_of_four($kit));
+        }
+        #[test]
         fn unreachable_server() {
             $block_on($crate::testsuite::unreachable_server($kit));
         }
     };
+}
+
+/// A pool of 4 mock servers runs 200 jobs; every job ends once with all its images.
+pub async fn pool_of_four(kit: Kit) {
+    use crate::pool::{Pool, PoolConfig, PoolEvent};
+    let mut mocks = Vec::new();
+    for _ in 0..4 {
+        let mut c = fast();
+        c.step = Duration::from_millis(1);
+        c.job = Duration::from_millis(2);
+        mocks.push(start_mock(&kit, c).await);
+    }
+    let servers: Vec<ServerAddress> = mocks
+        .iter()
+        .map(|m| ServerAddress::parse(&m.address()).unwrap())
+        .collect();
+    let template = ClientConfig::new(servers[0].clone())
+        .with_deadlines(Deadlines::none().total(Duration::from_secs(60)));
+    let (pool, mut events) = Pool::start(
+        kit.rt.clone(),
+        kit.http.clone(),
+        PoolConfig::new(&servers, &template),
+    );
+    let mut expected = std::collections::HashMap::new();
+    for i in 0..200u32 {
+        let batch = 1 + i % 3;
+        expected.insert(pool.submit(graph(batch, 1)), batch as usize);
+    }
+    pool.close();
+    let mut finished = std::collections::HashMap::new();
+    let mut per_server = [0usize; 4];
+    while let Some(event) = events.next().await {
+        if let PoolEvent::Finished(report) = event {
+            assert!(
+                report.outcome.is_ok(),
+                "job {} failed: {:?}",
+                report.job,
+                report.outcome
+            );
+            let indexes: Vec<u32> = report.outputs.iter().map(|(_, i, _)| *i).collect();
+            assert_eq!(
+                indexes,
+                (0..expected[&report.job] as u32).collect::<Vec<_>>(),
+                "job {}",
+                report.job
+            );
+            per_server[report.server.unwrap()] += 1;
+            assert!(
+                finished.insert(report.job, report).is_none(),
+                "a job ended twice"
+            );
+        }
+    }
+    assert_eq!(finished.len(), 200, "every job ends");
+    assert!(
+        per_server.iter().all(|&n| n > 0),
+        "every server worked: {per_server:?}"
+    );
 }

@@ -9,7 +9,10 @@ use comfy_proxy_smol::Smol;
 
 fn kit() -> Kit {
     let rt: Arc<dyn Runtime> = Arc::new(Smol);
-    Kit { rt: rt.clone(), http: Arc::new(Http1::new(rt)) }
+    Kit {
+        rt: rt.clone(),
+        http: Arc::new(Http1::new(rt)),
+    }
 }
 
 comfy_proxy_driver::integration_suite!(kit(), smol::block_on);

@@ -1,0 +1,643 @@
+//! A pool over many servers: one [`Client`] per server, driven by the core's pure
+//! [`Scheduler`]. This module only carries out the scheduler's actions and reports back.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use comfy_proxy::pool::{
+    Action, JobId, JobOutcome, JobResult, Lookup, PoolConfig as SchedulerConfig, Scheduler,
+    ServerId,
+};
+use comfy_proxy::session::{Event, Image, Submission};
+use comfy_proxy::wire::ImageFormat;
+use comfy_proxy::wire::http;
+use comfy_proxy::wire::message::FileRef;
+use comfy_proxy::{NodeId, PromptId, ServerAddress, Workflow};
+use futures_channel::mpsc;
+use futures_util::future::{Either, select};
+use futures_util::{SinkExt, StreamExt};
+
+use crate::client::{Client, ClientConfig};
+use crate::runtime::{HttpClient, Runtime};
+
+/// Settings of a [`Pool`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// One client configuration per server (auth, headers, deadlines apply per server).
+    pub servers: Vec<ClientConfig>,
+    /// The scheduler's settings (jobs per server, retries, breakers, backpressure).
+    pub scheduler: SchedulerConfig,
+}
+
+impl PoolConfig {
+    /// A pool over `servers`, every one configured by `template` but for its address.
+    pub fn new(servers: &[ServerAddress], template: &ClientConfig) -> Self {
+        let servers = servers
+            .iter()
+            .map(|s| {
+                let mut c = template.clone();
+                c.server = s.clone();
+                c
+            })
+            .collect();
+        Self {
+            servers,
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+/// What the pool reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PoolEvent {
+    /// A job was sent to a server (again, for `attempt` > 1).
+    Dispatched {
+        /// The job.
+        job: JobId,
+        /// The server's index in the pool's list.
+        server: usize,
+        /// The attempt number, from 1.
+        attempt: u32,
+    },
+    /// Something happened to a job's current attempt (progress, preview, node started...).
+    /// Outputs are not reported here: they come with [`PoolEvent::Finished`], once, from the
+    /// attempt that succeeded.
+    Progress {
+        /// The job.
+        job: JobId,
+        /// The server.
+        server: usize,
+        /// The session's event.
+        event: Event,
+    },
+    /// A job ended. Exactly one per job.
+    Finished(JobReport),
+}
+
+/// How a job ended, with every image of the attempt that succeeded.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct JobReport {
+    /// The job.
+    pub job: JobId,
+    /// The server that ran the final attempt, if any ran.
+    pub server: Option<usize>,
+    /// That server's address.
+    pub address: Option<ServerAddress>,
+    /// The prompt id of the final attempt.
+    pub prompt_id: Option<PromptId>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// `Ok` on success, else the last error.
+    pub outcome: Result<(), String>,
+    /// Output images, by node and index.
+    pub outputs: Vec<(NodeId, u32, Image)>,
+    /// Previews received by the final attempt.
+    pub previews: usize,
+    /// Wall time from submission to the end.
+    pub elapsed: Duration,
+}
+
+enum Input {
+    Submit {
+        job: JobId,
+        workflow: Workflow,
+    },
+    Close,
+    Attempt {
+        job: JobId,
+        attempt: u32,
+        event: Event,
+    },
+    Health {
+        server: usize,
+        result: Result<(), String>,
+    },
+    Looked {
+        job: JobId,
+        attempt: u32,
+        result: Lookup,
+        outputs: Vec<(NodeId, u32, Image)>,
+    },
+    Stolen {
+        job: JobId,
+        attempt: u32,
+        taken: bool,
+    },
+    Status {
+        server: usize,
+        remaining: u64,
+    },
+}
+
+/// A pool of servers. Submit jobs with [`Pool::submit`]; read [`PoolEvents`] for their
+/// progress and their ends. Dropping the pool (or [`Pool::close`]) lets the events end once
+/// every submitted job has ended.
+pub struct Pool {
+    control: mpsc::UnboundedSender<Input>,
+    next: Arc<AtomicU64>,
+    servers: Vec<ServerAddress>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("servers", &self.servers)
+            .finish()
+    }
+}
+
+/// The stream of a pool's events.
+pub type PoolEvents = mpsc::Receiver<PoolEvent>;
+
+impl Pool {
+    /// Starts a pool: a client (and its websocket) per server, and the scheduler's task.
+    pub fn start(
+        rt: Arc<dyn Runtime>,
+        http: Arc<dyn HttpClient>,
+        config: PoolConfig,
+    ) -> (Self, PoolEvents) {
+        let (control, inputs) = mpsc::unbounded();
+        let (events, events_rx) = mpsc::channel(1);
+        let servers: Vec<ServerAddress> = config.servers.iter().map(|c| c.server.clone()).collect();
+        let clients = config
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (status_tx, mut status_rx) = mpsc::unbounded::<Event>();
+                let mut c = c.clone();
+                c.server_events = Some(status_tx);
+                let forward = control.clone();
+                rt.spawn(Box::pin(async move {
+                    while let Some(event) = status_rx.next().await {
+                        if let Event::QueueStatus { remaining } = event {
+                            let _ = forward.unbounded_send(Input::Status {
+                                server: i,
+                                remaining,
+                            });
+                        }
+                    }
+                }));
+                Client::connect(rt.clone(), http.clone(), c)
+            })
+            .collect();
+        let actor = PoolActor {
+            rt: rt.clone(),
+            scheduler: Scheduler::new(config.servers.len(), config.scheduler),
+            clients,
+            control: control.clone(),
+            events,
+            jobs: HashMap::new(),
+        };
+        rt.spawn(Box::pin(actor.run(inputs)));
+        (
+            Self {
+                control,
+                next: Arc::new(AtomicU64::new(0)),
+                servers,
+            },
+            events_rx,
+        )
+    }
+
+    /// The servers, in the order their indexes refer to.
+    pub fn servers(&self) -> &[ServerAddress] {
+        &self.servers
+    }
+
+    /// Queues a job; it runs as soon as a server has a free slot.
+    pub fn submit(&self, workflow: Workflow) -> JobId {
+        let job = JobId(self.next.fetch_add(1, Ordering::Relaxed));
+        let _ = self.control.unbounded_send(Input::Submit { job, workflow });
+        job
+    }
+
+    /// Takes no more jobs; the events end once every job has ended.
+    pub fn close(&self) {
+        let _ = self.control.unbounded_send(Input::Close);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What the pool remembers of a job until it ends.
+struct JobState {
+    workflow: Workflow,
+    submitted: Instant,
+    /// The current attempt: its number, server, prompt and what it produced so far.
+    attempt: Option<Attempt>,
+    attempts: u32,
+}
+
+struct Attempt {
+    number: u32,
+    server: usize,
+    prompt: PromptId,
+    outputs: Vec<(NodeId, u32, Image)>,
+    previews: usize,
+}
+
+struct PoolActor {
+    rt: Arc<dyn Runtime>,
+    scheduler: Scheduler,
+    clients: Vec<Client>,
+    control: mpsc::UnboundedSender<Input>,
+    events: mpsc::Sender<PoolEvent>,
+    jobs: HashMap<JobId, JobState>,
+}
+
+impl PoolActor {
+    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
+        let epoch = Instant::now();
+        let mut closing = false;
+        loop {
+            let now = epoch.elapsed();
+            while let Some(action) = self.scheduler.poll_action(now) {
+                self.act(now, action).await;
+            }
+            if closing && self.scheduler.is_idle() && self.jobs.is_empty() {
+                return;
+            }
+            let input = match self.scheduler.poll_timeout() {
+                Some(at) => match select(
+                    inputs.next(),
+                    self.rt.sleep(at.saturating_sub(epoch.elapsed())),
+                )
+                .await
+                {
+                    Either::Left((input, _)) => input,
+                    Either::Right(_) => {
+                        self.scheduler.handle_timeout(epoch.elapsed());
+                        continue;
+                    }
+                },
+                None => inputs.next().await,
+            };
+            let now = epoch.elapsed();
+            let Some(input) = input else { return };
+            match input {
+                Input::Submit { job, workflow } => {
+                    if closing {
+                        continue;
+                    }
+                    self.jobs.insert(
+                        job,
+                        JobState {
+                            workflow,
+                            submitted: Instant::now(),
+                            attempt: None,
+                            attempts: 0,
+                        },
+                    );
+                    if let Err(e) = self.scheduler.submit(now, job) {
+                        self.jobs.remove(&job);
+                        let report = JobReport {
+                            job,
+                            server: None,
+                            address: None,
+                            prompt_id: None,
+                            attempts: 0,
+                            outcome: Err(e.to_string()),
+                            outputs: Vec::new(),
+                            previews: 0,
+                            elapsed: Duration::ZERO,
+                        };
+                        let _ = self.events.send(PoolEvent::Finished(report)).await;
+                    }
+                }
+                Input::Close => closing = true,
+                Input::Attempt {
+                    job,
+                    attempt,
+                    event,
+                } => self.on_attempt(now, job, attempt, event).await,
+                Input::Health { server, result } => {
+                    drop(self.scheduler.handle_health(now, ServerId(server), result))
+                }
+                Input::Looked {
+                    job,
+                    attempt,
+                    result,
+                    outputs,
+                } => {
+                    if let Some(a) = self.current(job, attempt) {
+                        a.outputs = outputs;
+                    }
+                    let _ = self.scheduler.handle_lookup(now, job, attempt, result);
+                }
+                Input::Stolen {
+                    job,
+                    attempt,
+                    taken,
+                } => {
+                    if taken {
+                        self.cancel_attempt(job, attempt);
+                    }
+                    let _ = self.scheduler.handle_steal(now, job, attempt, taken);
+                }
+                Input::Status { server, remaining } => drop(
+                    self.scheduler
+                        .handle_queue_status(ServerId(server), remaining),
+                ),
+            }
+        }
+    }
+
+    fn current(&mut self, job: JobId, attempt: u32) -> Option<&mut Attempt> {
+        self.jobs
+            .get_mut(&job)?
+            .attempt
+            .as_mut()
+            .filter(|a| a.number == attempt)
+    }
+
+    fn cancel_attempt(&self, job: JobId, attempt: u32) {
+        if let Some(a) = self
+            .jobs
+            .get(&job)
+            .and_then(|j| j.attempt.as_ref())
+            .filter(|a| a.number == attempt)
+        {
+            self.clients[a.server].cancel(&a.prompt);
+        }
+    }
+
+    async fn on_attempt(&mut self, now: Duration, job: JobId, attempt: u32, event: Event) {
+        let Some(a) = self.current(job, attempt) else {
+            return;
+        };
+        let server = a.server;
+        match &event {
+            Event::Accepted { .. } => drop(self.scheduler.handle_accepted(now, job, attempt)),
+            Event::Started { .. } => drop(self.scheduler.handle_started(now, job, attempt)),
+            Event::Output {
+                node, index, image, ..
+            } => {
+                a.outputs.push((node.clone(), *index, image.clone()));
+                return;
+            }
+            Event::Preview { .. } => a.previews += 1,
+            _ => {}
+        }
+        if event.is_terminal() {
+            let result = match &event {
+                Event::Completed { .. } => JobResult::Success,
+                Event::Failed { failure, .. } => JobResult::from_failure(failure),
+                Event::Rejected { rejection, .. } => {
+                    JobResult::failed(false, false, format!("rejected: {rejection}"))
+                }
+                other => JobResult::failed(true, false, other.to_string()),
+            };
+            let _ = self.scheduler.handle_result(now, job, attempt, result);
+            return;
+        }
+        let _ = self
+            .events
+            .send(PoolEvent::Progress { job, server, event })
+            .await;
+    }
+
+    async fn act(&mut self, now: Duration, action: Action) {
+        match action {
+            Action::Dispatch {
+                job,
+                server,
+                attempt,
+            } => self.dispatch(job, server.0, attempt).await,
+            Action::Cancel { job, attempt, .. } => self.cancel_attempt(job, attempt),
+            Action::Steal {
+                job,
+                server,
+                attempt,
+                ..
+            } => {
+                let Some(a) = self.current(job, attempt) else {
+                    return;
+                };
+                let prompt = a.prompt.clone();
+                let client = self.clients[server.0].clone();
+                let control = self.control.clone();
+                self.rt.spawn(Box::pin(async move {
+                    let _ = client
+                        .request(http::queue_delete(std::slice::from_ref(&prompt)))
+                        .await;
+                    let taken = match client
+                        .request(http::queue())
+                        .await
+                        .map(|r| http::decode_queue(&r))
+                    {
+                        Ok(Ok(queue)) => queue.contains(&prompt).is_none(),
+                        _ => false,
+                    };
+                    let _ = control.unbounded_send(Input::Stolen {
+                        job,
+                        attempt,
+                        taken,
+                    });
+                }));
+            }
+            Action::HealthCheck { server } => {
+                let client = self.clients[server.0].clone();
+                let control = self.control.clone();
+                self.rt.spawn(Box::pin(async move {
+                    let result = match client.request(http::system_stats()).await {
+                        Ok(r) => http::decode_system_stats(&r)
+                            .map(drop)
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = control.unbounded_send(Input::Health {
+                        server: server.0,
+                        result,
+                    });
+                }));
+            }
+            Action::Lookup {
+                job,
+                server,
+                attempt,
+            } => {
+                let Some(a) = self.current(job, attempt) else {
+                    return;
+                };
+                let prompt = a.prompt.clone();
+                let ws_outputs = self.jobs[&job]
+                    .workflow
+                    .nodes_of_class("SaveImageWebsocket")
+                    .len();
+                let client = self.clients[server.0].clone();
+                let control = self.control.clone();
+                self.rt.spawn(Box::pin(async move {
+                    let (result, outputs) = lookup(&client, &prompt, ws_outputs > 0).await;
+                    let _ = control.unbounded_send(Input::Looked {
+                        job,
+                        attempt,
+                        result,
+                        outputs,
+                    });
+                }));
+            }
+            Action::Finished { job, outcome } => {
+                let Some(state) = self.jobs.remove(&job) else {
+                    return;
+                };
+                let attempt = state.attempt;
+                let (server, outcome) = match outcome {
+                    JobOutcome::Succeeded { server, .. } => (Some(server.0), Ok(())),
+                    JobOutcome::Failed { error, .. } => {
+                        (attempt.as_ref().map(|a| a.server), Err(error))
+                    }
+                    other => (None, Err(format!("{other:?}"))),
+                };
+                let report = JobReport {
+                    job,
+                    server,
+                    address: server.map(|s| self.clients[s].server().clone()),
+                    prompt_id: attempt.as_ref().map(|a| a.prompt.clone()),
+                    attempts: state.attempts,
+                    outputs: if outcome.is_ok() {
+                        attempt
+                            .as_ref()
+                            .map(|a| a.outputs.clone())
+                            .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
+                    previews: attempt.as_ref().map_or(0, |a| a.previews),
+                    outcome,
+                    elapsed: state.submitted.elapsed(),
+                };
+                // The channel holds one report: a consumer that does not read stops the pool
+                // from dispatching more (the scheduler counts unconsumed jobs).
+                if self.events.send(PoolEvent::Finished(report)).await.is_ok() {
+                    let _ = self.scheduler.handle_consumed(job);
+                }
+                let _ = now;
+            }
+            _ => {}
+        }
+    }
+
+    async fn dispatch(&mut self, job: JobId, server: usize, attempt: u32) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let prompt = PromptId::from_random(fastrand::u128(..));
+        let client = self.clients[server].clone();
+        let submission = Submission::new(prompt.clone(), state.workflow.clone())
+            .with_deadlines(client.config().deadlines);
+        state.attempts = state.attempts.max(attempt);
+        state.attempt = Some(Attempt {
+            number: attempt,
+            server,
+            prompt,
+            outputs: Vec::new(),
+            previews: 0,
+        });
+        let control = self.control.clone();
+        self.rt.spawn(Box::pin(async move {
+            match client.submit_with(submission).await {
+                Ok(mut stream) => {
+                    while let Some(event) = stream.next().await {
+                        if control
+                            .unbounded_send(Input::Attempt {
+                                job,
+                                attempt,
+                                event,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let failure = comfy_proxy::session::Failure::Transport {
+                        context: "submit",
+                        message: e.to_string(),
+                    };
+                    let event = Event::Failed {
+                        prompt: PromptId::from("-"),
+                        failure,
+                    };
+                    let _ = control.unbounded_send(Input::Attempt {
+                        job,
+                        attempt,
+                        event,
+                    });
+                }
+            }
+        }));
+        let _ = self
+            .events
+            .send(PoolEvent::Dispatched {
+                job,
+                server,
+                attempt,
+            })
+            .await;
+    }
+}
+
+/// What a server knows of a prompt: finished (with its file outputs, fetched), queued, or
+/// nothing. A prompt whose images went only over the websocket cannot be recovered from the
+/// history: it counts as a failed run, so that it runs again.
+async fn lookup(
+    client: &Client,
+    prompt: &PromptId,
+    ws_outputs: bool,
+) -> (Lookup, Vec<(NodeId, u32, Image)>) {
+    let entry = match client
+        .request(http::history(prompt))
+        .await
+        .map(|r| http::decode_history(&r, prompt))
+    {
+        Ok(Ok(entry)) => entry,
+        _ => return (Lookup::Unreachable, Vec::new()),
+    };
+    if let Some(entry) = entry {
+        if !entry.succeeded() || ws_outputs {
+            return (Lookup::Finished { ok: false }, Vec::new());
+        }
+        let mut outputs = Vec::new();
+        let mut index: HashMap<NodeId, u32> = HashMap::new();
+        for (node, file) in entry.files() {
+            match fetch(client, &file).await {
+                Some(image) => {
+                    let i = index.entry(node.clone()).or_insert(0);
+                    outputs.push((node, *i, image));
+                    *i += 1;
+                }
+                None => return (Lookup::Finished { ok: false }, Vec::new()),
+            }
+        }
+        return (Lookup::Finished { ok: true }, outputs);
+    }
+    match client
+        .request(http::queue())
+        .await
+        .map(|r| http::decode_queue(&r))
+    {
+        Ok(Ok(queue)) if queue.contains(prompt).is_some() => (Lookup::Pending, Vec::new()),
+        Ok(Ok(_)) => (Lookup::Unknown, Vec::new()),
+        _ => (Lookup::Unreachable, Vec::new()),
+    }
+}
+
+async fn fetch(client: &Client, file: &FileRef) -> Option<Image> {
+    let response = client.request(http::view(file)).await.ok()?;
+    let data = http::decode_view(&response).ok()?;
+    let format =
+        ImageFormat::sniff(&data).or_else(|| ImageFormat::from_file_name(&file.filename))?;
+    Some(Image { format, data })
+}
