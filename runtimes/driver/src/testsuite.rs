@@ -203,6 +203,69 @@ pub async fn concurrent_prompts(kit: Kit) {
     }
 }
 
+/// The websocket drops while a prompt runs: the client reconnects, asks the server what became
+/// of the prompt, and still gets its image (the output node runs after the reconnect).
+pub async fn websocket_dropped_and_recovered(kit: Kit) {
+    let mut config = fast();
+    config.step = Duration::from_millis(20);
+    let mock = start_mock(&kit, config).await;
+    let session = SessionConfig::default().with_backoff(comfy_proxy::session::Backoff::new(
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+        5,
+    ));
+    let c = client(&kit, &mock, session);
+    let mut stream = c.submit(graph(2, 20)).await.unwrap();
+    let mut dropped = false;
+    let mut outputs = 0;
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        match &event {
+            Event::Progress { value, .. } if *value >= 3.0 && !dropped => {
+                mock.drop_websockets();
+                dropped = true;
+            }
+            Event::Output { .. } => outputs += 1,
+            _ => {}
+        }
+        last = Some(event);
+    }
+    assert!(dropped);
+    assert!(matches!(last, Some(Event::Completed { .. })), "{last:?}");
+    assert_eq!(outputs, 2, "both images of the batch");
+}
+
+/// The websocket drops while the output node sends its images: the client must not report
+/// success with images missing.
+pub async fn websocket_dropped_during_outputs(kit: Kit) {
+    let mut config = fast();
+    config.step = Duration::from_millis(1);
+    let mock = start_mock(&kit, config).await;
+    let session = SessionConfig::default().with_backoff(comfy_proxy::session::Backoff::new(
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+        5,
+    ));
+    let c = client(&kit, &mock, session);
+    let mut stream = c.submit(graph(8, 1)).await.unwrap();
+    let mut last = None;
+    let mut outputs = 0;
+    while let Some(event) = stream.next().await {
+        if let Event::Output { .. } = &event {
+            outputs += 1;
+            if outputs == 1 {
+                mock.drop_websockets();
+            }
+        }
+        last = Some(event);
+    }
+    match last {
+        Some(Event::Completed { .. }) => assert_eq!(outputs, 8, "a success carries every image"),
+        Some(Event::Failed { failure, .. }) => assert!(failure.is_retryable(), "{failure}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A server that is not there: the prompt fails with a clear error, it does not hang.
 pub async fn unreachable_server(kit: Kit) {
     let server = ServerAddress::parse("127.0.0.1:9").unwrap();
@@ -258,6 +321,14 @@ macro_rules! integration_suite {
         #[test]
         fn pool_of_four() {
             $block_on($crate::testsuite::pool_of_four($kit));
+        }
+        #[test]
+        fn websocket_dropped_and_recovered() {
+            $block_on($crate::testsuite::websocket_dropped_and_recovered($kit));
+        }
+        #[test]
+        fn websocket_dropped_during_outputs() {
+            $block_on($crate::testsuite::websocket_dropped_during_outputs($kit));
         }
         #[test]
         fn unreachable_server() {

@@ -73,6 +73,7 @@ enum Input {
     Closed {
         conn: ConnId,
     },
+    DropSockets,
     Stop,
 }
 
@@ -92,6 +93,12 @@ impl MockHandle {
     /// `host:port`, for `ServerAddress::parse`.
     pub fn address(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Closes every open websocket at once, as a proxy that cuts idle sockets would. Prompts go
+    /// on running; their messages are dropped until the clients reconnect.
+    pub fn drop_websockets(&self) {
+        let _ = self.control.unbounded_send(Input::DropSockets);
     }
 }
 
@@ -206,6 +213,12 @@ async fn run(
             Some(Input::Closed { conn }) => {
                 conns.remove(&conn);
                 server.handle_ws_close(now, conn);
+            }
+            Some(Input::DropSockets) => {
+                for (conn, out) in conns.drain() {
+                    let _ = out.unbounded_send(WsOut::Close);
+                    server.handle_ws_close(now, conn);
+                }
             }
         }
     }

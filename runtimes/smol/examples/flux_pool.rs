@@ -1,0 +1,90 @@
+//! Flux on a pool of servers: eight jobs with distinct seeds, spread over every server, each
+//! image written as it is reported.
+//!
+//! `cargo run -p comfy-proxy-smol --example flux_pool -- "host-a:8188,host-b:8188-8189"`
+//! With no address, it starts four mock servers on loopback and runs against those.
+
+use std::sync::Arc;
+
+use comfy_proxy::address::parse_addresses;
+use comfy_proxy::workflow::{FluxParams, Size};
+use comfy_proxy_driver::http1::Http1;
+use comfy_proxy_driver::mock::{self, MockHandle};
+use comfy_proxy_driver::pool::{Pool, PoolConfig, PoolEvent};
+use comfy_proxy_driver::{ClientConfig, Runtime};
+use comfy_proxy_smol::Smol;
+use smol::stream::StreamExt;
+
+fn main() {
+    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    smol::block_on(async {
+        let mut mocks: Vec<MockHandle> = Vec::new();
+        let spec = match std::env::args().nth(1) {
+            Some(spec) => spec,
+            None => {
+                for _ in 0..4 {
+                    let m = mock::serve(
+                        rt.clone(),
+                        "127.0.0.1:0".parse().unwrap(),
+                        Default::default(),
+                    )
+                    .await
+                    .expect("start a mock server");
+                    mocks.push(m);
+                }
+                mocks
+                    .iter()
+                    .map(MockHandle::address)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        };
+        let servers = match parse_addresses(&spec) {
+            Ok(s) => s,
+            Err(e) => return eprintln!("{e}"),
+        };
+        let template = ClientConfig::new(servers[0].clone());
+        let (pool, mut events) = Pool::start(
+            rt.clone(),
+            Arc::new(Http1::new(rt.clone())),
+            PoolConfig::new(&servers, &template),
+        );
+        for seed in 0..8 {
+            let graph = FluxParams::new("a lighthouse at dusk", seed)
+                .size(Size::new(256, 256))
+                .steps(4)
+                .build()
+                .expect("valid");
+            pool.submit(graph);
+        }
+        pool.close();
+        while let Some(event) = events.next().await {
+            if let PoolEvent::Finished(report) = event {
+                let server = report
+                    .address
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                match &report.outcome {
+                    Ok(()) => {
+                        for (node, index, image) in &report.outputs {
+                            let name = format!(
+                                "pool-{}-{node}-{index}.{}",
+                                report.job,
+                                image.format.extension()
+                            );
+                            if let Err(e) = std::fs::write(&name, &image.data) {
+                                eprintln!("cannot write {name}: {e}");
+                            }
+                        }
+                        println!(
+                            "job {} done on {server} in {:?}",
+                            report.job, report.elapsed
+                        );
+                    }
+                    Err(e) => println!("job {} failed: {e}", report.job),
+                }
+            }
+        }
+    });
+}
