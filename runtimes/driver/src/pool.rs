@@ -20,7 +20,7 @@ use futures_channel::mpsc;
 use futures_util::future::{Either, select};
 use futures_util::{SinkExt, StreamExt};
 
-use crate::client::{Client, ClientConfig};
+use crate::client::{Client, ClientConfig, ClientError};
 use crate::runtime::{HttpClient, Runtime};
 
 /// Settings of a [`Pool`].
@@ -103,10 +103,22 @@ pub struct JobReport {
     pub elapsed: Duration,
 }
 
+/// A file to upload to the server that runs a job, before its prompt is posted there.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// The input it feeds, as `TARGET.INPUT` (`LoadImage.image`, `12.image`).
+    pub input: String,
+    /// The file name to upload under (the server may rename it; the returned name is used).
+    pub file_name: String,
+    /// The file's bytes.
+    pub bytes: Arc<Vec<u8>>,
+}
+
 enum Input {
     Submit {
         job: JobId,
         workflow: Workflow,
+        uploads: Vec<Upload>,
     },
     Close,
     Attempt {
@@ -213,8 +225,19 @@ impl Pool {
 
     /// Queues a job; it runs as soon as a server has a free slot.
     pub fn submit(&self, workflow: Workflow) -> JobId {
+        self.submit_with_uploads(workflow, Vec::new())
+    }
+
+    /// Queues a job whose inputs need files: each attempt uploads them to the server it runs
+    /// on, then sets the inputs to the names that server returned. (Uploading once to one
+    /// server and running the job on another is a classic pitfall.)
+    pub fn submit_with_uploads(&self, workflow: Workflow, uploads: Vec<Upload>) -> JobId {
         let job = JobId(self.next.fetch_add(1, Ordering::Relaxed));
-        let _ = self.control.unbounded_send(Input::Submit { job, workflow });
+        let _ = self.control.unbounded_send(Input::Submit {
+            job,
+            workflow,
+            uploads,
+        });
         job
     }
 
@@ -233,6 +256,7 @@ impl Drop for Pool {
 /// What the pool remembers of a job until it ends.
 struct JobState {
     workflow: Workflow,
+    uploads: Vec<Upload>,
     submitted: Instant,
     /// The current attempt: its number, server, prompt and what it produced so far.
     attempt: Option<Attempt>,
@@ -286,7 +310,11 @@ impl PoolActor {
             let now = epoch.elapsed();
             let Some(input) = input else { return };
             match input {
-                Input::Submit { job, workflow } => {
+                Input::Submit {
+                    job,
+                    workflow,
+                    uploads,
+                } => {
                     if closing {
                         continue;
                     }
@@ -294,6 +322,7 @@ impl PoolActor {
                         job,
                         JobState {
                             workflow,
+                            uploads,
                             submitted: Instant::now(),
                             attempt: None,
                             attempts: 0,
@@ -534,19 +563,27 @@ impl PoolActor {
         };
         let prompt = PromptId::from_random(fastrand::u128(..));
         let client = self.clients[server].clone();
-        let submission = Submission::new(prompt.clone(), state.workflow.clone())
-            .with_deadlines(client.config().deadlines);
+        let mut workflow = state.workflow.clone();
+        let uploads = state.uploads.clone();
+        let deadlines = client.config().deadlines;
         state.attempts = state.attempts.max(attempt);
         state.attempt = Some(Attempt {
             number: attempt,
             server,
-            prompt,
+            prompt: prompt.clone(),
             outputs: Vec::new(),
             previews: 0,
         });
         let control = self.control.clone();
         self.rt.spawn(Box::pin(async move {
-            match client.submit_with(submission).await {
+            let submitted = match upload_all(&client, &mut workflow, &uploads).await {
+                Ok(()) => {
+                    let submission = Submission::new(prompt, workflow).with_deadlines(deadlines);
+                    client.submit_with(submission).await
+                }
+                Err(e) => Err(e),
+            };
+            match submitted {
                 Ok(mut stream) => {
                     while let Some(event) = stream.next().await {
                         if control
@@ -587,6 +624,26 @@ impl PoolActor {
             })
             .await;
     }
+}
+
+/// Uploads every file to `client`'s server and points the inputs at the names it returned.
+async fn upload_all(
+    client: &Client,
+    workflow: &mut Workflow,
+    uploads: &[Upload],
+) -> Result<(), ClientError> {
+    for upload in uploads {
+        let stored = client
+            .upload_image(&upload.file_name, &upload.bytes)
+            .await?;
+        workflow
+            .set(
+                &upload.input,
+                serde_json::Value::String(stored.input_value()),
+            )
+            .map_err(|e| ClientError::Upload(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// What a server knows of a prompt: finished (with its file outputs, fetched), queued, or
