@@ -16,6 +16,7 @@ use futures_util::future::{Either, select};
 use futures_util::stream::{SplitSink, StreamExt};
 
 use crate::auth::Auth;
+use crate::record::Recorder;
 use crate::runtime::{HttpClient, OutgoingRequest, Runtime};
 use crate::ws::{self, Socket, WsOptions};
 
@@ -105,6 +106,12 @@ pub(crate) struct Actor {
     pub control: mpsc::UnboundedSender<Input>,
     /// Frames from the reader task; bounded, so a slow actor slows the socket.
     pub frames: mpsc::Sender<Input>,
+    /// Writes the traffic as a transcript, when asked to.
+    pub recorder: Option<Recorder>,
+    /// Requests awaiting their response, kept for the recorder.
+    pub recorded: HashMap<RequestId, comfy_proxy::wire::HttpRequest>,
+    /// The websocket path last asked for, for the recorder.
+    pub ws_path: String,
 }
 
 impl Actor {
@@ -187,6 +194,9 @@ impl Actor {
                     sink: s,
                 } => {
                     if g == generation {
+                        if let Some(r) = &mut self.recorder {
+                            r.ws_open(&self.ws_path);
+                        }
                         sink = Some(s);
                         self.session.handle_connected(now);
                     }
@@ -197,6 +207,13 @@ impl Actor {
                 } => {
                     if g != generation {
                         continue;
+                    }
+                    if let Some(r) = &mut self.recorder {
+                        match &frame {
+                            Frame::Text(text) => r.ws_text(text),
+                            Frame::Binary(data) => r.ws_binary(data),
+                            Frame::Closed(reason) => r.ws_close(reason, "server"),
+                        }
                     }
                     match frame {
                         // A frame the core cannot decode changes nothing; the core has already
@@ -209,10 +226,17 @@ impl Actor {
                         }
                     }
                 }
-                Input::Http { id, result } => match result {
-                    Ok(response) => self.session.handle_response(now, id, response),
-                    Err(message) => self.session.handle_http_error(now, id, message),
-                },
+                Input::Http { id, result } => {
+                    if let (Some(r), Some(request)) =
+                        (&mut self.recorder, self.recorded.remove(&id))
+                    {
+                        r.http(&request, result.as_ref().map_err(String::as_str));
+                    }
+                    match result {
+                        Ok(response) => self.session.handle_response(now, id, response),
+                        Err(message) => self.session.handle_http_error(now, id, message),
+                    }
+                }
             }
         }
     }
@@ -230,10 +254,14 @@ impl Actor {
                     let _ = old.close().await;
                 }
                 *generation += 1;
+                self.ws_path = path.clone();
                 self.spawn_connect(*generation, path);
                 return;
             }
             Transmit::Http { id, request } => {
+                if self.recorder.is_some() {
+                    self.recorded.insert(id, request.clone());
+                }
                 self.spawn_http(id, request);
                 return;
             }
@@ -243,7 +271,12 @@ impl Actor {
                 }
                 return;
             }
-            Transmit::Text(text) => Message::text(text),
+            Transmit::Text(text) => {
+                if let Some(r) = &mut self.recorder {
+                    r.ws_send_text(&text);
+                }
+                Message::text(text)
+            }
             Transmit::Ping => Message::Ping(Bytes::new()),
             _ => return,
         };

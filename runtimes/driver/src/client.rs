@@ -44,6 +44,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Timeout of one HTTP exchange. Default 120 s.
     pub http_timeout: Duration,
+    /// Record the traffic in `comfy-transcript/1` files in this folder, one per connection.
+    pub record: Option<std::path::PathBuf>,
     /// Where events that name no prompt go (queue status, server features); the pool uses it.
     pub(crate) server_events: Option<mpsc::UnboundedSender<Event>>,
 }
@@ -62,8 +64,16 @@ impl ClientConfig {
             max_body: 512 << 20,
             connect_timeout: Duration::from_secs(10),
             http_timeout: Duration::from_secs(120),
+            record: None,
             server_events: None,
         }
+    }
+
+    /// Records the traffic in `comfy-transcript/1` files in `dir`, one per connection, named
+    /// after the server and the client id. `comfy-proxy replay` reads them.
+    pub fn with_recording(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.record = Some(dir.into());
+        self
     }
 
     /// Sets the authentication.
@@ -218,10 +228,12 @@ impl Client {
     pub fn connect(rt: Arc<dyn Runtime>, http: Arc<dyn HttpClient>, config: ClientConfig) -> Self {
         let (control, control_rx) = mpsc::unbounded();
         let (frames, frames_rx) = mpsc::channel(16);
-        let session = Session::new(
-            ClientId::from_random(fastrand::u128(..)),
-            config.session.clone(),
-        );
+        let client_id = ClientId::from_random(fastrand::u128(..));
+        // A recording that cannot be created is not a reason to refuse to run.
+        let recorder = config.record.as_ref().and_then(|dir| {
+            crate::record::Recorder::create(dir, &config.server, client_id.as_str()).ok()
+        });
+        let session = Session::new(client_id, config.session.clone());
         let actor = Actor {
             rt: rt.clone(),
             http: http.clone(),
@@ -230,6 +242,9 @@ impl Client {
             route: Route::PerPrompt(HashMap::new(), config.server_events.clone()),
             control: control.clone(),
             frames,
+            recorder,
+            recorded: HashMap::new(),
+            ws_path: String::new(),
         };
         rt.spawn(Box::pin(actor.run(control_rx, frames_rx)));
         Self {

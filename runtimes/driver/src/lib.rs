@@ -12,6 +12,7 @@ pub mod client;
 pub mod http1;
 pub mod mock;
 pub mod pool;
+mod record;
 pub mod runtime;
 #[doc(hidden)]
 pub mod testsuite;

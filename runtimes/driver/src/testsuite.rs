@@ -266,6 +266,36 @@ pub async fn websocket_dropped_during_outputs(kit: Kit) {
     }
 }
 
+/// A recorded session replays through the core with the same outcome and outputs.
+pub async fn record_and_replay(kit: Kit) {
+    let dir = std::env::temp_dir().join(format!("comfy-proxy-record-{:x}", fastrand::u64(..)));
+    let mock = start_mock(&kit, fast()).await;
+    let server = ServerAddress::parse(&mock.address()).unwrap();
+    let c = Client::connect(
+        kit.rt.clone(),
+        kit.http.clone(),
+        ClientConfig::new(server).with_recording(&dir),
+    );
+    let live = c.run(graph(3, 2)).await.expect("success");
+    drop(c);
+    kit.rt.sleep(Duration::from_millis(100)).await;
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .expect("a transcript")
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let replayed =
+        comfy_proxy::replay::replay(&Transcript::parse(&text).expect("a valid transcript"));
+    assert_eq!(replayed.prompts.len(), 1);
+    let p = &replayed.prompts[0];
+    assert_eq!(p.outcome, comfy_proxy::replay::Outcome::Success);
+    assert_eq!(p.outputs.len(), live.outputs.len());
+    assert_eq!(p.previews, live.previews);
+}
+
 /// A server that is not there: the prompt fails with a clear error, it does not hang.
 pub async fn unreachable_server(kit: Kit) {
     let server = ServerAddress::parse("127.0.0.1:9").unwrap();
@@ -329,6 +359,10 @@ macro_rules! integration_suite {
         #[test]
         fn websocket_dropped_during_outputs() {
             $block_on($crate::testsuite::websocket_dropped_during_outputs($kit));
+        }
+        #[test]
+        fn record_and_replay() {
+            $block_on($crate::testsuite::record_and_replay($kit));
         }
         #[test]
         fn unreachable_server() {
