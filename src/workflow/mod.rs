@@ -31,6 +31,7 @@ mod node;
 mod object_info;
 mod presets;
 mod qwen;
+pub mod validate;
 
 pub use error::WorkflowError;
 pub use flux::FluxParams;
@@ -41,6 +42,10 @@ pub use object_info::{
 };
 pub use presets::{Lora, Size};
 pub use qwen::QwenParams;
+pub use validate::{
+    Requirements, ValidationReport, can_run, required_classes_and_models, validate,
+    validate_partial,
+};
 
 /// The id the builders give their `SaveImageWebsocket` output node, as the original library does.
 pub const SAVE_NODE_ID: &str = "save_image_websocket_node";

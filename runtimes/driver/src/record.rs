@@ -57,9 +57,11 @@ impl Recorder {
                 json!(self.epoch.elapsed().as_millis() as u64),
             );
         }
-        // A recording that cannot be written must not stop the client: it is dropped quietly
-        // after the first failure is flushed out.
+        // Each line is flushed whole: a process that exits while the client task still runs
+        // (a command-line tool, once its jobs are done) leaves a transcript that parses. A
+        // recording that cannot be written must not stop the client, so errors are ignored.
         let _ = writeln!(self.out, "{line}");
+        let _ = self.out.flush();
     }
 
     pub(crate) fn ws_open(&mut self, path: &str) {

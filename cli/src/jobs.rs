@@ -1,0 +1,331 @@
+//! Running jobs on a pool of servers: the flags `generate` and `run` share, the pool's event
+//! loop, output files, result lines and the per-server tally.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use comfy_proxy::address::parse_addresses;
+use comfy_proxy::pool::JobId;
+use comfy_proxy::session::{Deadlines, Event};
+use comfy_proxy::{ServerAddress, Workflow};
+use comfy_proxy_driver::http1::Http1;
+use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, Upload};
+use comfy_proxy_driver::{Auth, ClientConfig, HttpClient, Runtime};
+use comfy_proxy_smol::Smol;
+use futures_util::StreamExt;
+
+use crate::error::{Result, usage};
+use crate::output;
+use crate::progress::Progress;
+
+/// The flags of a command that runs jobs on servers.
+#[derive(Args, Debug, Clone)]
+pub struct JobArgs {
+    /// The servers: a comma list of HOST[:PORT], port ranges (host:8188-8191), IPv6 in brackets,
+    /// http:// or https:// with a base path. Defaults to $COMFY_SERVERS. $COMFY_TOKEN, when set,
+    /// is sent as a bearer token.
+    #[arg(long, value_name = "ADDRS", env = "COMFY_SERVERS")]
+    pub server: Option<String>,
+    /// How many jobs to run, each a distinct image: every job gets fresh random seeds (generate:
+    /// SEED+i with --seed; run: in every literal seed and noise_seed input not set by --set).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
+    /// Where to write the images, as <job>-<node>-<index>.<ext> (created if missing; files of
+    /// the same name are replaced).
+    #[arg(long, value_name = "DIR", default_value = "comfy-proxy-out")]
+    pub out: PathBuf,
+    /// Print one JSON line per finished job on stdout instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up on a job that has not finished this many seconds after it was sent to a server
+    /// (each attempt), and on jobs waiting that long while every server is out of service.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// Record the traffic as comfy-transcript/1 files in DIR, one per server connection (each
+    /// holds the jobs that ran on that server), for `comfy-proxy replay` and for fixtures.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("{text:?}: give a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Where and how jobs run, checked before anything is sent.
+pub struct Plan {
+    /// The servers.
+    pub servers: Vec<ServerAddress>,
+    /// The settings of every server's client.
+    pub template: ClientConfig,
+    /// The output directory (not yet created).
+    pub out: PathBuf,
+    /// One JSON line per job on stdout.
+    pub json: bool,
+    /// No progress.
+    pub quiet: bool,
+    /// `--timeout`: also how long jobs wait for a server when every one is out of service.
+    pub timeout: Option<Duration>,
+}
+
+impl Plan {
+    /// Checks the flags and the environment: the servers, `$COMFY_TOKEN`, `--record`.
+    pub fn from_args(args: &JobArgs) -> Result<Self> {
+        let spec = args.server.as_deref().unwrap_or("");
+        if spec.trim().is_empty() {
+            return Err(usage(
+                "no server given: pass --server HOST:PORT[,...] or set COMFY_SERVERS",
+            ));
+        }
+        let servers = parse_addresses(spec).map_err(|e| usage(format!("bad --server: {e}")))?;
+        let mut template = ClientConfig::new(servers[0].clone());
+        let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
+        if !token.trim().is_empty() {
+            template = template.with_auth(Auth::Bearer(token.trim().to_owned()));
+        }
+        if let Some(total) = args.timeout {
+            template = template.with_deadlines(Deadlines::none().total(total));
+        }
+        if let Some(dir) = &args.record {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                usage(format!(
+                    "cannot create the --record directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            template = template.with_recording(dir);
+        }
+        Ok(Self {
+            servers,
+            template,
+            out: args.out.clone(),
+            json: args.json,
+            quiet: args.quiet,
+            timeout: args.timeout,
+        })
+    }
+}
+
+/// The smol runtime and the driver's HTTP client on it.
+pub fn kit() -> (Arc<dyn Runtime>, Arc<dyn HttpClient>) {
+    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    let http: Arc<dyn HttpClient> = Arc::new(Http1::new(rt.clone()));
+    (rt, http)
+}
+
+/// What the jobs came to.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Jobs that succeeded.
+    pub succeeded: usize,
+    /// Jobs that failed.
+    pub failed: usize,
+    /// Per server (in the plan's order): jobs finished there, and their run time there (from
+    /// `execution_start` to the end) added up.
+    pub per_server: Vec<(usize, Duration)>,
+    /// From the first submission to the last end.
+    pub elapsed: Duration,
+}
+
+impl Tally {
+    /// 0 when every job succeeded, 1 when any failed.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs `workflows` on the plan's servers, writes their images, prints a line per job (JSON
+/// with `--json`) and, unless quiet, a summary per server. Blocks until every job has ended.
+pub fn run(plan: &Plan, workflows: Vec<Workflow>) -> Result<Tally> {
+    run_with_uploads(plan, workflows, Vec::new())
+}
+
+/// [`run`], where every job first uploads `uploads` to the server that runs it.
+pub fn run_with_uploads(
+    plan: &Plan,
+    workflows: Vec<Workflow>,
+    uploads: Vec<Upload>,
+) -> Result<Tally> {
+    fs::create_dir_all(&plan.out).map_err(|e| {
+        usage(format!(
+            "cannot create the output directory {}: {e}; choose another --out",
+            plan.out.display()
+        ))
+    })?;
+    let progress = Progress::new(plan.quiet, workflows.len());
+    let tally = smol::block_on(drive(plan, workflows, uploads, progress));
+    Ok(tally)
+}
+
+async fn drive(
+    plan: &Plan,
+    workflows: Vec<Workflow>,
+    uploads: Vec<Upload>,
+    mut progress: Progress,
+) -> Tally {
+    let (rt, http) = kit();
+    let started = Instant::now();
+    let mut config = PoolConfig::new(&plan.servers, &plan.template);
+    if let Some(timeout) = plan.timeout {
+        let give_up = &mut config.scheduler.all_down_give_up;
+        *give_up = (*give_up).min(timeout);
+    }
+    let (pool, mut events) = Pool::start(rt, http, config);
+    for wf in workflows {
+        pool.submit_with_uploads(wf, uploads.clone());
+    }
+    pool.close();
+    let mut tally = Tally {
+        per_server: vec![(0, Duration::ZERO); plan.servers.len()],
+        ..Tally::default()
+    };
+    // When each job's current attempt started running on its server.
+    let mut running: HashMap<JobId, Instant> = HashMap::new();
+    while let Some(event) = events.next().await {
+        match event {
+            PoolEvent::Progress {
+                job,
+                server,
+                event: Event::Started { .. },
+            } => {
+                running.insert(job, Instant::now());
+                progress.started(job, &plan.servers[server]);
+            }
+            PoolEvent::Dispatched {
+                job,
+                server,
+                attempt,
+            } => progress.dispatched(job, &plan.servers[server], attempt),
+            PoolEvent::Progress {
+                job,
+                event: Event::Progress { value, max, .. },
+                ..
+            } => progress.step(job, value, max),
+            PoolEvent::Finished(report) => {
+                let (saved, outcome) = match &report.outcome {
+                    Ok(()) => match output::save(&plan.out, report.job.0, &report.outputs) {
+                        Ok(saved) => (saved, Ok(())),
+                        Err(e) => (Vec::new(), Err(e)),
+                    },
+                    Err(e) => (Vec::new(), Err(e.clone())),
+                };
+                let ran = running
+                    .remove(&report.job)
+                    .map_or(Duration::ZERO, |t| t.elapsed());
+                progress.finished(report.job, &outcome, ran);
+                if let Some(slot) = report.server.and_then(|s| tally.per_server.get_mut(s)) {
+                    slot.0 += 1;
+                    slot.1 += ran;
+                }
+                match &outcome {
+                    Ok(()) => tally.succeeded += 1,
+                    Err(_) => tally.failed += 1,
+                }
+                let line = if plan.json {
+                    output::job_line(&report, &saved, outcome.as_ref().err().map(String::as_str))
+                        .to_string()
+                } else {
+                    sentence(&report, ran, &saved, &outcome)
+                };
+                progress.result(&line);
+            }
+            _ => {}
+        }
+    }
+    drop(pool);
+    tally.elapsed = started.elapsed();
+    if !plan.quiet {
+        for line in summary(&plan.servers, &tally) {
+            if plan.json {
+                progress.note(&line);
+            } else {
+                progress.result(&line);
+            }
+        }
+    }
+    progress.done();
+    tally
+}
+
+fn sentence(
+    report: &JobReport,
+    ran: Duration,
+    saved: &[output::Saved],
+    outcome: &std::result::Result<(), String>,
+) -> String {
+    let server = report
+        .address
+        .as_ref()
+        .map_or_else(|| "no server".to_owned(), ServerAddress::to_string);
+    match outcome {
+        Ok(()) => {
+            let paths: Vec<String> = saved.iter().map(|s| s.path.display().to_string()).collect();
+            format!(
+                "job {} ok on {server} in {:.2} s: {}",
+                report.job,
+                ran.as_secs_f64(),
+                if paths.is_empty() {
+                    "no images".to_owned()
+                } else {
+                    paths.join(" ")
+                }
+            )
+        }
+        Err(e) => format!("job {} failed on {server}: {e}", report.job),
+    }
+}
+
+/// Per-server counts and times, then the total.
+pub fn summary(servers: &[ServerAddress], tally: &Tally) -> Vec<String> {
+    let mut lines: Vec<String> = servers
+        .iter()
+        .zip(&tally.per_server)
+        .map(|(server, (jobs, time))| {
+            let each = if *jobs > 0 {
+                time.as_secs_f64() / *jobs as f64
+            } else {
+                0.0
+            };
+            format!(
+                "{server}: {}, ran {:.2} s in all, {each:.2} s each",
+                plural(*jobs, "job"),
+                time.as_secs_f64()
+            )
+        })
+        .collect();
+    lines.push(format!(
+        "{}: {} succeeded, {} failed, in {:.2} s",
+        plural(tally.succeeded + tally.failed, "job"),
+        tally.succeeded,
+        tally.failed,
+        tally.elapsed.as_secs_f64()
+    ));
+    lines
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}

@@ -1,0 +1,98 @@
+//! `comfy-proxy`: build Flux and Qwen Image graphs, run graphs on a pool of ComfyUI servers,
+//! replay recorded sessions, run mock servers, and a demo that needs no GPU.
+//!
+//! Exit codes: 0 when every job succeeded, 1 when any failed (or the machinery broke), 2 for a
+//! usage or configuration error, with a message that says what to fix.
+
+mod demo;
+mod error;
+mod generate;
+mod jobs;
+mod mock;
+mod model;
+mod output;
+mod progress;
+mod replay;
+mod run;
+mod workflow;
+
+use std::process::ExitCode;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Parser, Subcommand};
+
+/// A ComfyUI client for many servers: build graphs, run them, replay recordings.
+#[derive(Parser, Debug)]
+#[command(name = "comfy-proxy", version, about, long_about = None)]
+#[command(
+    after_help = "Environment: COMFY_SERVERS (default for --server), COMFY_TOKEN \
+    (bearer token sent to every server).\nExit codes: 0 every job succeeded, 1 a job failed, \
+    2 usage or configuration error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a built-in graph (API format) on stdout.
+    #[command(subcommand)]
+    Workflow(model::Model),
+    /// Run --count jobs of a built-in graph on the servers and save their images.
+    #[command(subcommand)]
+    Generate(generate::Generate),
+    /// Run an exported API-format graph on the servers and save its images.
+    Run(run::RunArgs),
+    /// Replay a recorded session (comfy-transcript/1) through the client core.
+    Replay(replay::ReplayArgs),
+    /// Run mock ComfyUI servers (replaying recordings, simulating other graphs) until killed.
+    Mock(mock::MockArgs),
+    /// Four in-process mock servers, sixteen Flux jobs, images in ./comfy-proxy-demo/.
+    Demo,
+}
+
+/// Adds which model a refused model-only flag belongs to.
+fn explain(mut e: clap::Error) -> clap::Error {
+    if e.kind() != ErrorKind::UnknownArgument {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let flag = arg.split('=').next().unwrap_or_default().to_owned();
+    if let Some((_, model)) = model::MODEL_ONLY_FLAGS.iter().find(|(f, _)| *f == flag) {
+        let tip = format!("{flag} applies to {model} only");
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![tip.into()]),
+        );
+    }
+    e
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let e = explain(e);
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let result = match cli.command {
+        Command::Workflow(m) => workflow::run(&m),
+        Command::Generate(g) => generate::run(g),
+        Command::Run(r) => run::run(r),
+        Command::Replay(r) => replay::run(&r),
+        Command::Mock(m) => mock::run(&m),
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(fail) => {
+            eprintln!("error: {fail}");
+            fail.exit_code()
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Progress on stderr: bars (one per running job and one overall) on a terminal, plain lines
+//! otherwise, nothing with `--quiet`. Results go to stdout; [`Progress::result`] prints them
+//! without tearing the bars.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use comfy_proxy::ServerAddress;
+use comfy_proxy::pool::JobId;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How progress is shown.
+pub enum Progress {
+    /// Bars on a terminal.
+    Bars(Bars),
+    /// A line per dispatch and per end, on stderr.
+    Plain,
+    /// Nothing.
+    Quiet,
+}
+
+/// The bars of a terminal.
+pub struct Bars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    jobs: HashMap<JobId, ProgressBar>,
+}
+
+/// A job's line before its first step.
+const WAITING: &str = "  job {prefix:>4} {msg}";
+/// A job's line once it reports steps.
+const STEPPING: &str = "  job {prefix:>4} [{bar:30}] {pos}/{len} steps, {msg}";
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+impl Progress {
+    /// Progress for `total` jobs: bars when stderr is a terminal, lines otherwise, none when
+    /// `quiet`.
+    pub fn new(quiet: bool, total: usize) -> Self {
+        if quiet {
+            return Self::Quiet;
+        }
+        if !std::io::stderr().is_terminal() {
+            return Self::Plain;
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = multi.add(ProgressBar::new(total as u64));
+        overall.set_style(style("{elapsed:>4} [{wide_bar}] {pos}/{len} jobs {msg}"));
+        overall.enable_steady_tick(Duration::from_millis(200));
+        Self::Bars(Bars {
+            multi,
+            overall,
+            jobs: HashMap::new(),
+        })
+    }
+
+    /// Job `job` was sent to `server`.
+    pub fn dispatched(&mut self, job: JobId, server: &ServerAddress, attempt: u32) {
+        let again = if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        };
+        match self {
+            Self::Bars(b) => {
+                let bar = b.jobs.remove(&job).unwrap_or_else(|| {
+                    let bar = b.multi.add(ProgressBar::new(0));
+                    bar.set_prefix(job.to_string());
+                    bar
+                });
+                bar.set_style(style(WAITING));
+                bar.set_length(0);
+                bar.set_message(format!("queued on {}{again}", server.authority()));
+                b.jobs.insert(job, bar);
+            }
+            Self::Plain => eprintln!("job {job}: sent to {server}{again}"),
+            Self::Quiet => {}
+        }
+    }
+
+    /// Job `job` started running on `server`.
+    pub fn started(&mut self, job: JobId, server: &ServerAddress) {
+        let Self::Bars(b) = self else { return };
+        if let Some(bar) = b.jobs.get(&job) {
+            bar.set_message(format!("running on {}", server.authority()));
+        }
+    }
+
+    /// Job `job` reported step `value` of `max`.
+    pub fn step(&mut self, job: JobId, value: f64, max: f64) {
+        let Self::Bars(b) = self else { return };
+        if let Some(bar) = b.jobs.get(&job) {
+            if bar.length() == Some(0) {
+                bar.set_style(style(STEPPING));
+            }
+            bar.set_length(max.max(1.0) as u64);
+            bar.set_position(value.max(0.0) as u64);
+        }
+    }
+
+    /// Job `job` ended, `Ok(())` or with its error, after running `ran` on its server.
+    pub fn finished(&mut self, job: JobId, outcome: &Result<(), String>, ran: Duration) {
+        match self {
+            Self::Bars(b) => {
+                if let Some(bar) = b.jobs.remove(&job) {
+                    bar.finish_and_clear();
+                    b.multi.remove(&bar);
+                }
+                b.overall.inc(1);
+                if outcome.is_err() {
+                    b.overall.set_message("(some failed)");
+                }
+            }
+            Self::Plain => match outcome {
+                Ok(()) => eprintln!("job {job}: done, ran {:.2} s", ran.as_secs_f64()),
+                Err(e) => eprintln!("job {job}: failed: {e}"),
+            },
+            Self::Quiet => {}
+        }
+    }
+
+    /// Prints `line` on stdout, above the bars.
+    pub fn result(&self, line: &str) {
+        match self {
+            Self::Bars(b) => b.multi.suspend(|| println!("{line}")),
+            _ => println!("{line}"),
+        }
+    }
+
+    /// Prints `line` on stderr, above the bars, unless quiet.
+    pub fn note(&self, line: &str) {
+        match self {
+            Self::Bars(b) => b.multi.suspend(|| eprintln!("{line}")),
+            Self::Plain => eprintln!("{line}"),
+            Self::Quiet => {}
+        }
+    }
+
+    /// Removes the bars.
+    pub fn done(self) {
+        if let Self::Bars(b) = self {
+            for bar in b.jobs.values() {
+                bar.finish_and_clear();
+            }
+            b.overall.finish_and_clear();
+            let _ = b.multi.clear();
+        }
+    }
+}

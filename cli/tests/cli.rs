@@ -1,0 +1,393 @@
+//! The `comfy-proxy` binary, run as a user runs it. Every child process is killed on every
+//! path, and every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfy-proxy"));
+    cmd.env_remove("COMFY_SERVERS").env_remove("COMFY_TOKEN");
+    cmd
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Kills the child when dropped, whatever happened in between.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh empty directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "comfy-proxy-cli-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+/// Runs `cmd` to its end, killing it (and failing) after `limit`.
+fn run(mut cmd: Command, limit: Duration) -> Finished {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start comfy-proxy");
+    let mut guard = Guard(child);
+    let stdout = drain(guard.0.stdout.take().expect("stdout"));
+    let stderr = drain(guard.0.stderr.take().expect("stderr"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(start.elapsed() < limit, "comfy-proxy ran over {limit:?}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+fn quick(args: &[&str]) -> Finished {
+    let mut cmd = bin();
+    cmd.args(args);
+    run(cmd, Duration::from_secs(30))
+}
+
+#[test]
+fn workflow_flux_chains_loras() {
+    let out = quick(&[
+        "workflow",
+        "flux",
+        "--seed",
+        "1",
+        "--lora",
+        "a.safetensors",
+        "--lora",
+        "b:0.5",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let graph: Value = serde_json::from_str(&out.stdout).expect("the graph is JSON");
+    let nodes = graph.as_object().expect("an object of nodes");
+    let of_class = |class: &str| -> Vec<&String> {
+        nodes
+            .iter()
+            .filter(|(_, n)| n["class_type"] == class)
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let loras = of_class("LoraLoader");
+    assert_eq!(loras.len(), 2);
+    let (first, second) = (&nodes[loras[0]]["inputs"], &nodes[loras[1]]["inputs"]);
+    let clip_loader = of_class("DualCLIPLoader")[0];
+    let unet = of_class("UNETLoader")[0];
+    assert_eq!(first["lora_name"], "a.safetensors");
+    assert_eq!(first["strength_model"], 1.0);
+    assert_eq!(first["clip"], serde_json::json!([clip_loader, 0]));
+    assert_eq!(first["model"], serde_json::json!([unet, 0]));
+    assert_eq!(second["lora_name"], "b");
+    assert_eq!(second["strength_clip"], 0.5);
+    assert_eq!(second["clip"], serde_json::json!([loras[0], 1]));
+    assert_eq!(second["model"], serde_json::json!([loras[0], 0]));
+    let encode = of_class("CLIPTextEncode")[0];
+    assert_eq!(
+        nodes[encode]["inputs"]["clip"],
+        serde_json::json!([loras[1], 1])
+    );
+    let noise = of_class("RandomNoise")[0];
+    assert_eq!(nodes[noise]["inputs"]["noise_seed"], 1);
+}
+
+#[test]
+fn a_flag_of_the_other_model_is_a_usage_error() {
+    let out = quick(&["workflow", "qwen-image", "--guidance", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.contains("--guidance"), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+}
+
+fn replay_summary(fixture_name: &str) -> Value {
+    let out = quick(&["replay", "--json", &fixture(fixture_name)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert!(lines.len() > 1, "events, then the summary");
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l["event"].is_string())
+    );
+    lines.last().cloned().unwrap()
+}
+
+#[test]
+fn replay_json_of_a_batch() {
+    let summary = replay_summary("ws_batch4.jsonl");
+    let prompt = &summary["summary"]["prompts"][0];
+    assert_eq!(prompt["outcome"], "success");
+    assert_eq!(prompt["previews"], 0);
+    let outputs = prompt["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 4);
+    for o in outputs {
+        assert_eq!(o["format"], "PNG");
+        assert_eq!(o["sha256"].as_str().unwrap().len(), 64);
+    }
+}
+
+#[test]
+fn replay_json_of_an_execution_error() {
+    let summary = replay_summary("exec_error.jsonl");
+    let prompt = &summary["summary"]["prompts"][0];
+    assert_eq!(prompt["outcome"], "error");
+    assert_eq!(prompt["error"]["node_id"], "2");
+    assert_eq!(prompt["error"]["node_type"], "TestRaiseError");
+    assert_eq!(prompt["rejected"], Value::Null);
+}
+
+#[test]
+fn demo_writes_sixteen_pngs() {
+    let dir = TempDir::new("demo");
+    let mut cmd = bin();
+    cmd.arg("demo").current_dir(dir.path());
+    let out = run(cmd, Duration::from_secs(180));
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let images: Vec<PathBuf> = std::fs::read_dir(dir.path().join("comfy-proxy-demo"))
+        .expect("the demo's folder")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(images.len(), 16, "{images:?}");
+    for image in images {
+        assert_eq!(image.extension().unwrap(), "png");
+        let bytes = std::fs::read(&image).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{image:?}");
+    }
+    assert!(
+        out.stdout.contains("16 succeeded, 0 failed"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Starts `comfy-proxy mock` on a free port and returns it with its address.
+fn start_mock() -> (Guard, String) {
+    let child = bin()
+        .args([
+            "mock",
+            "--listen",
+            "127.0.0.1:0",
+            "--step-ms",
+            "2",
+            "--job-ms",
+            "5",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the mock");
+    let mut guard = Guard(child);
+    let stdout = guard.0.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the mock prints its address");
+    let address = line.trim().to_owned();
+    assert!(address.starts_with("http://127.0.0.1:"), "{address:?}");
+    (guard, address)
+}
+
+#[test]
+fn generate_against_a_mock_process() {
+    let (_mock, address) = start_mock();
+    let dir = TempDir::new("generate");
+    let out_dir = dir.path().join("out");
+    let mut cmd = bin();
+    cmd.args([
+        "generate",
+        "flux",
+        "--server",
+        &address,
+        "--count",
+        "3",
+        "--json",
+        "--steps",
+        "2",
+        "--size",
+        "64x64",
+        "--timeout",
+        "60",
+        "--record",
+    ])
+    .arg(dir.path().join("rec"))
+    .arg("--out")
+    .arg(&out_dir);
+    let out = run(cmd, Duration::from_secs(90));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    let mut digests = Vec::new();
+    for line in &lines {
+        assert_eq!(line["outcome"], "success", "{line}");
+        assert_eq!(line["error"], Value::Null);
+        let output = &line["outputs"][0];
+        assert_eq!(output["format"], "PNG");
+        let path = PathBuf::from(output["path"].as_str().unwrap());
+        assert!(path.starts_with(&out_dir) && path.exists(), "{path:?}");
+        digests.push(output["sha256"].as_str().unwrap().to_owned());
+    }
+    let mut sorted = digests.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 3, "three distinct images");
+    // The recording replays to the same images.
+    let mut replayed = Vec::new();
+    for file in std::fs::read_dir(dir.path().join("rec")).unwrap() {
+        let mut cmd = bin();
+        cmd.arg("replay").arg(file.unwrap().path()).arg("--json");
+        let out = run(cmd, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+        let summary: Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+        for prompt in summary["summary"]["prompts"].as_array().unwrap() {
+            assert_eq!(prompt["outcome"], "success", "{prompt}");
+            replayed.push(prompt["outputs"][0]["sha256"].as_str().unwrap().to_owned());
+        }
+    }
+    replayed.sort();
+    assert_eq!(
+        replayed, sorted,
+        "the recordings hold the same three images"
+    );
+}
+
+#[test]
+fn a_bad_server_is_a_usage_error_with_the_parsers_message() {
+    let out = quick(&["generate", "flux", "--server", "host:99999"]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = comfy_proxy::address::parse_addresses("host:99999")
+        .unwrap_err()
+        .to_string();
+    assert!(out.stderr.contains(&message), "{}", out.stderr);
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message() {
+    let dir = TempDir::new("inputs");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    let graph = dir.path().join("graph.json");
+    std::fs::write(
+        &graph,
+        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":8,"height":8}}}"#,
+    )
+    .unwrap();
+    let (bad, graph) = (bad.to_str().unwrap(), graph.to_str().unwrap());
+    let missing = dir.path().join("missing.json");
+    let missing = missing.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", bad, "--server", "h:1"], "not an API-format graph"),
+        (&["run", missing, "--server", "h:1"], "cannot read"),
+        (
+            &["run", graph, "--server", "h:1", "--set", "seed"],
+            "TARGET.INPUT=VALUE",
+        ),
+        (
+            &["run", graph, "--server", "h:1", "--set", "9.x=1"],
+            "\"9\"",
+        ),
+        (
+            &[
+                "run",
+                graph,
+                "--server",
+                "a:1,b:1",
+                "--upload",
+                "1.image=/no/such/file.png",
+            ],
+            "cannot read",
+        ),
+        (&["run", graph], "no server given"),
+        (
+            &[
+                "generate",
+                "flux",
+                "--server",
+                "h:1",
+                "--record",
+                "/proc/no-such-dir/r",
+            ],
+            "--record directory",
+        ),
+        (&["workflow", "flux", "--lora", "b:x"], "weight"),
+        (&["workflow", "flux", "--steps", "0"], "--steps"),
+        (&["workflow", "flux", "--size", "huge"], "square-1k"),
+        (&["replay", missing], "cannot read"),
+        (&["replay", bad], "comfy-transcript/1"),
+    ];
+    for (args, needle) in cases {
+        let out = quick(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
+    }
+}
