@@ -21,9 +21,15 @@ const JOBS: u64 = 16;
 const STEPS: u32 = 6;
 const OUT: &str = "comfy-proxy-demo";
 
+/// The recorded server's node definitions and model lists, so that the demo's mocks refuse what
+/// a real server would and the pool routes jobs by them.
+const OBJECT_INFO: &str = include_str!("../../fixtures/object_info.json");
+
 /// Runs the demo.
 pub fn run() -> Result<ExitCode> {
     let (rt, _) = jobs::kit();
+    let object_info: serde_json::Value = serde_json::from_str(OBJECT_INFO)
+        .map_err(|e| runtime(format!("the embedded object_info does not parse: {e}")))?;
     let mocks: Vec<MockHandle> = smol::block_on(async {
         let mut mocks = Vec::new();
         for i in 0..SERVERS {
@@ -32,6 +38,7 @@ pub fn run() -> Result<ExitCode> {
             config.job = Duration::from_millis(150);
             config.previews = true;
             config.seed = i as u64;
+            config.object_info = Some(object_info.clone());
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
             let handle = mock::serve(rt.clone(), loopback, config)
                 .await
@@ -63,6 +70,7 @@ pub fn run() -> Result<ExitCode> {
         json: false,
         quiet: false,
         timeout: Some(Duration::from_secs(60)),
+        validate: true,
     };
     let workflows = (1..=JOBS)
         .map(|seed| {

@@ -54,6 +54,11 @@ pub struct JobArgs {
     /// No progress on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Do not check jobs against each server's object_info before sending them. By default a
+    /// job goes only to servers that can run it, and a job none can run fails at once with the
+    /// validation errors.
+    #[arg(long)]
+    pub no_validate: bool,
 }
 
 fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
@@ -81,6 +86,8 @@ pub struct Plan {
     pub quiet: bool,
     /// `--timeout`: also how long jobs wait for a server when every one is out of service.
     pub timeout: Option<Duration>,
+    /// Validate jobs against each server's object_info and route them by it.
+    pub validate: bool,
 }
 
 impl Plan {
@@ -117,6 +124,7 @@ impl Plan {
             json: args.json,
             quiet: args.quiet,
             timeout: args.timeout,
+            validate: !args.no_validate,
         })
     }
 }
@@ -185,6 +193,7 @@ async fn drive(
     let (rt, http) = kit();
     let started = Instant::now();
     let mut config = PoolConfig::new(&plan.servers, &plan.template);
+    config.route_by_capability = plan.validate;
     if let Some(timeout) = plan.timeout {
         let give_up = &mut config.scheduler.all_down_give_up;
         *give_up = (*give_up).min(timeout);

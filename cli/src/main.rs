@@ -14,6 +14,7 @@ mod output;
 mod progress;
 mod replay;
 mod run;
+mod validate;
 mod workflow;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     Generate(generate::Generate),
     /// Run an exported API-format graph on the servers and save its images.
     Run(run::RunArgs),
+    /// Check a graph against a server's object_info: exit 0 when valid, 1 with the errors.
+    Validate(validate::ValidateArgs),
     /// Replay a recorded session (comfy-transcript/1) through the client core.
     Replay(replay::ReplayArgs),
     /// Run mock ComfyUI servers (replaying recordings, simulating other graphs) until killed.
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Workflow(m) => workflow::run(&m),
         Command::Generate(g) => generate::run(g),
         Command::Run(r) => run::run(r),
+        Command::Validate(v) => validate::run(&v),
         Command::Replay(r) => replay::run(&r),
         Command::Mock(m) => mock::run(&m),
         Command::Demo => demo::run(),

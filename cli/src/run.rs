@@ -69,7 +69,7 @@ fn resolve(wf: &Workflow, path: &str) -> Result<(NodeId, String)> {
     Ok((node.clone(), input.to_owned()))
 }
 
-fn load(path: &Path) -> Result<Workflow> {
+pub fn load(path: &Path) -> Result<Workflow> {
     let text = fs::read_to_string(path)
         .map_err(|e| usage(format!("cannot read the graph {}: {e}", path.display())))?;
     Workflow::from_json(&text).map_err(|e| {

@@ -222,6 +222,10 @@ fn demo_writes_sixteen_pngs() {
 
 /// Starts `comfy-proxy mock` on a free port and returns it with its address.
 fn start_mock() -> (Guard, String) {
+    start_mock_with(&[])
+}
+
+fn start_mock_with(extra: &[&str]) -> (Guard, String) {
     let child = bin()
         .args([
             "mock",
@@ -232,6 +236,7 @@ fn start_mock() -> (Guard, String) {
             "--job-ms",
             "5",
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -390,4 +395,75 @@ fn bad_input_exits_2_with_a_message() {
         assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
         assert!(!out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
     }
+}
+
+/// The graph a recorded `POST /prompt` carried.
+fn recorded_graph(name: &str) -> String {
+    std::fs::read_to_string(fixture(&format!("{name}.jsonl")))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["kind"] == "http_request")
+        .map(|l| l["body"]["prompt"].to_string())
+        .expect("a recorded graph")
+}
+
+#[test]
+fn validate_agrees_with_the_server() {
+    let dir = TempDir::new("validate");
+    let info = fixture("object_info.json");
+    for (name, valid, error) in [
+        ("flux_dummy", true, ""),
+        ("validation_missing_model", false, "value_not_in_list"),
+        ("flux_two_loras", false, "return_type_mismatch"),
+    ] {
+        let graph = dir.path().join(format!("{name}.json"));
+        std::fs::write(&graph, recorded_graph(name)).unwrap();
+        let out = quick(&[
+            "validate",
+            graph.to_str().unwrap(),
+            "--object-info",
+            &info,
+            "--json",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(if valid { 0 } else { 1 }),
+            "{name}: {}",
+            out.stderr
+        );
+        let report: Value = serde_json::from_str(out.stdout.trim()).expect("one JSON line");
+        assert_eq!(report["valid"], valid, "{name}");
+        assert!(out.stdout.contains(error), "{name}: {}", out.stdout);
+    }
+}
+
+#[test]
+fn run_refuses_a_graph_no_server_can_run_without_sending_it() {
+    let fixtures = fixture("");
+    let (_mock, address) = start_mock_with(&["--fixtures", &fixtures]);
+    let dir = TempDir::new("route");
+    let graph = dir.path().join("bad.json");
+    std::fs::write(&graph, recorded_graph("validation_missing_model")).unwrap();
+    let mut cmd = bin();
+    cmd.args([
+        "run",
+        graph.to_str().unwrap(),
+        "--server",
+        &address,
+        "--json",
+        "--timeout",
+        "30",
+        "--out",
+    ])
+    .arg(dir.path().join("out"));
+    let out = run(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let line: Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["outcome"], "error");
+    let error = line["error"].as_str().unwrap();
+    assert!(
+        error.contains("no server can run") && error.contains("not_there.safetensors"),
+        "{error}"
+    );
 }

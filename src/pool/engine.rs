@@ -16,6 +16,8 @@ pub(super) struct Job {
     pub last_error: Option<String>,
     /// The server that just failed it, to avoid when another is free.
     pub avoid: Option<usize>,
+    /// The servers that can run it (capability routing); `None` for any.
+    pub eligible: Option<Vec<usize>>,
 }
 
 /// Where a job is. Transitions:
@@ -354,16 +356,26 @@ impl Scheduler {
     pub(super) fn schedule(&mut self, now: Duration) {
         self.start_health_timers(now);
         self.expire_all_down(now);
-        while let Some(&job) = self.queue.front() {
+        // The first queued job that a free server can run goes out; a job that only busy
+        // servers can run does not hold up the jobs behind it.
+        let mut i = 0;
+        while i < self.queue.len() {
             if self.unconsumed.saturating_add(self.in_flight) >= self.limit {
                 break;
             }
-            let avoid = self.jobs.get(&job).and_then(|j| j.avoid);
-            let Some(server) = self.pick_server(avoid) else {
-                break;
+            let job = self.queue[i];
+            let (avoid, eligible) = match self.jobs.get(&job) {
+                Some(j) => (j.avoid, j.eligible.clone()),
+                None => (None, None),
             };
-            self.queue.pop_front();
-            self.dispatch(now, job, server);
+            match self.pick_server_for(avoid, eligible.as_deref()) {
+                Some(server) => {
+                    self.queue.remove(i);
+                    self.dispatch(now, job, server);
+                }
+                None if eligible.is_none() => break,
+                None => i += 1,
+            }
         }
         if self.config.steal && self.queue.is_empty() {
             self.steal_pass(now);
@@ -372,13 +384,24 @@ impl Scheduler {
 
     /// The server with a free slot and the least load, then the fastest, then the first; one
     /// other than `avoid` if there is any.
+    #[cfg(test)]
     pub(super) fn pick_server(&self, avoid: Option<usize>) -> Option<usize> {
+        self.pick_server_for(avoid, None)
+    }
+
+    /// The server to dispatch to, as `pick_server` chooses, among `eligible` servers only.
+    pub(super) fn pick_server_for(
+        &self,
+        avoid: Option<usize>,
+        eligible: Option<&[usize]>,
+    ) -> Option<usize> {
         let k = self.config.per_server;
+        let allowed = |i: &usize| eligible.is_none_or(|e| e.contains(i));
         let key = |&i: &usize| {
             let s = &self.servers[i];
             (s.load(), s.ewma.unwrap_or(Duration::ZERO), i)
         };
-        let free = |&i: &usize| self.servers[i].has_slot(k);
+        let free = |&i: &usize| self.servers[i].has_slot(k) && allowed(&i);
         (0..self.servers.len())
             .filter(free)
             .filter(|&i| Some(i) != avoid)
@@ -427,7 +450,13 @@ impl Scheduler {
                             continue;
                         };
                         let here = ahead.saturating_add(slow);
+                        let thief_can_run = self
+                            .jobs
+                            .get(&job)
+                            .and_then(|j| j.eligible.as_ref())
+                            .is_none_or(|e| e.contains(&to));
                         if run.started_at.is_none()
+                            && thief_can_run
                             && run.steal == Steal::Open
                             && there.saturating_mul(STEAL_DEN) < here.saturating_mul(STEAL_NUM)
                         {

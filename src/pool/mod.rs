@@ -172,9 +172,26 @@ impl Scheduler {
                 failures: 0,
                 last_error: None,
                 avoid: None,
+                eligible: None,
             },
         );
         self.queue.push_back(job);
+        Ok(())
+    }
+
+    /// Restricts a job to the servers that can run it (capability routing: their
+    /// `object_info` lists every class and model file it needs). A job never goes to another
+    /// server, nor is it stolen by one. Callable while the job waits, e.g. after a server came
+    /// back from a restart with other models. An empty list is misuse: fail such a job instead.
+    pub fn set_eligible(&mut self, job: JobId, servers: &[ServerId]) -> Result<(), PoolMisuse> {
+        if servers.is_empty() {
+            return Err(PoolMisuse::NoServers);
+        }
+        if let Some(bad) = servers.iter().find(|s| s.0 >= self.servers.len()) {
+            return Err(PoolMisuse::UnknownServer(*bad));
+        }
+        let j = self.jobs.get_mut(&job).ok_or(PoolMisuse::UnknownJob(job))?;
+        j.eligible = Some(servers.iter().map(|s| s.0).collect());
         Ok(())
     }
 

@@ -591,3 +591,54 @@ fn slow_consumer_holds_dispatch_back() {
     assert_eq!(drain(&mut pool, now), [dispatch(3, 0, 1)]);
     assert_eq!(pool.stats().unconsumed + pool.stats().in_flight, 3);
 }
+
+#[test]
+fn eligible_servers_only_and_no_head_of_line_blocking() {
+    let now = Duration::ZERO;
+    let mut pool = Scheduler::new(
+        2,
+        PoolConfig {
+            per_server: 1,
+            ..PoolConfig::default()
+        },
+    );
+    // Job 0 can only run on server 1, job 1 anywhere, job 2 only on server 1.
+    for n in 0..3 {
+        pool.submit(now, JobId(n)).unwrap();
+    }
+    pool.set_eligible(JobId(0), &[ServerId(1)]).unwrap();
+    pool.set_eligible(JobId(2), &[ServerId(1)]).unwrap();
+    assert_eq!(pool.set_eligible(JobId(1), &[]), Err(PoolMisuse::NoServers));
+    assert_eq!(
+        pool.set_eligible(JobId(1), &[ServerId(7)]),
+        Err(PoolMisuse::UnknownServer(ServerId(7)))
+    );
+    let mut dispatched = Vec::new();
+    while let Some(a) = pool.poll_action(now) {
+        if let Action::Dispatch { job, server, .. } = a {
+            dispatched.push((job.0, server.0));
+        }
+    }
+    // Job 0 takes server 1; job 2 waits for it; job 1 is not held up behind job 2.
+    assert_eq!(dispatched, [(0, 1), (1, 0)]);
+    pool.handle_result(now, JobId(1), 1, JobResult::Success)
+        .unwrap();
+    let mut later = Vec::new();
+    while let Some(a) = pool.poll_action(now) {
+        if let Action::Dispatch { job, server, .. } = a {
+            later.push((job.0, server.0));
+        }
+    }
+    assert!(
+        later.is_empty(),
+        "server 0 is free but job 2 cannot run there: {later:?}"
+    );
+    pool.handle_result(now, JobId(0), 1, JobResult::Success)
+        .unwrap();
+    while let Some(a) = pool.poll_action(now) {
+        if let Action::Dispatch { job, server, .. } = a {
+            later.push((job.0, server.0));
+        }
+    }
+    assert_eq!(later, [(2, 1)]);
+}

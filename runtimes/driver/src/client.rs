@@ -124,6 +124,15 @@ impl ClientConfig {
     }
 }
 
+/// The request `request` as sent to `config`'s server (auth, headers and TLS applied), for
+/// exchanges made without a [`Client`].
+pub fn outgoing(
+    config: &ClientConfig,
+    request: comfy_proxy::wire::HttpRequest,
+) -> crate::runtime::OutgoingRequest {
+    config.endpoint().outgoing(request)
+}
+
 /// Why a client call failed.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

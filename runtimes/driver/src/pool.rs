@@ -15,6 +15,7 @@ use comfy_proxy::session::{Event, Image, Submission};
 use comfy_proxy::wire::ImageFormat;
 use comfy_proxy::wire::http;
 use comfy_proxy::wire::message::FileRef;
+use comfy_proxy::workflow::ObjectInfo;
 use comfy_proxy::{NodeId, PromptId, ServerAddress, Workflow};
 use futures_channel::mpsc;
 use futures_util::future::{Either, select};
@@ -31,6 +32,11 @@ pub struct PoolConfig {
     pub servers: Vec<ClientConfig>,
     /// The scheduler's settings (jobs per server, retries, breakers, backpressure).
     pub scheduler: SchedulerConfig,
+    /// Capability routing: fetch each server's `object_info` (once, and again when it comes
+    /// back from an outage), validate every job against it, and send a job only to servers that
+    /// can run it. A job no server can run fails at once with the validation errors. Off by
+    /// default.
+    pub route_by_capability: bool,
 }
 
 impl PoolConfig {
@@ -47,6 +53,7 @@ impl PoolConfig {
         Self {
             servers,
             scheduler: SchedulerConfig::default(),
+            route_by_capability: false,
         }
     }
 }
@@ -145,6 +152,10 @@ enum Input {
         server: usize,
         remaining: u64,
     },
+    Info {
+        server: usize,
+        info: Option<Arc<ObjectInfo>>,
+    },
 }
 
 /// A pool of servers. Submit jobs with [`Pool::submit`]; read [`PoolEvents`] for their
@@ -199,6 +210,7 @@ impl Pool {
                 Client::connect(rt.clone(), http.clone(), c)
             })
             .collect();
+        let routing = config.route_by_capability;
         let actor = PoolActor {
             rt: rt.clone(),
             scheduler: Scheduler::new(config.servers.len(), config.scheduler),
@@ -206,7 +218,14 @@ impl Pool {
             control: control.clone(),
             events,
             jobs: HashMap::new(),
+            infos: routing.then(|| vec![None; config.servers.len()]),
+            held: Vec::new(),
         };
+        if routing {
+            for server in 0..actor.clients.len() {
+                actor.fetch_info(server);
+            }
+        }
         rt.spawn(Box::pin(actor.run(inputs)));
         (
             Self {
@@ -278,6 +297,11 @@ struct PoolActor {
     control: mpsc::UnboundedSender<Input>,
     events: mpsc::Sender<PoolEvent>,
     jobs: HashMap<JobId, JobState>,
+    /// Capability routing: each server's `object_info` once fetched (`None` inside: it could not
+    /// be had, so the server is not ruled out for any job).
+    infos: Option<Vec<Option<Option<Arc<ObjectInfo>>>>>,
+    /// Jobs waiting for every server's `object_info` before they are validated and queued.
+    held: Vec<JobId>,
 }
 
 impl PoolActor {
@@ -328,20 +352,10 @@ impl PoolActor {
                             attempts: 0,
                         },
                     );
-                    if let Err(e) = self.scheduler.submit(now, job) {
-                        self.jobs.remove(&job);
-                        let report = JobReport {
-                            job,
-                            server: None,
-                            address: None,
-                            prompt_id: None,
-                            attempts: 0,
-                            outcome: Err(e.to_string()),
-                            outputs: Vec::new(),
-                            previews: 0,
-                            elapsed: Duration::ZERO,
-                        };
-                        let _ = self.events.send(PoolEvent::Finished(report)).await;
+                    if self.infos_ready() {
+                        self.queue_job(now, job).await;
+                    } else {
+                        self.held.push(job);
                     }
                 }
                 Input::Close => closing = true,
@@ -351,8 +365,14 @@ impl PoolActor {
                     event,
                 } => self.on_attempt(now, job, attempt, event).await,
                 Input::Health { server, result } => {
+                    // A server back from an outage may have restarted with other nodes or
+                    // models: with routing on, ask it again what it can run.
+                    if result.is_ok() && self.infos.is_some() {
+                        self.fetch_info(server);
+                    }
                     drop(self.scheduler.handle_health(now, ServerId(server), result))
                 }
+                Input::Info { server, info } => self.on_info(now, server, info).await,
                 Input::Looked {
                     job,
                     attempt,
@@ -378,6 +398,126 @@ impl PoolActor {
                     self.scheduler
                         .handle_queue_status(ServerId(server), remaining),
                 ),
+            }
+        }
+    }
+
+    /// Asks `server` for its `object_info`; the answer comes back as `Input::Info`.
+    fn fetch_info(&self, server: usize) {
+        let client = self.clients[server].clone();
+        let control = self.control.clone();
+        self.rt.spawn(Box::pin(async move {
+            let info = match client.request(http::object_info(None)).await {
+                Ok(r) => http::decode_object_info(&r)
+                    .ok()
+                    .and_then(|v| ObjectInfo::from_value(&v).ok())
+                    // No real server lists no node at all: an empty document says nothing
+                    // about what the server can run, so it rules nothing out.
+                    .filter(|info| !info.is_empty())
+                    .map(Arc::new),
+                Err(_) => None,
+            };
+            let _ = control.unbounded_send(Input::Info { server, info });
+        }));
+    }
+
+    /// Whether every server's `object_info` has been asked for and answered (or routing is off).
+    fn infos_ready(&self) -> bool {
+        self.infos
+            .as_ref()
+            .is_none_or(|infos| infos.iter().all(Option::is_some))
+    }
+
+    async fn on_info(&mut self, now: Duration, server: usize, info: Option<Arc<ObjectInfo>>) {
+        let Some(infos) = &mut self.infos else { return };
+        let first = infos[server].is_none();
+        infos[server] = Some(info);
+        if !self.infos_ready() {
+            return;
+        }
+        if first {
+            for job in std::mem::take(&mut self.held) {
+                self.queue_job(now, job).await;
+            }
+        } else {
+            // Re-checked after an outage: jobs still waiting get the new verdicts.
+            let jobs: Vec<JobId> = self.jobs.keys().copied().collect();
+            for job in jobs {
+                if let Some(Ok(servers)) = self.eligible(job) {
+                    let _ = self.scheduler.set_eligible(job, &servers);
+                }
+            }
+        }
+    }
+
+    /// The servers that can run `job` by their `object_info`, or the validation errors of one
+    /// that cannot when none can. `None` when routing is off.
+    fn eligible(&self, job: JobId) -> Option<Result<Vec<ServerId>, String>> {
+        let infos = self.infos.as_ref()?;
+        let workflow = &self.jobs.get(&job)?.workflow;
+        let mut servers = Vec::new();
+        let mut refusal = None;
+        for (i, info) in infos.iter().enumerate() {
+            match info {
+                Some(Some(info)) => {
+                    let report = comfy_proxy::workflow::validate(workflow, info);
+                    if report.is_valid() {
+                        servers.push(ServerId(i));
+                    } else if refusal.is_none() {
+                        refusal = Some(format!("{}: {report}", self.clients[i].server()));
+                    }
+                }
+                // Unknown capabilities: the server itself will say.
+                _ => servers.push(ServerId(i)),
+            }
+        }
+        Some(if servers.is_empty() {
+            Err(format!(
+                "no server can run this job: {}",
+                refusal.unwrap_or_default()
+            ))
+        } else {
+            Ok(servers)
+        })
+    }
+
+    /// Validates a job against the servers (when routing) and hands it to the scheduler, or
+    /// ends it at once if no server can run it.
+    async fn queue_job(&mut self, now: Duration, job: JobId) {
+        let eligible = self.eligible(job);
+        let refused = match &eligible {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        };
+        let submitted = match refused {
+            Some(e) => Err(e),
+            None => self.scheduler.submit(now, job).map_err(|e| e.to_string()),
+        };
+        match submitted {
+            Ok(()) => {
+                if let Some(Ok(servers)) = eligible
+                    && servers.len() < self.clients.len()
+                {
+                    let _ = self.scheduler.set_eligible(job, &servers);
+                }
+            }
+            Err(e) => {
+                let elapsed = self
+                    .jobs
+                    .remove(&job)
+                    .map_or(Duration::ZERO, |j| j.submitted.elapsed());
+                let report = JobReport {
+                    job,
+                    server: None,
+                    address: None,
+                    prompt_id: None,
+                    attempts: 0,
+                    outcome: Err(e),
+                    outputs: Vec::new(),
+                    previews: 0,
+                    elapsed,
+                };
+                let _ = self.events.send(PoolEvent::Finished(report)).await;
             }
         }
     }

@@ -296,6 +296,62 @@ pub async fn record_and_replay(kit: Kit) {
     assert_eq!(p.previews, live.previews);
 }
 
+/// Capability routing: a job goes only to servers whose `object_info` lists what it needs; a
+/// job no server can run fails at once with the validation errors.
+pub async fn capability_routing(kit: Kit) {
+    use crate::pool::{Pool, PoolConfig, PoolEvent};
+    let full: serde_json::Value = serde_json::from_str(&fixture("object_info.json")).unwrap();
+    let mut lacking = full.clone();
+    lacking
+        .as_object_mut()
+        .unwrap()
+        .remove("SaveImageWebsocket");
+    let mut mocks = Vec::new();
+    for info in [lacking, full] {
+        let mut c = fast();
+        c.object_info = Some(info);
+        mocks.push(start_mock(&kit, c).await);
+    }
+    let servers: Vec<ServerAddress> = mocks
+        .iter()
+        .map(|m| ServerAddress::parse(&m.address()).unwrap())
+        .collect();
+    let mut config = PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone()));
+    config.route_by_capability = true;
+    let (pool, mut events) = Pool::start(kit.rt.clone(), kit.http.clone(), config);
+    let good = Workflow::from_json(
+        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},
+            "save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}}}"#,
+    )
+    .unwrap();
+    let bad = Workflow::from_json(
+        r#"{"1":{"class_type":"NoSuchNode","inputs":{}},"save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}}}"#,
+    )
+    .unwrap();
+    let jobs: Vec<_> = (0..6).map(|_| pool.submit(good.clone())).collect();
+    let doomed = pool.submit(bad);
+    pool.close();
+    let mut done = 0;
+    while let Some(event) = events.next().await {
+        if let PoolEvent::Finished(r) = event {
+            done += 1;
+            if r.job == doomed {
+                let e = r.outcome.unwrap_err();
+                assert!(
+                    e.contains("no server can run") && e.contains("NoSuchNode"),
+                    "{e}"
+                );
+                assert_eq!(r.attempts, 0, "it was never sent");
+            } else {
+                assert!(jobs.contains(&r.job));
+                assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+                assert_eq!(r.server, Some(1), "only server 1 has SaveImageWebsocket");
+            }
+        }
+    }
+    assert_eq!(done, 7);
+}
+
 /// A server that is not there: the prompt fails with a clear error, it does not hang.
 pub async fn unreachable_server(kit: Kit) {
     let server = ServerAddress::parse("127.0.0.1:9").unwrap();
@@ -363,6 +419,10 @@ macro_rules! integration_suite {
         #[test]
         fn record_and_replay() {
             $block_on($crate::testsuite::record_and_replay($kit));
+        }
+        #[test]
+        fn capability_routing() {
+            $block_on($crate::testsuite::capability_routing($kit));
         }
         #[test]
         fn unreachable_server() {
