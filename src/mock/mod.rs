@@ -29,6 +29,11 @@
 //! `POST /interrupt` stops the running prompt at its next step or node boundary, with
 //! `execution_interrupted`. Every finished prompt gets a `/history` entry of the real shape.
 //!
+//! With [`MockConfig::faults`] the server misbehaves on purpose: refused and stalled
+//! connections, 500s, restarts, dropped sockets, slow runs, damaged and hostile frames (see
+//! [`Faults`]). Two of them are the socket layer's to carry out: it asks
+//! [`MockServer::should_refuse`] and [`MockServer::should_stall`] for each connection.
+//!
 //! # Driving it
 //!
 //! Mutate once, then drain every output before the next mutation; sleep until
@@ -69,6 +74,7 @@
 //! assert_eq!(images, 1);
 //! ```
 
+mod faults;
 mod graph;
 mod http;
 mod pyjson;
@@ -87,6 +93,9 @@ use serde_json::{Value, json};
 
 use crate::transcript::Transcript;
 
+pub use faults::{Fault, Faults, FaultsError};
+
+use faults::Injector;
 use replay::{FileKey, Recording};
 use run::Run;
 use submit::Job;
@@ -119,6 +128,8 @@ pub struct MockConfig {
     /// Mixed into the ids the server makes up (prompt ids, socket ids), so that several
     /// instances make up different ones. Default: 0.
     pub seed: u64,
+    /// Faults to inject (see [`Faults`]). Default: none.
+    pub faults: Faults,
 }
 
 impl Default for MockConfig {
@@ -148,6 +159,7 @@ impl Default for MockConfig {
             }),
             previews: true,
             seed: 0,
+            faults: Faults::none(),
         }
     }
 }
@@ -275,6 +287,7 @@ pub struct MockServer {
     seq: u64,
     /// Ids made up so far.
     made_up: u64,
+    faults: Injector,
 }
 
 impl fmt::Debug for MockServer {
@@ -319,6 +332,7 @@ impl MockServer {
             number: 0,
             seq: 0,
             made_up: 0,
+            faults: Injector::new(config.faults),
         }
     }
 
@@ -332,6 +346,11 @@ impl MockServer {
         path_and_query: &str,
         body: &[u8],
     ) -> MockResponse {
+        if self.faults.active() {
+            if let Some(response) = self.fault_response(method, path_and_query) {
+                return response;
+            }
+        }
         http::route(self, now, method, path_and_query, body)
     }
 
@@ -433,6 +452,13 @@ impl MockServer {
     /// When [`MockServer::handle_timeout`] should next be called, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.faults.active() {
+            return self.timeout_with_faults();
+        }
+        self.next_timeout()
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
         match &self.running {
             Some(run) => Some(run.next_at()),
             None => self
@@ -445,6 +471,9 @@ impl MockServer {
     /// Runs everything due at `now`: the running prompt's next messages, its end, the start of
     /// the next prompt. A spurious call is a no-op.
     pub fn handle_timeout(&mut self, now: Duration) {
+        if self.faults.active() {
+            return self.advance_with_faults(now);
+        }
         self.advance(now);
     }
 
@@ -496,6 +525,9 @@ impl MockServer {
     }
 
     fn send(&mut self, conn: ConnId, frame: Frame) {
+        if self.faults.active() {
+            return self.send_with_faults(conn, frame);
+        }
         self.outputs.push_back(MockOutput::Send { conn, frame });
     }
 

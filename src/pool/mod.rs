@@ -325,6 +325,13 @@ impl Scheduler {
             }
             Lookup::Finished { ok: false } | Lookup::Unknown => {
                 self.release(job, &run);
+                // The driver may still hold the abandoned attempt (a post that never got an
+                // answer): it must stop waiting for it, and the server must not run it later.
+                self.actions.push_back(Action::Cancel {
+                    job,
+                    server: ServerId(s),
+                    attempt,
+                });
                 self.servers[s].failed += 1;
                 let error = if result == Lookup::Unknown {
                     format!("{error} (server {s} has no record of it)")

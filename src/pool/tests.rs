@@ -248,13 +248,26 @@ fn results() {
     }
 }
 
+/// The abandoned attempt is cancelled on its server.
+fn cancel(job: u64, server: usize, attempt: u32) -> Action {
+    Action::Cancel {
+        job: JobId(job),
+        server: ServerId(server),
+        attempt,
+    }
+}
+
 #[test]
 fn lookups() {
     // The answer, then what follows at once, and what follows one lookup interval later.
     let table: &[(Lookup, &[Action], &[Action])] = &[
         (Lookup::Finished { ok: true }, &[succeeded(1, 0, 1)], &[]),
-        (Lookup::Finished { ok: false }, &[dispatch(1, 1, 2)], &[]),
-        (Lookup::Unknown, &[dispatch(1, 1, 2)], &[]),
+        (
+            Lookup::Finished { ok: false },
+            &[cancel(1, 0, 1), dispatch(1, 1, 2)],
+            &[],
+        ),
+        (Lookup::Unknown, &[cancel(1, 0, 1), dispatch(1, 1, 2)], &[]),
         (Lookup::Pending, &[], &[lookup(1, 0, 1)]),
         (Lookup::Unreachable, &[], &[lookup(1, 0, 1)]),
     ];

@@ -253,8 +253,11 @@ impl Session {
             Ok(decoded) => decoded,
             Err(e) => {
                 let e = ProtocolError::Frame(e);
-                // A damaged frame while an output node runs may be a damaged output.
-                if let Some(id) = self.running.clone() {
+                // A damaged frame while an output node runs may be a damaged output; a text
+                // frame (type 3) cannot be one.
+                let text_frame =
+                    frame.get(..4) == Some(&crate::wire::frame::TEXT.to_be_bytes()[..]);
+                if let (Some(id), false) = (self.running.clone(), text_frame) {
                     let at_output = self.prompts.get(&id).is_some_and(|p| {
                         p.current
                             .as_ref()

@@ -114,10 +114,21 @@ pub async fn serve(
     addr: SocketAddr,
     config: MockConfig,
 ) -> io::Result<MockHandle> {
+    serve_with_renderer(rt, addr, config, Box::new(Pictures)).await
+}
+
+/// Starts a mock server on `addr` whose images come from `renderer` instead of [`render`]
+/// (benchmarks use it to send images of a chosen size without encoding them).
+pub async fn serve_with_renderer(
+    rt: Arc<dyn Runtime>,
+    addr: SocketAddr,
+    config: MockConfig,
+    renderer: Box<dyn Renderer + Send>,
+) -> io::Result<MockHandle> {
     let mut listener = rt.bind(addr).await?;
     let addr = listener.local_addr()?;
     let (control, inputs) = mpsc::unbounded();
-    let server = MockServer::new(config, Box::new(Pictures));
+    let server = MockServer::new(config, renderer);
     rt.spawn(Box::pin(run(rt.clone(), server, inputs)));
     let accept_control = control.clone();
     let accept_rt = rt.clone();

@@ -1,0 +1,154 @@
+//! The hidden `client` mode: M jobs on a pool over the given servers, one JSON line of figures.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use comfy_proxy::{ServerAddress, Workflow};
+use comfy_proxy_async_std::{AsyncStd, Surf};
+use comfy_proxy_driver::http1::Http1;
+use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent};
+use comfy_proxy_driver::{ClientConfig, HttpClient, Runtime};
+use comfy_proxy_smol::Smol;
+use futures_util::StreamExt;
+
+use crate::figures::RunFigures;
+use crate::serve::PNG_SIGNATURE;
+use crate::{Args, usage};
+
+/// The node id the Python original collects images from; both clients post the same graph.
+pub const SAVE_NODE: &str = "save_image_websocket_node";
+
+/// One `EmptyImage` into one `SaveImageWebsocket`: no sampler, so the job takes the server's
+/// fixed job time.
+pub fn graph() -> Workflow {
+    Workflow::from_json(&format!(
+        r#"{{"1":{{"class_type":"EmptyImage","inputs":{{"width":64,"height":64,"batch_size":1,"color":0}}}},
+            "{SAVE_NODE}":{{"class_type":"SaveImageWebsocket","inputs":{{"images":["1",0]}}}}}}"#
+    ))
+    .expect("the benchmark graph is valid")
+}
+
+struct Job {
+    servers: Vec<ServerAddress>,
+    jobs: usize,
+    image_bytes: usize,
+    write_dir: Option<PathBuf>,
+}
+
+/// `client --runtime smol|async-std --servers LIST --jobs M --image-bytes B [--write-dir D]`.
+pub fn main(args: &Args) -> Result<(), String> {
+    let servers = args
+        .get("servers")?
+        .split(',')
+        .map(|s| ServerAddress::parse(s).map_err(|e| format!("server {s:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let job = Job {
+        servers,
+        jobs: args.num("jobs")?,
+        image_bytes: args.num("image-bytes")?,
+        write_dir: args.opt("write-dir").map(PathBuf::from),
+    };
+    let figures = match args.get("runtime")? {
+        "smol" => {
+            let rt: Arc<dyn Runtime> = Arc::new(Smol);
+            let http: Arc<dyn HttpClient> = Arc::new(Http1::new(rt.clone()));
+            smol::block_on(drive(rt, http, &job))?
+        }
+        "async-std" => {
+            let rt: Arc<dyn Runtime> = Arc::new(AsyncStd);
+            let http: Arc<dyn HttpClient> = Arc::new(Surf::default());
+            async_std::task::block_on(drive(rt, http, &job))?
+        }
+        other => return Err(format!("unknown runtime {other:?}")),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&figures).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+/// Submits every job, waits for every `Finished`, and measures from before the pool starts
+/// (its connections included) to the last report.
+async fn drive(
+    rt: Arc<dyn Runtime>,
+    http: Arc<dyn HttpClient>,
+    job: &Job,
+) -> Result<RunFigures, String> {
+    let graph = graph();
+    let before = usage()?;
+    let start = Instant::now();
+    let template = ClientConfig::new(job.servers[0].clone());
+    let (pool, mut events) = Pool::start(rt, http, PoolConfig::new(&job.servers, &template));
+    for _ in 0..job.jobs {
+        pool.submit(graph.clone());
+    }
+    pool.close();
+    let mut per_server = vec![0usize; job.servers.len()];
+    let mut finished = 0;
+    while finished < job.jobs {
+        let Some(event) = events.next().await else {
+            return Err(format!(
+                "the pool's events ended after {finished} of {} jobs",
+                job.jobs
+            ));
+        };
+        let PoolEvent::Finished(report) = event else {
+            continue;
+        };
+        finished += 1;
+        let server = check(&report, job.image_bytes)?;
+        *per_server
+            .get_mut(server)
+            .ok_or_else(|| format!("job {} reports server {server}", report.job))? += 1;
+        if let Some(dir) = &job.write_dir {
+            write(dir, &report)?;
+        }
+        // The report, and its image with it, is dropped here.
+    }
+    let makespan = start.elapsed();
+    let after = usage()?;
+    drop(pool);
+    let cpu_s = after.cpu_s - before.cpu_s;
+    if cpu_s <= 0.0 {
+        return Err("the CPU time did not advance: it cannot be measured".into());
+    }
+    Ok(RunFigures {
+        jobs: job.jobs,
+        makespan_s: makespan.as_secs_f64(),
+        per_server,
+        cpu_s,
+        peak_rss_kib: after.max_rss_kib,
+    })
+}
+
+/// The server that ran a successful job with its one PNG of the expected size; any other
+/// report is an error.
+fn check(report: &JobReport, image_bytes: usize) -> Result<usize, String> {
+    if let Err(e) = &report.outcome {
+        return Err(format!("job {} failed: {e}", report.job));
+    }
+    let server = report
+        .server
+        .ok_or_else(|| format!("job {} succeeded on no server", report.job))?;
+    match report.outputs.as_slice() {
+        [(node, 0, image)]
+            if node.as_str() == SAVE_NODE
+                && image.data.len() == image_bytes
+                && image.data.starts_with(PNG_SIGNATURE) =>
+        {
+            Ok(server)
+        }
+        outputs => Err(format!(
+            "job {}: expected one PNG of {image_bytes} bytes from {SAVE_NODE}, got {outputs:?}",
+            report.job
+        )),
+    }
+}
+
+fn write(dir: &Path, report: &JobReport) -> Result<(), String> {
+    let path = dir.join(format!("job-{}.png", report.job.0));
+    std::fs::write(&path, &report.outputs[0].2.data)
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}
