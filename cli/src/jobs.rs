@@ -107,6 +107,9 @@ impl Plan {
         }
         if let Some(total) = args.timeout {
             template = template.with_deadlines(Deadlines::none().total(total));
+            // No single exchange may outlast the job's own deadline.
+            template.http_timeout = template.http_timeout.min(total);
+            template.connect_timeout = template.connect_timeout.min(total);
         }
         if let Some(dir) = &args.record {
             std::fs::create_dir_all(dir).map_err(|e| {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use comfy_proxy::mock::MockConfig;
+use comfy_proxy::mock::{Faults, MockConfig};
 use comfy_proxy::transcript::Transcript;
 use comfy_proxy_driver::mock::{self, MockHandle};
 
@@ -39,6 +39,14 @@ pub struct MockArgs {
     /// Milliseconds per simulated job, besides its steps.
     #[arg(long, value_name = "MS", default_value_t = 20)]
     pub job_ms: u64,
+    /// Faults to inject, as NAME=RATE items separated by commas (rates from 0 to 1): refuse,
+    /// drop-ws, stall, http500, restart, slow, oversize, bad-json, bad-utf8, unknown-type,
+    /// truncated, wrong-id. Example: `--faults drop-ws=0.05,http500=0.02,truncated=0.01`.
+    #[arg(long, value_name = "LIST", default_value = "")]
+    pub faults: String,
+    /// Seed of the fault generator (instance i uses SEED + i), so a faulty run can be repeated.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Loads every `*.jsonl` recording of `dir`, in name order, and `object_info.json` if present.
@@ -93,7 +101,9 @@ pub fn run(args: &MockArgs) -> Result<ExitCode> {
             first.port()
         )));
     }
+    let faults = Faults::parse(&args.faults).map_err(|e| usage(format!("bad --faults: {e}")))?;
     let mut config = MockConfig::default();
+    config.faults = faults;
     config.step = Duration::from_millis(args.step_ms);
     config.job = Duration::from_millis(args.job_ms);
     config.speed = args.speed;
@@ -120,6 +130,7 @@ pub fn run(args: &MockArgs) -> Result<ExitCode> {
             }
             let mut c = config.clone();
             c.seed = u64::from(i);
+            c.faults.seed = args.seed.wrapping_add(u64::from(i));
             let handle = mock::serve(rt.clone(), addr, c).await.map_err(|e| {
                 usage(format!(
                     "cannot listen on {addr}: {e}; choose another --listen"

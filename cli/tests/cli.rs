@@ -467,3 +467,61 @@ fn run_refuses_a_graph_no_server_can_run_without_sending_it() {
         "{error}"
     );
 }
+
+/// Four mock servers injecting every fault; every job ends exactly once, within its deadline:
+/// a success with both images of its batch, or an error that names the cause.
+#[test]
+fn faulty_servers_every_job_ends_once() {
+    let faults = "refuse=0.01,drop-ws=0.01,stall=0.005,http500=0.02,restart=0.002,slow=0.02,\
+                  oversize=0.002,bad-json=0.02,bad-utf8=0.01,unknown-type=0.02,truncated=0.01,wrong-id=0.05";
+    let mut mocks = Vec::new();
+    let mut addresses = Vec::new();
+    for seed in ["1", "2", "3", "4"] {
+        let (guard, address) = start_mock_with(&["--seed", seed, "--faults", faults]);
+        mocks.push(guard);
+        addresses.push(address);
+    }
+    let servers = addresses.join(",");
+    let dir = TempDir::new("faults");
+    let graph = dir.path().join("g.json");
+    std::fs::write(
+        &graph,
+        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":2,"color":0}},"save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}}}"#,
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.args([
+        "run",
+        graph.to_str().unwrap(),
+        "--server",
+        &servers,
+        "--count",
+        "120",
+        "--json",
+        "--timeout",
+        "10",
+        "--quiet",
+        "--out",
+    ])
+    .arg(dir.path().join("out"));
+    let out = run(cmd, Duration::from_secs(240));
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", out.stderr);
+    let mut jobs = Vec::new();
+    for line in out.stdout.lines() {
+        let line: Value = serde_json::from_str(line).expect("one JSON line per job");
+        jobs.push(line["job"].as_u64().unwrap());
+        match line["outcome"].as_str().unwrap() {
+            "success" => assert_eq!(line["outputs"].as_array().unwrap().len(), 2, "{line}"),
+            _ => assert!(
+                line["error"].as_str().is_some_and(|e| e.len() > 10),
+                "{line}"
+            ),
+        }
+    }
+    jobs.sort_unstable();
+    assert_eq!(
+        jobs,
+        (0..120).collect::<Vec<u64>>(),
+        "every job exactly once"
+    );
+}

@@ -58,7 +58,12 @@ enum Input {
         method: String,
         target: String,
         body: Vec<u8>,
-        reply: oneshot::Sender<MockResponse>,
+        /// `None`: the `stall` fault struck; the request is never answered.
+        reply: oneshot::Sender<Option<MockResponse>>,
+    },
+    /// A new connection: answered `false` when the `refuse` fault strikes.
+    Accept {
+        reply: oneshot::Sender<bool>,
     },
     Open {
         conn: ConnId,
@@ -206,7 +211,15 @@ async fn run(
                 body,
                 reply,
             }) => {
-                let _ = reply.send(server.handle_request(now, &method, &target, &body));
+                let response = if server.should_stall(now) {
+                    None
+                } else {
+                    Some(server.handle_request(now, &method, &target, &body))
+                };
+                let _ = reply.send(response);
+            }
+            Some(Input::Accept { reply }) => {
+                let _ = reply.send(!server.should_refuse(now));
             }
             Some(Input::Open {
                 conn,
@@ -241,6 +254,11 @@ async fn connection(
     conn: ConnId,
     control: mpsc::UnboundedSender<Input>,
 ) {
+    // The `refuse` fault: the connection is closed before a byte is read.
+    let (reply, answer) = oneshot::channel();
+    if control.unbounded_send(Input::Accept { reply }).is_err() || answer.await != Ok(true) {
+        return;
+    }
     let mut buf = Vec::new();
     loop {
         let request = match http1::read_request(&mut stream, &mut buf).await {
@@ -296,7 +314,18 @@ async fn connection(
         if control.unbounded_send(input).is_err() {
             return;
         }
-        let Ok(response) = answer.await else { return };
+        let response = match answer.await {
+            Ok(Some(response)) => response,
+            Ok(None) => {
+                // Stalled: hold the connection open, answer nothing, until the client leaves.
+                let mut sink = [0u8; 1024];
+                while matches!(futures_util::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0)
+                {
+                }
+                return;
+            }
+            Err(_) => return,
+        };
         let content_type = if response.content_type.is_empty() {
             "text/plain"
         } else {
