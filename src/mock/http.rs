@@ -198,13 +198,14 @@ pub(super) fn route(
         ),
         ("/embeddings", true, _) => json_response(200, &json!([])),
         ("/models", true, _) => json_response(200, &json!(MODEL_FOLDERS)),
+        ("/upload/image", _, true) => server.upload_image(body),
         ("/free", _, true) => match object_body(body) {
             Some(_) => empty(),
             None => bad_request(),
         },
         (
             "/prompt" | "/queue" | "/interrupt" | "/history" | "/view" | "/object_info"
-            | "/system_stats" | "/features" | "/embeddings" | "/models" | "/free",
+            | "/upload/image" | "/system_stats" | "/features" | "/embeddings" | "/models" | "/free",
             _,
             _,
         ) => method_not_allowed(),

@@ -83,6 +83,7 @@ mod run;
 mod submit;
 #[cfg(test)]
 mod tests;
+mod upload;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;

@@ -205,6 +205,14 @@ impl MockServer {
             Ok(wf) => wf,
             Err(response) => return response,
         };
+        if let Some(errors) = self.missing_inputs(prompt) {
+            return rejection(
+                "prompt_outputs_failed_validation",
+                "Prompt outputs failed validation",
+                "",
+                errors,
+            );
+        }
         let recording = self.find_recording(prompt, &workflow);
         let mut node_errors = json!({});
         let (outputs, mode) = match recording {

@@ -352,6 +352,61 @@ pub async fn capability_routing(kit: Kit) {
     assert_eq!(done, 7);
 }
 
+/// Every job uploads its input image to the server that runs it, and uses the name that
+/// server returned (a clash is renamed): a mock refuses a `LoadImage` of a file it lacks.
+pub async fn uploads_follow_the_job(kit: Kit) {
+    use crate::pool::{Pool, PoolConfig, PoolEvent, Upload};
+    let mut mocks = Vec::new();
+    for _ in 0..3 {
+        mocks.push(start_mock(&kit, fast()).await);
+    }
+    let servers: Vec<ServerAddress> = mocks
+        .iter()
+        .map(|m| ServerAddress::parse(&m.address()).unwrap())
+        .collect();
+    let (pool, mut events) = Pool::start(
+        kit.rt.clone(),
+        kit.http.clone(),
+        PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone())),
+    );
+    let graph = Workflow::from_json(
+        r#"{"load":{"class_type":"LoadImage","inputs":{"image":"not-uploaded-yet.png"}},
+            "save":{"class_type":"SaveImageWebsocket","inputs":{"images":["load",0]}}}"#,
+    )
+    .unwrap();
+    let upload = Upload {
+        input: "load.image".into(),
+        file_name: "in.png".into(),
+        bytes: Arc::new(b"\x89PNG\r\n\x1a\nfake".to_vec()),
+    };
+    for _ in 0..9 {
+        pool.submit_with_uploads(graph.clone(), vec![upload.clone()]);
+    }
+    pool.close();
+    let mut ok = 0;
+    let mut used = std::collections::HashSet::new();
+    while let Some(event) = events.next().await {
+        if let PoolEvent::Finished(r) = event {
+            assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+            used.insert(r.server.unwrap());
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 9);
+    assert!(
+        used.len() > 1,
+        "the jobs spread over several servers: {used:?}"
+    );
+    // Without the upload the same graph is refused: the check is real.
+    let c = client(&kit, &mocks[0], SessionConfig::default());
+    match c.run(graph).await {
+        Err(ClientError::Rejected(r)) => {
+            assert!(r.to_string().contains("Invalid image file"), "{r}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A server that is not there: the prompt fails with a clear error, it does not hang.
 pub async fn unreachable_server(kit: Kit) {
     let server = ServerAddress::parse("127.0.0.1:9").unwrap();
@@ -423,6 +478,10 @@ macro_rules! integration_suite {
         #[test]
         fn capability_routing() {
             $block_on($crate::testsuite::capability_routing($kit));
+        }
+        #[test]
+        fn uploads_follow_the_job() {
+            $block_on($crate::testsuite::uploads_follow_the_job($kit));
         }
         #[test]
         fn unreachable_server() {
