@@ -109,3 +109,16 @@ fn replay_recording(bencher: Bencher, name: &str) {
         .counter(divan::counter::ItemsCount::new(events))
         .bench(|| replay(black_box(&t)));
 }
+
+/// Building and serializing a Flux graph with 3 LoRAs, as a job submission does.
+#[divan::bench]
+fn flux_graph_with_3_loras() -> String {
+    use comfy_proxy::workflow::{FluxParams, Lora};
+    let graph = FluxParams::new(black_box("a lighthouse at dusk"), black_box(42))
+        .lora(Lora::new("a.safetensors"))
+        .lora(Lora::new("b.safetensors").weight(0.5))
+        .lora(Lora::new("c.safetensors").weight(0.8))
+        .build()
+        .unwrap();
+    graph.to_string()
+}

@@ -496,7 +496,7 @@ fn faulty_servers_every_job_ends_once() {
         "--server",
         &servers,
         "--count",
-        "120",
+        "300",
         "--json",
         "--timeout",
         "10",
@@ -521,7 +521,7 @@ fn faulty_servers_every_job_ends_once() {
     jobs.sort_unstable();
     assert_eq!(
         jobs,
-        (0..120).collect::<Vec<u64>>(),
+        (0..300).collect::<Vec<u64>>(),
         "every job exactly once"
     );
 }
