@@ -49,9 +49,9 @@
 //! and part. User info (`user:pw@host`) is rejected, and redacted in the error: credentials go
 //! in request headers, not in addresses. The parsers never panic, whatever the input.
 
+use core::net::Ipv6Addr; // a value type for parsing addresses: no socket
 use std::collections::HashSet;
 use std::fmt;
-use std::net::Ipv6Addr;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
