@@ -130,6 +130,34 @@ pub async fn serve_with_renderer(
     config: MockConfig,
     renderer: Box<dyn Renderer + Send>,
 ) -> io::Result<MockHandle> {
+    start(rt, addr, config, renderer, None).await
+}
+
+/// Starts a mock server that speaks TLS (`https`/`wss`) with `tls`'s certificate, for testing
+/// the clients' TLS and its verification.
+pub async fn serve_tls(
+    rt: Arc<dyn Runtime>,
+    addr: SocketAddr,
+    config: MockConfig,
+    tls: Arc<futures_rustls::rustls::ServerConfig>,
+) -> io::Result<MockHandle> {
+    start(
+        rt,
+        addr,
+        config,
+        Box::new(Pictures),
+        Some(futures_rustls::TlsAcceptor::from(tls)),
+    )
+    .await
+}
+
+async fn start(
+    rt: Arc<dyn Runtime>,
+    addr: SocketAddr,
+    config: MockConfig,
+    renderer: Box<dyn Renderer + Send>,
+    tls: Option<futures_rustls::TlsAcceptor>,
+) -> io::Result<MockHandle> {
     let mut listener = rt.bind(addr).await?;
     let addr = listener.local_addr()?;
     let (control, inputs) = mpsc::unbounded();
@@ -147,7 +175,16 @@ pub async fn serve_with_renderer(
             };
             next_conn += 1;
             let control = accept_control.clone();
-            accept_rt.spawn(Box::pin(connection(stream, ConnId(next_conn), control)));
+            let conn = ConnId(next_conn);
+            match tls.clone() {
+                None => accept_rt.spawn(Box::pin(connection(stream, conn, control))),
+                Some(acceptor) => accept_rt.spawn(Box::pin(async move {
+                    // A client that refuses the certificate ends the handshake: nothing to serve.
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        connection(Box::new(stream), conn, control).await;
+                    }
+                })),
+            }
         }
     }));
     Ok(MockHandle { addr, control })
