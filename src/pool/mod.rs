@@ -203,13 +203,7 @@ impl Scheduler {
         job: JobId,
         attempt: u32,
     ) -> Result<Handled, PoolMisuse> {
-        if self.current(job, attempt)?.is_none() {
-            return Ok(Handled::Stale);
-        }
-        if let Some(run) = self.run_mut(job) {
-            run.accepted_at.get_or_insert(now);
-        }
-        Ok(Handled::Applied)
+        self.stamp(job, attempt, |run| run.accepted_at.get_or_insert(now))
     }
 
     /// The attempt started executing on its server (`execution_start`). From then on it is not
@@ -220,11 +214,21 @@ impl Scheduler {
         job: JobId,
         attempt: u32,
     ) -> Result<Handled, PoolMisuse> {
+        self.stamp(job, attempt, |run| run.started_at.get_or_insert(now))
+    }
+
+    /// Records a moment of the current attempt's run; a report about another attempt is stale.
+    fn stamp(
+        &mut self,
+        job: JobId,
+        attempt: u32,
+        mark: impl FnOnce(&mut engine::Run) -> &mut Duration,
+    ) -> Result<Handled, PoolMisuse> {
         if self.current(job, attempt)?.is_none() {
             return Ok(Handled::Stale);
         }
         if let Some(run) = self.run_mut(job) {
-            run.started_at.get_or_insert(now);
+            mark(run);
         }
         Ok(Handled::Applied)
     }

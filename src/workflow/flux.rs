@@ -80,53 +80,21 @@ impl FluxParams {
         }
     }
 
-    /// With image size `size`.
-    #[must_use]
-    pub fn size(mut self, size: Size) -> Self {
-        self.size = size;
-        self
-    }
-
-    /// With `batch_size` images per run.
-    #[must_use]
-    pub fn batch_size(mut self, batch_size: u32) -> Self {
-        self.batch_size = batch_size;
-        self
-    }
-
-    /// With `steps` sampling steps.
-    #[must_use]
-    pub fn steps(mut self, steps: u32) -> Self {
-        self.steps = steps;
-        self
-    }
-
-    /// With guidance `guidance`.
-    #[must_use]
-    pub fn guidance(mut self, guidance: f64) -> Self {
-        self.guidance = guidance;
-        self
-    }
-
-    /// With sampler `sampler`.
-    #[must_use]
-    pub fn sampler(mut self, sampler: impl Into<String>) -> Self {
-        self.sampler = sampler.into();
-        self
-    }
-
-    /// With scheduler `scheduler`.
-    #[must_use]
-    pub fn scheduler(mut self, scheduler: impl Into<String>) -> Self {
-        self.scheduler = scheduler.into();
-        self
-    }
-
-    /// With VAE file `name`.
-    #[must_use]
-    pub fn vae_name(mut self, name: impl Into<String>) -> Self {
-        self.vae_name = name.into();
-        self
+    setters! {
+        /// With image size `size`.
+        size(size): Size;
+        /// With `batch_size` images per run.
+        batch_size(batch_size): u32;
+        /// With `steps` sampling steps.
+        steps(steps): u32;
+        /// With guidance `guidance`.
+        guidance(guidance): f64;
+        /// With sampler `sampler`.
+        sampler(sampler): String;
+        /// With scheduler `scheduler`.
+        scheduler(scheduler): String;
+        /// With VAE file `name`.
+        vae_name(vae_name): String;
     }
 
     /// With text encoder files `clip_name1` and `clip_name2`.
@@ -141,18 +109,11 @@ impl FluxParams {
         self
     }
 
-    /// With diffusion model file `name`.
-    #[must_use]
-    pub fn unet_name(mut self, name: impl Into<String>) -> Self {
-        self.unet_name = name.into();
-        self
-    }
-
-    /// With `UNETLoader.weight_dtype` `dtype`.
-    #[must_use]
-    pub fn weight_dtype(mut self, dtype: impl Into<String>) -> Self {
-        self.weight_dtype = dtype.into();
-        self
+    setters! {
+        /// With diffusion model file `name`.
+        unet_name(unet_name): String;
+        /// With `UNETLoader.weight_dtype` `dtype`.
+        weight_dtype(weight_dtype): String;
     }
 
     /// With one more LoRA, applied after those already given.

@@ -23,6 +23,40 @@
 //! # Ok::<(), comfy_proxy::WorkflowError>(())
 //! ```
 
+/// A builder method that sets one field: `name(field): Type`, or `: String` for any
+/// `impl Into<String>`. The doc comment comes first, inside the call.
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident($field:ident): String) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: impl Into<String>) -> Self {
+            self.$field = value.into();
+            self
+        }
+    };
+    ($(#[$doc:meta])* $name:ident($field:ident): $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$field = value;
+            self
+        }
+    };
+}
+
+/// Several [`setter!`]s, each ended by `;`.
+macro_rules! setters {
+    () => {};
+    ($(#[$doc:meta])* $name:ident($field:ident): String; $($rest:tt)*) => {
+        setter!($(#[$doc])* $name($field): String);
+        setters!($($rest)*);
+    };
+    ($(#[$doc:meta])* $name:ident($field:ident): $ty:ty; $($rest:tt)*) => {
+        setter!($(#[$doc])* $name($field): $ty);
+        setters!($($rest)*);
+    };
+}
+
 mod error;
 mod flux;
 mod graph;

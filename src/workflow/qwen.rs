@@ -87,109 +87,37 @@ impl QwenParams {
         }
     }
 
-    /// With negative prompt `text`.
-    #[must_use]
-    pub fn negative_prompt(mut self, text: impl Into<String>) -> Self {
-        self.negative_prompt = text.into();
-        self
-    }
-
-    /// With image size `size`.
-    #[must_use]
-    pub fn size(mut self, size: Size) -> Self {
-        self.size = size;
-        self
-    }
-
-    /// With `batch_size` images per run.
-    #[must_use]
-    pub fn batch_size(mut self, batch_size: u32) -> Self {
-        self.batch_size = batch_size;
-        self
-    }
-
-    /// With `steps` sampling steps.
-    #[must_use]
-    pub fn steps(mut self, steps: u32) -> Self {
-        self.steps = steps;
-        self
-    }
-
-    /// With cfg `cfg`.
-    #[must_use]
-    pub fn cfg(mut self, cfg: f64) -> Self {
-        self.cfg = cfg;
-        self
-    }
-
-    /// With sampler `sampler`.
-    #[must_use]
-    pub fn sampler(mut self, sampler: impl Into<String>) -> Self {
-        self.sampler = sampler.into();
-        self
-    }
-
-    /// With scheduler `scheduler`.
-    #[must_use]
-    pub fn scheduler(mut self, scheduler: impl Into<String>) -> Self {
-        self.scheduler = scheduler.into();
-        self
-    }
-
-    /// With denoise `denoise`.
-    #[must_use]
-    pub fn denoise(mut self, denoise: f64) -> Self {
-        self.denoise = denoise;
-        self
-    }
-
-    /// With `ModelSamplingAuraFlow` shift `shift`.
-    #[must_use]
-    pub fn shift(mut self, shift: f64) -> Self {
-        self.shift = shift;
-        self
-    }
-
-    /// With diffusion model file `name`.
-    #[must_use]
-    pub fn unet_name(mut self, name: impl Into<String>) -> Self {
-        self.unet_name = name.into();
-        self
-    }
-
-    /// With `UNETLoader.weight_dtype` `dtype`.
-    #[must_use]
-    pub fn weight_dtype(mut self, dtype: impl Into<String>) -> Self {
-        self.weight_dtype = dtype.into();
-        self
-    }
-
-    /// With text encoder file `name`.
-    #[must_use]
-    pub fn clip_name(mut self, name: impl Into<String>) -> Self {
-        self.clip_name = name.into();
-        self
-    }
-
-    /// With `CLIPLoader.type` `clip_type`.
-    #[must_use]
-    pub fn clip_type(mut self, clip_type: impl Into<String>) -> Self {
-        self.clip_type = clip_type.into();
-        self
-    }
-
-    /// With `CLIPLoader.device` `device`.
-    #[must_use]
-    pub fn clip_device(mut self, device: impl Into<String>) -> Self {
-        self.clip_device = device.into();
-        self
-    }
-
-    /// With VAE file `name`.
-    #[must_use]
-    pub fn vae_name(mut self, name: impl Into<String>) -> Self {
-        self.vae_name = name.into();
-        self
+    setters! {
+        /// With negative prompt `text`.
+        negative_prompt(negative_prompt): String;
+        /// With image size `size`.
+        size(size): Size;
+        /// With `batch_size` images per run.
+        batch_size(batch_size): u32;
+        /// With `steps` sampling steps.
+        steps(steps): u32;
+        /// With cfg `cfg`.
+        cfg(cfg): f64;
+        /// With sampler `sampler`.
+        sampler(sampler): String;
+        /// With scheduler `scheduler`.
+        scheduler(scheduler): String;
+        /// With denoise `denoise`.
+        denoise(denoise): f64;
+        /// With `ModelSamplingAuraFlow` shift `shift`.
+        shift(shift): f64;
+        /// With diffusion model file `name`.
+        unet_name(unet_name): String;
+        /// With `UNETLoader.weight_dtype` `dtype`.
+        weight_dtype(weight_dtype): String;
+        /// With text encoder file `name`.
+        clip_name(clip_name): String;
+        /// With `CLIPLoader.type` `clip_type`.
+        clip_type(clip_type): String;
+        /// With `CLIPLoader.device` `device`.
+        clip_device(clip_device): String;
+        /// With VAE file `name`.
+        vae_name(vae_name): String;
     }
 
     /// With one more LoRA, applied after those already given.
