@@ -655,3 +655,48 @@ fn eligible_servers_only_and_no_head_of_line_blocking() {
     }
     assert_eq!(later, [(2, 1)]);
 }
+
+#[test]
+fn lookup_verdicts_from_history_and_queue() {
+    use crate::wire::HttpResponse;
+    use crate::wire::http::{decode_history, decode_queue};
+    let id = crate::PromptId::from("p");
+    let entry = |status: &str| {
+        let body = format!(
+            r#"{{"p":{{"prompt":[1,"p",{{}},{{}},[]],"outputs":{{}},"status":{{"status_str":"{status}","completed":{},"messages":[]}},"meta":{{}}}}}}"#,
+            status == "success"
+        );
+        decode_history(&HttpResponse::new(200, body), &id)
+            .unwrap()
+            .unwrap()
+    };
+    let files_only =
+        crate::Workflow::from_json(r#"{"1":{"class_type":"SaveImage","inputs":{}}}"#).unwrap();
+    let ws = crate::Workflow::from_json(r#"{"1":{"class_type":"SaveImageWebsocket","inputs":{}}}"#)
+        .unwrap();
+    assert_eq!(
+        Lookup::from_history(&entry("success"), &files_only),
+        Lookup::Finished { ok: true }
+    );
+    assert_eq!(
+        Lookup::from_history(&entry("error"), &files_only),
+        Lookup::Finished { ok: false }
+    );
+    // Websocket-only images were sent to nobody: the run must happen again.
+    assert_eq!(
+        Lookup::from_history(&entry("success"), &ws),
+        Lookup::Finished { ok: false }
+    );
+    let queue = |json: &str| decode_queue(&HttpResponse::new(200, json.to_owned())).unwrap();
+    assert_eq!(
+        Lookup::from_queue(
+            &queue(r#"{"queue_running":[],"queue_pending":[[1,"p",{},{},[]]]}"#),
+            &id
+        ),
+        Lookup::Pending
+    );
+    assert_eq!(
+        Lookup::from_queue(&queue(r#"{"queue_running":[],"queue_pending":[]}"#), &id),
+        Lookup::Unknown
+    );
+}

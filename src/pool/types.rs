@@ -254,6 +254,35 @@ pub enum Lookup {
     Unreachable,
 }
 
+impl Lookup {
+    /// The verdict of a `/history` entry for an attempt of `workflow`: a run that failed or was
+    /// interrupted did not succeed; nor did one whose images went over the websocket only
+    /// (`SaveImageWebsocket`), since nobody was listening and the history cannot give them
+    /// back. A success whose outputs are all files still needs them fetched with `/view`; if
+    /// one cannot be, the run counts as failed too.
+    pub fn from_history(
+        entry: &crate::wire::http::HistoryEntry,
+        workflow: &crate::Workflow,
+    ) -> Self {
+        let ws_outputs = !workflow
+            .nodes_of_class(crate::session::SAVE_IMAGE_WEBSOCKET)
+            .is_empty();
+        Self::Finished {
+            ok: entry.succeeded() && !ws_outputs,
+        }
+    }
+
+    /// The verdict of `/queue` for a prompt `/history` did not know: waiting or running there,
+    /// or unknown to the server.
+    pub fn from_queue(queue: &crate::wire::http::QueueState, prompt: &crate::PromptId) -> Self {
+        if queue.contains(prompt).is_some() {
+            Self::Pending
+        } else {
+            Self::Unknown
+        }
+    }
+}
+
 /// Whether a report changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -56,6 +56,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 pub use event::{Deadline, Deadlines, Event, Failure, Image, RequestId, Transmit};
+pub use prompt::SAVE_IMAGE_WEBSOCKET;
 
 use crate::error::{Misuse, ProtocolError};
 use crate::ids::{ClientId, NodeId, PromptId};

@@ -12,7 +12,7 @@ use crate::workflow::Workflow;
 use super::event::{Deadline, Deadlines, Event};
 
 /// The class whose images are outputs; every other image is a preview.
-pub(crate) const SAVE_IMAGE_WEBSOCKET: &str = "SaveImageWebsocket";
+pub const SAVE_IMAGE_WEBSOCKET: &str = "SaveImageWebsocket";
 
 /// Where a prompt is in its life. Terminal prompts are removed from the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -641,14 +641,11 @@ impl PoolActor {
                     return;
                 };
                 let prompt = a.prompt.clone();
-                let ws_outputs = self.jobs[&job]
-                    .workflow
-                    .nodes_of_class("SaveImageWebsocket")
-                    .len();
+                let workflow = self.jobs[&job].workflow.clone();
                 let client = self.clients[server.0].clone();
                 let control = self.control.clone();
                 self.rt.spawn(Box::pin(async move {
-                    let (result, outputs) = lookup(&client, &prompt, ws_outputs > 0).await;
+                    let (result, outputs) = lookup(&client, &prompt, &workflow).await;
                     let _ = control.unbounded_send(Input::Looked {
                         job,
                         attempt,

@@ -33,13 +33,12 @@ pub(super) async fn upload_all(
     Ok(())
 }
 
-/// What a server knows of a prompt: finished (with its file outputs, fetched), queued, or
-/// nothing. A prompt whose images went only over the websocket cannot be recovered from the
-/// history: it counts as a failed run, so that it runs again.
+/// Asks the server what became of a prompt; the verdicts are the core's ([`Lookup::from_history`],
+/// [`Lookup::from_queue`]). A success comes with its file outputs, fetched.
 pub(super) async fn lookup(
     client: &Client,
     prompt: &PromptId,
-    ws_outputs: bool,
+    workflow: &Workflow,
 ) -> (Lookup, Vec<(NodeId, u32, Image)>) {
     let entry = match client
         .request(http::history(prompt))
@@ -50,8 +49,9 @@ pub(super) async fn lookup(
         _ => return (Lookup::Unreachable, Vec::new()),
     };
     if let Some(entry) = entry {
-        if !entry.succeeded() || ws_outputs {
-            return (Lookup::Finished { ok: false }, Vec::new());
+        let verdict = Lookup::from_history(&entry, workflow);
+        if verdict != (Lookup::Finished { ok: true }) {
+            return (verdict, Vec::new());
         }
         let mut outputs = Vec::new();
         let mut index: HashMap<NodeId, u32> = HashMap::new();
@@ -72,8 +72,7 @@ pub(super) async fn lookup(
         .await
         .map(|r| http::decode_queue(&r))
     {
-        Ok(Ok(queue)) if queue.contains(prompt).is_some() => (Lookup::Pending, Vec::new()),
-        Ok(Ok(_)) => (Lookup::Unknown, Vec::new()),
+        Ok(Ok(queue)) => (Lookup::from_queue(&queue, prompt), Vec::new()),
         _ => (Lookup::Unreachable, Vec::new()),
     }
 }
