@@ -130,3 +130,155 @@ impl fmt::Display for Misuse {
 }
 
 impl std::error::Error for Misuse {}
+
+/// How a connection or an HTTP exchange failed below the protocol: the bytes did not get to the
+/// server, or its answer did not get back. Whose fault it is, and whether to try elsewhere,
+/// follows from the kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// Nothing listens at the address: the connection was refused.
+    Refused,
+    /// The host name did not resolve to an address.
+    Unresolvable,
+    /// No answer within the deadline the core set.
+    TimedOut(std::time::Duration),
+    /// The connection was reset or closed before the exchange completed.
+    Reset,
+    /// TLS failed: an untrusted certificate, a failed handshake.
+    Tls,
+    /// The server answered the websocket upgrade with something other than a websocket.
+    Handshake,
+    /// The response was larger than the configured limit.
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The response was not HTTP/1.1 (or websocket framing) the client could read.
+    Malformed,
+    /// Any other I/O failure.
+    Io,
+}
+
+impl fmt::Display for TransportErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused => f.write_str("connection refused"),
+            Self::Unresolvable => f.write_str("host name does not resolve"),
+            Self::TimedOut(after) => write!(f, "no answer within {after:?}"),
+            Self::Reset => f.write_str("connection reset"),
+            Self::Tls => f.write_str("TLS failed"),
+            Self::Handshake => f.write_str("websocket handshake refused"),
+            Self::TooLarge { limit } => write!(f, "response over the limit of {limit} bytes"),
+            Self::Malformed => f.write_str("malformed response"),
+            Self::Io => f.write_str("I/O error"),
+        }
+    }
+}
+
+/// A failed connection or HTTP exchange, typed from the I/O seam to the public results.
+///
+/// `what` names the operation and the server without secrets (`connect to 10.0.0.5:8188`,
+/// `POST http://10.0.0.5:8188/prompt`); `detail` is the lower layer's own account, stripped of
+/// control characters; [`std::error::Error::source`] gives the lower layer's error when the
+/// adapter kept it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TransportError {
+    /// What failed.
+    pub kind: TransportErrorKind,
+    /// The operation and server, never with a token or password in it.
+    pub what: String,
+    /// The lower layer's account, if it adds anything to the kind.
+    pub detail: Option<String>,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PartialEq for TransportError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.what == other.what && self.detail == other.detail
+    }
+}
+
+impl TransportError {
+    /// A transport error of `kind` while doing `what`.
+    pub fn new(kind: TransportErrorKind, what: impl Into<String>) -> Self {
+        Self {
+            kind,
+            what: what.into(),
+            detail: None,
+            source: None,
+        }
+    }
+
+    /// Adds the lower layer's account (control characters are dropped).
+    pub fn with_detail(mut self, detail: impl AsRef<str>) -> Self {
+        let clean: String = detail
+            .as_ref()
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        self.detail = (!clean.is_empty()).then_some(clean);
+        self
+    }
+
+    /// Keeps the lower layer's error as [`std::error::Error::source`].
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if self.detail.is_none() {
+            self = self.with_detail(source.to_string());
+        }
+        self.source = Some(std::sync::Arc::new(source));
+        self
+    }
+
+    /// Sorts an I/O error by its kind: refused, reset, timed out, unresolvable or other.
+    pub fn from_io(what: impl Into<String>, e: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let kind = match e.kind() {
+            K::ConnectionRefused => TransportErrorKind::Refused,
+            K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotConnected => TransportErrorKind::Reset,
+            K::TimedOut => TransportErrorKind::TimedOut(std::time::Duration::ZERO),
+            K::InvalidData => TransportErrorKind::Malformed,
+            // std reports a failed name lookup as an uncategorised error whose text says so.
+            _ if e.to_string().contains("lookup") || e.to_string().contains("resolve") => {
+                TransportErrorKind::Unresolvable
+            }
+            _ => TransportErrorKind::Io,
+        };
+        Self::new(kind, what).with_source(e)
+    }
+
+    /// Whether the server never saw the request: refused, unresolvable, or TLS/handshake
+    /// failures before anything was sent. A prompt that failed this way can go elsewhere with
+    /// no risk of running twice.
+    pub fn before_request(&self) -> bool {
+        matches!(
+            self.kind,
+            TransportErrorKind::Refused
+                | TransportErrorKind::Unresolvable
+                | TransportErrorKind::Tls
+        )
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.kind)?;
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -227,6 +227,7 @@ impl JobResult {
             Failure::Execution(_) => (false, false),
             Failure::Transport { .. } | Failure::Disconnected { .. } => (true, true),
             Failure::Protocol(_)
+            | Failure::Unreachable(_)
             | Failure::LostOutputs { .. }
             | Failure::NotOnServer
             | Failure::FileFetch { .. } => (true, false),

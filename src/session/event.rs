@@ -99,6 +99,10 @@ pub enum Failure {
         /// The adapter's account of the failure.
         message: String,
     },
+    /// The server could not be reached before the prompt was posted (refused, unresolvable,
+    /// TLS, no answer within the connect deadline). It never ran there, so it can run elsewhere
+    /// at once with no risk of running twice.
+    Unreachable(crate::error::TransportError),
     /// The websocket stayed down through every reconnect attempt.
     Disconnected {
         /// Attempts made.
@@ -142,6 +146,7 @@ impl fmt::Display for Failure {
             ),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::Transport { context, message } => write!(f, "{context} failed: {message}"),
+            Self::Unreachable(e) => write!(f, "cannot reach the server: {e}"),
             Self::Disconnected { attempts } => {
                 write!(f, "websocket down after {attempts} reconnect attempts")
             }
