@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -24,16 +23,6 @@ pub trait Runtime: Send + Sync + 'static {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
     /// Opens a TCP connection to `host:port`.
     fn connect(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
-    /// Listens on `addr` (the mock server; port 0 picks a free port).
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;
-}
-
-/// A bound TCP listener.
-pub trait Listener: Send + 'static {
-    /// Waits for the next connection.
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Box<dyn Stream>>>;
-    /// The address it listens on.
-    fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
 /// One HTTP request to a server, with everything the adapter adds to the core's description.

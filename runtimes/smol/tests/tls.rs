@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comfy_proxy::ServerAddress;
-use comfy_proxy::mock::MockConfig;
 use comfy_proxy::session::{Backoff, SessionConfig};
 use comfy_proxy::{Workflow, session::Deadlines};
 use comfy_proxy_driver::Runtime;
-use comfy_proxy_driver::mock;
+use comfy_proxy_mock as mock;
+use comfy_proxy_mock::MockConfig;
 use comfy_proxy_smol::{ClientConfig, ClientError, Smol, connect};
 use futures_rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use futures_rustls::rustls::{self, crypto::ring};

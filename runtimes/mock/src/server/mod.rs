@@ -43,7 +43,7 @@
 //! ```
 //! use std::time::Duration;
 //! use bytes::Bytes;
-//! use comfy_proxy::mock::{ConnId, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer};
+//! use comfy_proxy_mock::{ConnId, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer};
 //!
 //! struct Blank;
 //! impl Renderer for Blank {
@@ -92,7 +92,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::transcript::Transcript;
+use comfy_proxy::transcript::Transcript;
 
 pub use faults::{Fault, Faults, FaultsError};
 

@@ -5,15 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_proxy::mock::MockConfig;
 use comfy_proxy::session::{Deadlines, Event, SessionConfig};
 use comfy_proxy::transcript::Transcript;
 use comfy_proxy::{ServerAddress, Workflow};
+use comfy_proxy_mock::{MockConfig, MockHandle};
 use futures_util::StreamExt;
 
-use crate::client::{Client, ClientConfig, ClientError};
-use crate::mock::{self, MockHandle};
-use crate::runtime::{HttpClient, Runtime};
+use comfy_proxy_driver::client::{Client, ClientConfig, ClientError};
+use comfy_proxy_driver::runtime::{HttpClient, Runtime};
 
 /// A runtime and its HTTP client, as a runtime crate provides them.
 #[derive(Clone)]
@@ -35,7 +34,7 @@ fn fixture(name: &str) -> String {
 
 /// A simulating mock with fast steps, and the object_info of the recorded server.
 pub async fn start_mock(kit: &Kit, config: MockConfig) -> MockHandle {
-    mock::serve(kit.rt.clone(), loopback(), config)
+    comfy_proxy_mock::serve(kit.rt.clone(), loopback(), config)
         .await
         .expect("bind a loopback port")
 }
@@ -299,7 +298,7 @@ pub async fn record_and_replay(kit: Kit) {
 /// Capability routing: a job goes only to servers whose `object_info` lists what it needs; a
 /// job no server can run fails at once with the validation errors.
 pub async fn capability_routing(kit: Kit) {
-    use crate::pool::{Pool, PoolConfig, PoolEvent};
+    use comfy_proxy_driver::pool::{Pool, PoolConfig, PoolEvent};
     let full: serde_json::Value = serde_json::from_str(&fixture("object_info.json")).unwrap();
     let mut lacking = full.clone();
     lacking
@@ -355,7 +354,7 @@ pub async fn capability_routing(kit: Kit) {
 /// Every job uploads its input image to the server that runs it, and uses the name that
 /// server returned (a clash is renamed): a mock refuses a `LoadImage` of a file it lacks.
 pub async fn uploads_follow_the_job(kit: Kit) {
-    use crate::pool::{Pool, PoolConfig, PoolEvent, Upload};
+    use comfy_proxy_driver::pool::{Pool, PoolConfig, PoolEvent, Upload};
     let mut mocks = Vec::new();
     for _ in 0..3 {
         mocks.push(start_mock(&kit, fast()).await);
@@ -429,70 +428,70 @@ macro_rules! integration_suite {
     ($kit:expr, $block_on:path) => {
         #[test]
         fn single_image() {
-            $block_on($crate::testsuite::single_image($kit));
+            $block_on($crate::suite::single_image($kit));
         }
         #[test]
         fn batch() {
-            $block_on($crate::testsuite::batch($kit));
+            $block_on($crate::suite::batch($kit));
         }
         #[test]
         fn previews() {
-            $block_on($crate::testsuite::previews($kit));
+            $block_on($crate::suite::previews($kit));
         }
         #[test]
         fn two_outputs() {
-            $block_on($crate::testsuite::two_outputs($kit));
+            $block_on($crate::suite::two_outputs($kit));
         }
         #[test]
         fn execution_error() {
-            $block_on($crate::testsuite::execution_error($kit));
+            $block_on($crate::suite::execution_error($kit));
         }
         #[test]
         fn rejection() {
-            $block_on($crate::testsuite::rejection($kit));
+            $block_on($crate::suite::rejection($kit));
         }
         #[test]
         fn cancel() {
-            $block_on($crate::testsuite::cancel($kit));
+            $block_on($crate::suite::cancel($kit));
         }
         #[test]
         fn concurrent_prompts() {
-            $block_on($crate::testsuite::concurrent_prompts($kit));
+            $block_on($crate::suite::concurrent_prompts($kit));
         }
         #[test]
         fn pool_of_four() {
-            $block_on($crate::testsuite::pool_of_four($kit));
+            $block_on($crate::suite::pool_of_four($kit));
         }
         #[test]
         fn websocket_dropped_and_recovered() {
-            $block_on($crate::testsuite::websocket_dropped_and_recovered($kit));
+            $block_on($crate::suite::websocket_dropped_and_recovered($kit));
         }
         #[test]
         fn websocket_dropped_during_outputs() {
-            $block_on($crate::testsuite::websocket_dropped_during_outputs($kit));
+            $block_on($crate::suite::websocket_dropped_during_outputs($kit));
         }
         #[test]
         fn record_and_replay() {
-            $block_on($crate::testsuite::record_and_replay($kit));
+            $block_on($crate::suite::record_and_replay($kit));
         }
         #[test]
         fn capability_routing() {
-            $block_on($crate::testsuite::capability_routing($kit));
+            $block_on($crate::suite::capability_routing($kit));
         }
         #[test]
         fn uploads_follow_the_job() {
-            $block_on($crate::testsuite::uploads_follow_the_job($kit));
+            $block_on($crate::suite::uploads_follow_the_job($kit));
         }
         #[test]
         fn unreachable_server() {
-            $block_on($crate::testsuite::unreachable_server($kit));
+            $block_on($crate::suite::unreachable_server($kit));
         }
     };
 }
 
 /// A pool of 4 mock servers runs 200 jobs; every job ends once with all its images.
 pub async fn pool_of_four(kit: Kit) {
-    use crate::pool::{Pool, PoolConfig, PoolEvent};
+    use comfy_proxy_driver::pool::{Pool, PoolConfig, PoolEvent};
     let mut mocks = Vec::new();
     for _ in 0..4 {
         let mut c = fast();

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use serde_json::Value;
 
-use crate::ids::NodeId;
-use crate::workflow::{Node, Workflow};
+use comfy_proxy::ids::NodeId;
+use comfy_proxy::workflow::{Node, Workflow};
 
 /// Classes whose progress is simulated step by step, with previews.
 pub(super) const SAMPLERS: &[&str] = &[

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use comfy_proxy::mock::{ConnId, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer};
 use comfy_proxy::session::{Event, Session, SessionConfig, Submission, Transmit};
 use comfy_proxy::transcript::{RecordKind, Transcript};
 use comfy_proxy::wire::{HttpResponse, ImageFormat};
 use comfy_proxy::{ClientId, PromptId, Workflow};
+use comfy_proxy_mock::{ConnId, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer};
 use serde_json::{Value, json};
 
 /// Tiny images that carry their spec: PNG or JPEG magic, then `w h seed index step`.
@@ -271,7 +271,7 @@ fn config() -> MockConfig {
 }
 
 fn fixture(name: &str) -> Transcript {
-    let path = format!("{}/fixtures/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../fixtures/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));
     Transcript::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -430,7 +430,7 @@ fn unknown_class_is_rejected() {
     let mut c = config();
     let info = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/object_info.json"
+        "/../../fixtures/object_info.json"
     ))
     .unwrap();
     c.object_info = Some(serde_json::from_str(&info).unwrap());

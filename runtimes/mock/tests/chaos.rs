@@ -19,9 +19,6 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use comfy_proxy::mock::{
-    ConnId, Fault, Faults, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer,
-};
 use comfy_proxy::pool::{
     Action, Handled, JobId, JobOutcome, JobResult, Lookup, PoolConfig, Scheduler, ServerId,
 };
@@ -30,6 +27,9 @@ use comfy_proxy::session::{
 };
 use comfy_proxy::wire::{HttpRequest, HttpResponse, http};
 use comfy_proxy::{ClientId, PromptId, Workflow};
+use comfy_proxy_mock::{
+    ConnId, Fault, Faults, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer,
+};
 use serde_json::json;
 
 const SERVERS: usize = 4;

@@ -11,9 +11,9 @@ use super::graph::{self, SAMPLERS};
 use super::replay::{self, Answer};
 use super::submit::{Job, Mode};
 use super::{Audience, Frame, ImageSpec, MockServer, pyjson};
-use crate::ids::NodeId;
-use crate::wire::ImageFormat;
-use crate::wire::frame::{encode_image, encode_image_with_metadata};
+use comfy_proxy::ids::NodeId;
+use comfy_proxy::wire::ImageFormat;
+use comfy_proxy::wire::frame::{encode_image, encode_image_with_metadata};
 
 /// One thing a run does, at a time after its start.
 #[derive(Debug, Clone)]

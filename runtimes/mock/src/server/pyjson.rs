@@ -135,7 +135,7 @@ mod tests {
     /// Every text frame the real server sent is written back byte for byte.
     #[test]
     fn recorded_frames_round_trip() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
         let mut checked = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -143,9 +143,9 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let t = crate::transcript::Transcript::parse(&text).unwrap();
+            let t = comfy_proxy::transcript::Transcript::parse(&text).unwrap();
             for r in &t.records {
-                if let crate::transcript::RecordKind::WsText { text } = &r.kind {
+                if let comfy_proxy::transcript::RecordKind::WsText { text } = &r.kind {
                     let v: Value = serde_json::from_str(text).unwrap();
                     assert_eq!(&dumps(&v), text, "{}", path.display());
                     checked += 1;

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::transcript::RecordKind;
-use crate::wire::frame::{PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA};
+use comfy_proxy::transcript::RecordKind;
+use comfy_proxy::wire::frame::{PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA};
 
 /// PNG and JPEG magic, then the spec as text.
 struct Stamp;
@@ -25,12 +25,12 @@ impl Renderer for Stamp {
 }
 
 fn fixture(name: &str) -> Transcript {
-    let path = format!("{}/fixtures/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../fixtures/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));
     Transcript::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn fixture_json(name: &str) -> Value {
-    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -471,12 +471,12 @@ fn interrupt_stops_at_the_next_step() {
 
 #[test]
 fn graphs_are_read_for_steps_sizes_and_seeds() {
-    let wf = crate::workflow::FluxParams::new("a fox", 42)
-        .size(crate::workflow::Size::parse("landscape-16-9").unwrap())
+    let wf = comfy_proxy::workflow::FluxParams::new("a fox", 42)
+        .size(comfy_proxy::workflow::Size::parse("landscape-16-9").unwrap())
         .build()
         .unwrap();
     let sampler = wf.nodes_of_class("SamplerCustomAdvanced")[0].clone();
-    let save = crate::workflow::SAVE_NODE_ID;
+    let save = comfy_proxy::workflow::SAVE_NODE_ID;
     let scheduler = wf.nodes_of_class("BasicScheduler")[0];
     let steps = super::graph::int_input(wf.node(scheduler.as_str()).unwrap(), "steps");
     assert_eq!(

@@ -1,9 +1,8 @@
-//! The mock ComfyUI server over real sockets: the core's [`MockServer`] decides what to send
+//! The mock ComfyUI server over real sockets: the sans-IO [`MockServer`] decides what to send
 //! and when; this module accepts connections, speaks HTTP/1.1 and the websocket, renders
 //! pictures and keeps time.
 
 mod http1;
-pub mod render;
 
 use std::collections::HashMap;
 use std::io;
@@ -15,15 +14,15 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::Role;
 use bytes::Bytes;
-use comfy_proxy::mock::{
-    ConnId, Frame, ImageSpec, MockConfig, MockOutput, MockResponse, MockServer, Renderer,
-};
+use comfy_proxy_driver::{Runtime, Stream};
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Either, select};
 use futures_util::{SinkExt, StreamExt};
 
-use crate::runtime::{Listener, Runtime, Stream};
-use render::Picture;
+use crate::render::{self, Picture};
+use crate::server::{
+    ConnId, Frame, ImageSpec, MockConfig, MockOutput, MockResponse, MockServer, Renderer,
+};
 
 /// Draws the mock's pictures with [`render`].
 struct Pictures;
@@ -158,7 +157,9 @@ async fn start(
     renderer: Box<dyn Renderer + Send>,
     tls: Option<futures_rustls::TlsAcceptor>,
 ) -> io::Result<MockHandle> {
-    let mut listener = rt.bind(addr).await?;
+    // async-net's listener runs on async-io's reactor, which serves smol and async-std alike:
+    // the driver's `Runtime` stays client-only.
+    let listener = async_net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (control, inputs) = mpsc::unbounded();
     let server = MockServer::new(config, renderer);
@@ -168,7 +169,7 @@ async fn start(
     rt.spawn(Box::pin(async move {
         let mut next_conn = 0u64;
         loop {
-            let stream = match listener_accept(&mut listener, &accept_control).await {
+            let stream = match listener_accept(&listener, &accept_control).await {
                 Some(Ok(stream)) => stream,
                 Some(Err(_)) => continue,
                 None => return,
@@ -192,21 +193,26 @@ async fn start(
 
 /// The next connection, or `None` once the server has stopped.
 async fn listener_accept(
-    listener: &mut Box<dyn Listener>,
+    listener: &async_net::TcpListener,
     control: &mpsc::UnboundedSender<Input>,
 ) -> Option<io::Result<Box<dyn Stream>>> {
     if control.is_closed() {
         return None;
     }
-    Some(listener.accept().await)
+    Some(listener.accept().await.and_then(|(tcp, _)| {
+        tcp.set_nodelay(true)?;
+        Ok(Box::new(tcp) as Box<dyn Stream>)
+    }))
 }
 
-/// The task that owns the core's mock server.
+/// The task that owns the sans-IO mock server.
 async fn run(
     rt: Arc<dyn Runtime>,
     mut server: MockServer,
     mut inputs: mpsc::UnboundedReceiver<Input>,
 ) {
+    // The socket layer keeps the mock's time: the server logic only ever sees `epoch.elapsed()`.
+    #[allow(clippy::disallowed_methods)]
     let epoch = Instant::now();
     let mut conns: HashMap<ConnId, mpsc::UnboundedSender<WsOut>> = HashMap::new();
     loop {
@@ -224,7 +230,6 @@ async fn run(
                         let _ = out.unbounded_send(WsOut::Close);
                     }
                 }
-                _ => {}
             }
         }
         let input = match server.poll_timeout() {
@@ -391,7 +396,6 @@ async fn websocket(
                 let message = match frame {
                     Frame::Text(text) => Message::text(text),
                     Frame::Binary(data) => Message::binary(data),
-                    _ => continue,
                 };
                 if sink.send(message).await.is_err() {
                     break;

@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use super::Frame;
 use super::graph::{Shape, shape};
-use crate::transcript::{RecordKind, Transcript};
-use crate::wire::frame::{PREVIEW_IMAGE_WITH_METADATA, encode_image_with_metadata};
-use crate::workflow::Workflow;
+use comfy_proxy::transcript::{RecordKind, Transcript};
+use comfy_proxy::wire::frame::{PREVIEW_IMAGE_WITH_METADATA, encode_image_with_metadata};
+use comfy_proxy::workflow::Workflow;
 
 /// A file the server holds: `(type, subfolder, filename)`.
 pub(super) type FileKey = (String, String, String);

@@ -9,8 +9,8 @@ use super::graph::{self, Fault};
 use super::http::json_response;
 use super::replay::Answer;
 use super::{Audience, MockResponse, MockServer, pyjson};
-use crate::ids::{NodeId, PromptId};
-use crate::workflow::Workflow;
+use comfy_proxy::ids::{NodeId, PromptId};
+use comfy_proxy::workflow::Workflow;
 
 /// How a queued prompt will run.
 #[derive(Debug, Clone)]

@@ -1,9 +1,9 @@
 //! Unit tests of the fault switches.
 
 use super::*;
-use crate::mock::{ImageSpec, MockConfig, Renderer};
-use crate::wire::frame::FrameError;
-use crate::wire::{BinaryFrame, ServerMessage};
+use crate::server::{ImageSpec, MockConfig, Renderer};
+use comfy_proxy::wire::frame::FrameError;
+use comfy_proxy::wire::{BinaryFrame, ServerMessage};
 
 struct Blank;
 

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::{ConnId, Frame, MockOutput, MockResponse, MockServer, pyjson};
-use crate::wire::ImageFormat;
-use crate::wire::frame::{
+use comfy_proxy::wire::ImageFormat;
+use comfy_proxy::wire::frame::{
     DEFAULT_MAX_FRAME_LEN, PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA, encode_image,
     encode_image_with_metadata,
 };
@@ -143,7 +143,7 @@ pub struct Faults {
     /// Seeds the generator (splitmix64). Default: 0.
     pub seed: u64,
     /// The length of an `oversize` frame. Default: 64 MiB + 1, one byte over the default
-    /// [`SessionConfig::max_frame_len`](crate::session::SessionConfig::max_frame_len). The
+    /// [`SessionConfig::max_frame_len`](comfy_proxy::session::SessionConfig::max_frame_len). The
     /// mock makes one such frame, the first time the fault strikes, and sends it again each
     /// time: zeroed memory the operating system maps lazily, so it costs little until read.
     /// Tests pick a small client limit and a length just over it.
@@ -173,7 +173,7 @@ impl Faults {
     /// quotes the item.
     ///
     /// ```
-    /// use comfy_proxy::mock::{Fault, Faults};
+    /// use comfy_proxy_mock::{Fault, Faults};
     /// let f = Faults::parse("seed=7, drop-ws=0.1,http500=0.05").unwrap();
     /// assert_eq!((f.seed, f.rate(Fault::DropWs), f.rate(Fault::Stall)), (7, 0.1, 0.0));
     /// assert_eq!(f.to_string(), "seed=7,drop-ws=0.1,http500=0.05");
@@ -524,7 +524,7 @@ impl MockServer {
         match fault {
             Fault::BadJson => Frame::Text(NOT_JSON[(n % NOT_JSON.len() as u64) as usize].into()),
             Fault::BadUtf8 => {
-                let mut frame = crate::wire::frame::encode_text("9", "");
+                let mut frame = comfy_proxy::wire::frame::encode_text("9", "");
                 frame.extend_from_slice(&[b'o', b'k', 0xC3, 0x28, 0xFF, 0xFE]);
                 Frame::Binary(Bytes::from(frame))
             }
