@@ -23,7 +23,7 @@ pub mod wire;
 pub mod workflow;
 
 pub use address::{AddressError, ServerAddress};
-pub use error::{Misuse, ProtocolError, TransportError, TransportErrorKind};
+pub use error::{ExchangeError, Misuse, ProtocolError, TransportError, TransportErrorKind};
 pub use ids::{ClientId, NodeId, PromptId};
 pub use workflow::{FluxParams, Link, Lora, ObjectInfo, QwenParams, Size, Workflow, WorkflowError};
 pub mod replay;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::ProtocolError;
+use crate::error::{ExchangeError, ProtocolError, TransportError};
 use crate::ids::{NodeId, PromptId};
 use crate::wire::http::{self, HttpResponse, PromptOutcome};
 use crate::wire::message::FileRef;
@@ -337,7 +337,7 @@ impl Session {
         &mut self,
         _now: Duration,
         pending: Pending,
-        result: Result<HttpResponse, String>,
+        result: Result<HttpResponse, TransportError>,
     ) {
         match pending {
             Pending::FireAndForget => {}
@@ -348,18 +348,18 @@ impl Session {
         }
     }
 
-    fn on_post(&mut self, id: &PromptId, result: Result<HttpResponse, String>) {
+    fn on_post(&mut self, id: &PromptId, result: Result<HttpResponse, TransportError>) {
         if !self.prompts.contains_key(id) {
             return;
         }
         let response = match result {
             Ok(r) => r,
-            Err(message) => {
+            Err(error) => {
                 // The server may have queued it anyway: the id is ours, so ask it.
                 if let Some(mut p) = self.prompts.remove(id) {
                     p.phase = Phase::Accepted;
                     self.ask_history(&mut p);
-                    p.reconcile_after_post = Some(message);
+                    p.reconcile_after_post = Some(error);
                     self.prompts.insert(id.clone(), p);
                 }
                 return;
@@ -413,15 +413,18 @@ impl Session {
         id: &PromptId,
         node: NodeId,
         file: FileRef,
-        result: Result<HttpResponse, String>,
+        result: Result<HttpResponse, TransportError>,
     ) {
         let Some(p) = self.prompts.get_mut(id) else {
             return;
         };
         p.files_pending = p.files_pending.saturating_sub(1);
-        let data = match result.and_then(|r| http::decode_view(&r).map_err(|e| e.to_string())) {
+        let data = match result
+            .map_err(ExchangeError::from)
+            .and_then(|r| http::decode_view(&r).map_err(ExchangeError::from))
+        {
             Ok(data) => data,
-            Err(message) => return self.fail(id, Failure::FileFetch { file, message }),
+            Err(error) => return self.fail(id, Failure::FileFetch { file, error }),
         };
         let index = p.next_index(&node);
         let format =
@@ -446,7 +449,7 @@ impl Session {
         self.release(id);
     }
 
-    fn on_history(&mut self, id: &PromptId, result: Result<HttpResponse, String>) {
+    fn on_history(&mut self, id: &PromptId, result: Result<HttpResponse, TransportError>) {
         let Some(step) = self.prompts.get(id).and_then(|p| p.reconcile) else {
             return;
         };
@@ -455,12 +458,12 @@ impl Session {
                 Ok(entry) => entry,
                 Err(e) => return self.fail(id, Failure::Protocol(e)),
             },
-            Err(message) => {
+            Err(error) => {
                 return self.fail(
                     id,
                     Failure::Transport {
                         context: "GET /history",
-                        message,
+                        error,
                     },
                 );
             }
@@ -506,7 +509,7 @@ impl Session {
         self.finish(id, Ending::Completed);
     }
 
-    fn on_queue(&mut self, id: &PromptId, result: Result<HttpResponse, String>) {
+    fn on_queue(&mut self, id: &PromptId, result: Result<HttpResponse, TransportError>) {
         if self.prompts.get(id).and_then(|p| p.reconcile) != Some(Reconcile::Queue) {
             return;
         }
@@ -515,12 +518,12 @@ impl Session {
                 Ok(q) => q,
                 Err(e) => return self.fail(id, Failure::Protocol(e)),
             },
-            Err(message) => {
+            Err(error) => {
                 return self.fail(
                     id,
                     Failure::Transport {
                         context: "GET /queue",
-                        message,
+                        error,
                     },
                 );
             }
@@ -546,9 +549,9 @@ impl Session {
             .get_mut(id)
             .and_then(|p| p.reconcile_after_post.take())
         {
-            Some(message) => Failure::Transport {
+            Some(error) => Failure::Transport {
                 context: "POST /prompt",
-                message,
+                error,
             },
             None => Failure::NotOnServer,
         };

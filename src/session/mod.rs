@@ -58,7 +58,7 @@ use serde_json::{Map, Value};
 pub use event::{Deadline, Deadlines, Event, Failure, Image, RequestId, Transmit};
 pub use prompt::SAVE_IMAGE_WEBSOCKET;
 
-use crate::error::{Misuse, ProtocolError};
+use crate::error::{Misuse, ProtocolError, TransportError};
 use crate::ids::{ClientId, NodeId, PromptId};
 use crate::wire::http::{self, HttpRequest, HttpResponse};
 use crate::wire::message::{FEATURE_FLAGS_HELLO, FileRef};
@@ -445,9 +445,9 @@ impl Session {
     }
 
     /// The request `id` failed in transport (refused, reset, timed out in the adapter).
-    pub fn handle_http_error(&mut self, now: Duration, id: RequestId, message: impl Into<String>) {
+    pub fn handle_http_error(&mut self, now: Duration, id: RequestId, error: TransportError) {
         if let Some(pending) = self.requests.remove(&id) {
-            self.on_response(now, pending, Err(message.into()));
+            self.on_response(now, pending, Err(error));
         }
     }
 

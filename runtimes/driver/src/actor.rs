@@ -9,7 +9,7 @@ use async_tungstenite::tungstenite::Message;
 use bytes::Bytes;
 use comfy_proxy::session::{Event, RequestId, Session, Submission, Transmit};
 use comfy_proxy::wire::HttpResponse;
-use comfy_proxy::{Misuse, PromptId, ServerAddress};
+use comfy_proxy::{Misuse, PromptId, ServerAddress, TransportError, TransportErrorKind};
 use futures_channel::{mpsc, oneshot};
 use futures_util::SinkExt;
 use futures_util::future::{Either, select};
@@ -85,7 +85,7 @@ pub(crate) enum Input {
     },
     Http {
         id: RequestId,
-        result: Result<HttpResponse, String>,
+        result: Result<HttpResponse, TransportError>,
     },
 }
 
@@ -94,6 +94,8 @@ pub(crate) enum Frame {
     Text(String),
     Binary(Bytes),
     Closed(String),
+    /// The websocket could not be opened (refused, timed out, TLS, handshake).
+    ConnectFailed(TransportError),
 }
 
 pub(crate) struct Actor {
@@ -213,6 +215,7 @@ impl Actor {
                             Frame::Text(text) => r.ws_text(text),
                             Frame::Binary(data) => r.ws_binary(data),
                             Frame::Closed(reason) => r.ws_close(reason, "server"),
+                            Frame::ConnectFailed(e) => r.ws_close(&e.to_string(), "server"),
                         }
                     }
                     match frame {
@@ -220,7 +223,7 @@ impl Actor {
                         // failed any prompt whose output it damaged.
                         Frame::Text(text) => drop(self.session.handle_text(now, &text)),
                         Frame::Binary(data) => drop(self.session.handle_binary(now, data)),
-                        Frame::Closed(_reason) => {
+                        Frame::Closed(_) | Frame::ConnectFailed(_) => {
                             sink = None;
                             self.session.handle_disconnect(now);
                         }
@@ -230,11 +233,12 @@ impl Actor {
                     if let (Some(r), Some(request)) =
                         (&mut self.recorder, self.recorded.remove(&id))
                     {
-                        r.http(&request, result.as_ref().map_err(String::as_str));
+                        let shown = result.as_ref().map_err(ToString::to_string);
+                        r.http(&request, shown.as_ref().map_err(String::as_str).copied());
                     }
                     match result {
                         Ok(response) => self.session.handle_response(now, id, response),
-                        Err(message) => self.session.handle_http_error(now, id, message),
+                        Err(error) => self.session.handle_http_error(now, id, error),
                     }
                 }
             }
@@ -308,9 +312,15 @@ impl Actor {
             .await;
             let socket = match opened {
                 Either::Left((Ok(socket), _)) => socket,
-                Either::Left((Err(e), _)) => return report_closed(frames, generation, e).await,
+                Either::Left((Err(e), _)) => {
+                    return report(frames, generation, Frame::ConnectFailed(e)).await;
+                }
                 Either::Right(_) => {
-                    return report_closed(frames, generation, "connect timed out".into()).await;
+                    let e = TransportError::new(
+                        TransportErrorKind::TimedOut(endpoint.timeouts.connect),
+                        format!("connect to {}", endpoint.server.authority()),
+                    );
+                    return report(frames, generation, Frame::ConnectFailed(e)).await;
                 }
             };
             let (sink, mut stream) = StreamExt::split(socket);
@@ -340,7 +350,7 @@ impl Actor {
                     return;
                 }
             };
-            report_closed(frames, generation, reason).await;
+            report(frames, generation, Frame::Closed(reason)).await;
         }));
     }
 
@@ -354,7 +364,10 @@ impl Actor {
             let what = format!("{} {}", outgoing.request.method.as_str(), outgoing.url);
             let result = match select(http.send(outgoing), rt.sleep(limit)).await {
                 Either::Left((result, _)) => result,
-                Either::Right(_) => Err(format!("{what}: no answer within {limit:?}")),
+                Either::Right(_) => Err(TransportError::new(
+                    TransportErrorKind::TimedOut(limit),
+                    what,
+                )),
             };
             let _ = control.unbounded_send(Input::Http { id, result });
         }));
@@ -385,11 +398,6 @@ impl Actor {
     }
 }
 
-async fn report_closed(mut frames: mpsc::Sender<Input>, generation: u64, reason: String) {
-    let _ = frames
-        .send(Input::Frame {
-            generation,
-            frame: Frame::Closed(reason),
-        })
-        .await;
+async fn report(mut frames: mpsc::Sender<Input>, generation: u64, frame: Frame) {
+    let _ = frames.send(Input::Frame { generation, frame }).await;
 }

@@ -5,6 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
+use comfy_proxy::TransportError;
 use comfy_proxy::wire::{HttpRequest, HttpResponse};
 use futures_util::io::{AsyncRead, AsyncWrite};
 
@@ -44,9 +45,13 @@ pub struct OutgoingRequest {
     pub max_body: usize,
 }
 
-/// The HTTP seam: the smol adapter implements it with hyper, the async-std one with surf.
+/// The HTTP seam: both runtime crates use the driver's HTTP/1.1 client; a program may supply
+/// its own.
 pub trait HttpClient: Send + Sync + 'static {
     /// Sends a request and reads the whole response. A transport failure (refused, reset, a body
-    /// over the limit) is an `Err` with a message that names the URL.
-    fn send(&self, request: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>>;
+    /// over the limit) is a typed [`TransportError`] whose `what` names the method and URL.
+    fn send(
+        &self,
+        request: OutgoingRequest,
+    ) -> BoxFuture<'static, Result<HttpResponse, TransportError>>;
 }

@@ -26,7 +26,7 @@ use comfy_proxy::session::{
     Backoff, Deadlines, Event, RequestId, Session, SessionConfig, Submission, Transmit,
 };
 use comfy_proxy::wire::{HttpRequest, HttpResponse, http};
-use comfy_proxy::{ClientId, PromptId, Workflow};
+use comfy_proxy::{ClientId, PromptId, TransportError, TransportErrorKind, Workflow};
 use comfy_proxy_mock::{
     ConnId, Fault, Faults, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer,
 };
@@ -168,7 +168,7 @@ enum Ev {
     /// Its answer (or transport error) reaches the asker.
     Reply {
         token: u64,
-        result: Result<HttpResponse, String>,
+        result: Result<HttpResponse, TransportError>,
     },
     /// The asker's HTTP timeout.
     HttpTimeout {
@@ -378,7 +378,7 @@ impl Sim {
         let mock = &mut self.servers[server].mock;
         if mock.should_refuse(now) {
             let back = now + self.latency();
-            let result = Err("connection refused".to_owned());
+            let result = Err(TransportError::new(TransportErrorKind::Refused, "request"));
             self.at(back, Ev::Reply { token, result });
             return;
         }
@@ -403,7 +403,7 @@ impl Sim {
         self.at(back, Ev::Reply { token, result });
     }
 
-    fn reply(&mut self, token: u64, result: Result<HttpResponse, String>) {
+    fn reply(&mut self, token: u64, result: Result<HttpResponse, TransportError>) {
         let Some((server, asker)) = self.http.remove(&token) else {
             return; // timed out already
         };
@@ -611,7 +611,12 @@ impl Sim {
         self.seq
     }
 
-    fn side_reply(&mut self, server: usize, side: u64, result: Result<HttpResponse, String>) {
+    fn side_reply(
+        &mut self,
+        server: usize,
+        side: u64,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         let now = self.now;
         let Some(state) = self.sides.remove(&side) else {
             return;
@@ -622,7 +627,7 @@ impl Sim {
                     Ok(r) => http::decode_system_stats(&r)
                         .map(drop)
                         .map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.to_string()),
                 };
                 self.pool
                     .handle_health(now, ServerId(server), health)
@@ -916,7 +921,8 @@ impl Sim {
                 if self.http.contains_key(&token) {
                     self.stats.count("net: HTTP timeouts");
                 }
-                self.reply(token, Err("timed out".into()));
+                let limit = TransportErrorKind::TimedOut(Duration::ZERO);
+                self.reply(token, Err(TransportError::new(limit, "request")));
             }
             Ev::WsArrive {
                 server,
