@@ -65,6 +65,7 @@ mod node;
 mod object_info;
 mod presets;
 mod qwen;
+pub mod ui;
 pub mod validate;
 
 pub use error::WorkflowError;
