@@ -245,11 +245,23 @@ fn seed_control_values_and_upload_values_are_skipped() {
     assert_eq!(input(&wf, "1", "value"), 5);
     assert_eq!(wf.node("2").unwrap().inputs().len(), 1);
     assert!(validate(&wf, &object_info()).is_valid());
+
+    // Old saves kept `true` in a seed's control slot.
+    let wf = convert(
+        serde_json::json!({"nodes": [{"id": 9, "type": "KSampler", "mode": 0,
+        "widgets_values": [156, true, 20, 8, "euler", "normal", 1]}]}),
+    )
+    .unwrap();
+    assert_eq!(input(&wf, "9", "seed"), 156);
+    assert_eq!(input(&wf, "9", "steps"), 20);
+    assert_eq!(input(&wf, "9", "scheduler"), "normal");
 }
 
 /// Opt-in: with `COMFY_UI_ASSETS=DIR`, converts every UI-format `.json` under DIR against
 /// `fixtures/object_info.json` and prints, per file, "ok", the validator's complaints, or the
-/// conversion error. Unset, it says it was skipped.
+/// conversion error. With `COMFY_UI_EXPECTED=DIR2` too, each result is compared with
+/// `DIR2/NAME.api.json` (what the frontend's own `graphToPrompt` made of it), and any
+/// difference fails the test. Unset, it says it was skipped.
 #[test]
 fn ui_assets_from_a_directory() {
     let Ok(dir) = std::env::var("COMFY_UI_ASSETS") else {
@@ -257,6 +269,8 @@ fn ui_assets_from_a_directory() {
         return;
     };
     let info = object_info();
+    let expected_dir = std::env::var("COMFY_UI_EXPECTED").ok().map(PathBuf::from);
+    let (mut compared, mut differ) = (0, 0);
     let mut files = Vec::new();
     let mut stack = vec![PathBuf::from(dir)];
     while let Some(d) = stack.pop() {
@@ -282,6 +296,22 @@ fn ui_assets_from_a_directory() {
         match ui::to_api(&doc, &info) {
             Ok(wf) => {
                 converted += 1;
+                let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+                let want = expected_dir
+                    .as_ref()
+                    .and_then(|d| fs::read_to_string(d.join(format!("{stem}.api.json"))).ok());
+                if let Some(want) = want {
+                    compared += 1;
+                    let want = frontend_inputs_only(serde_json::from_str(&want).unwrap(), &info);
+                    if want != wf.to_json() {
+                        differ += 1;
+                        eprintln!(
+                            "DIFFERS   {}\n  frontend: {want}\n  ours:     {}",
+                            path.display(),
+                            wf.to_json()
+                        );
+                    }
+                }
                 let report = validate(&wf, &info);
                 if report.is_valid() {
                     valid += 1;
@@ -293,6 +323,32 @@ fn ui_assets_from_a_directory() {
             Err(e) => eprintln!("error     {}: {e}", path.display()),
         }
     }
-    eprintln!("{ui_files} UI workflows, {converted} converted, {valid} valid");
+    eprintln!(
+        "{ui_files} UI workflows, {converted} converted, {valid} valid; \
+         {compared} compared with the frontend's conversion, {differ} differ"
+    );
     assert!(ui_files > 0, "no UI-format workflow under the directory");
+    assert_eq!(converted, ui_files, "workflows that did not convert");
+}
+
+/// The frontend also sends values of its own widgets that the server does not declare (such
+/// as `PreviewAny`'s `preview`); the server ignores them, and so does the comparison.
+fn frontend_inputs_only(mut graph: Value, info: &ObjectInfo) -> Value {
+    for node in graph
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|g| g.values_mut())
+    {
+        let Some(class) = node["class_type"]
+            .as_str()
+            .and_then(|c| info.class(c))
+            .cloned()
+        else {
+            continue;
+        };
+        if let Some(inputs) = node["inputs"].as_object_mut() {
+            inputs.retain(|name, _| class.input(name).is_some());
+        }
+    }
+    graph
 }

@@ -50,10 +50,13 @@ pub(crate) fn has_control(spec: &InputSpec) -> bool {
     flagged || (matches!(spec.ty(), SlotType::Int) && matches!(spec.name(), "seed" | "noise_seed"))
 }
 
+/// A control widget's saved value: one of [`CONTROL_VALUES`], or a boolean (old saves).
 fn is_control_value(value: Option<&Value>) -> bool {
-    value
-        .and_then(Value::as_str)
-        .is_some_and(|s| CONTROL_VALUES.contains(&s))
+    match value {
+        Some(Value::String(s)) => CONTROL_VALUES.contains(&s.as_str()),
+        Some(Value::Bool(_)) => true,
+        _ => false,
+    }
 }
 
 /// The class's widgets, in the order their values are saved.
