@@ -117,6 +117,28 @@ fn an_input_fed_by_a_muted_node_is_left_out() {
     assert!(node.input("string_a").is_none());
     assert_eq!(input(&wf, "2", "string_b"), "b");
     assert!(!wf.contains("1"));
+
+    // Frontend-only nodes ignore their mode, as in the frontend: a muted primitive still sets
+    // its target, a muted reroute still passes its input on.
+    let wf = convert(serde_json::json!({
+        "nodes": [
+            {"id": 1, "type": "PrimitiveNode", "mode": 2, "widgets_values": ["p", "fixed"]},
+            {"id": 2, "type": "PrimitiveString", "mode": 0, "widgets_values": ["r"]},
+            {"id": 3, "type": "Reroute", "mode": 2,
+             "inputs": [{"name": "", "type": "*", "link": 2}]},
+            {"id": 4, "type": "StringConcatenate", "mode": 0,
+             "inputs": [{"name": "string_a", "type": "STRING", "link": 1,
+                         "widget": {"name": "string_a"}},
+                        {"name": "string_b", "type": "STRING", "link": 3,
+                         "widget": {"name": "string_b"}}],
+             "widgets_values": ["a", "b", "-"]},
+        ],
+        "links": [[1, 1, 0, 4, 0, "STRING"], [2, 2, 0, 3, 0, "STRING"],
+                  [3, 3, 0, 4, 1, "STRING"]],
+    }))
+    .unwrap();
+    assert_eq!(input(&wf, "4", "string_a"), "p");
+    assert_eq!(input(&wf, "4", "string_b"), serde_json::json!(["2", 0]));
 }
 
 #[test]

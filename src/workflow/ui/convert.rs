@@ -464,6 +464,25 @@ impl<'a> Converter<'a> {
         at: (&str, &str),
     ) -> Result<Resolved, UiError> {
         self.step(at)?;
+        // Frontend-only nodes act whatever their mode: a reroute passes its input on, a
+        // primitive its value (the frontend writes it into its targets before anything else).
+        match node.ty.as_str() {
+            "Reroute" if !node.inputs.is_empty() => {
+                return self.resolve_input(scope, node, 0, want, at);
+            }
+            "PrimitiveNode" => {
+                return Ok(match &node.widgets {
+                    Some(WidgetValues::List(l)) if !l.is_empty() => Resolved::Value(l[0].clone()),
+                    Some(WidgetValues::Map(m)) => match m.values().next() {
+                        Some(v) => Resolved::Value(v.clone()),
+                        None => Resolved::Nothing,
+                    },
+                    _ => Resolved::Nothing,
+                });
+            }
+            ty if VIRTUAL.contains(&ty) => return Ok(Resolved::Nothing),
+            _ => {}
+        }
         if node.mode == MODE_MUTED {
             return Ok(Resolved::Muted);
         }
@@ -511,21 +530,9 @@ impl<'a> Converter<'a> {
                 }
             };
         }
-        match node.ty.as_str() {
-            "Reroute" if !node.inputs.is_empty() => self.resolve_input(scope, node, 0, want, at),
-            "PrimitiveNode" => Ok(match &node.widgets {
-                Some(WidgetValues::List(l)) if !l.is_empty() => Resolved::Value(l[0].clone()),
-                Some(WidgetValues::Map(m)) => match m.values().next() {
-                    Some(v) => Resolved::Value(v.clone()),
-                    None => Resolved::Nothing,
-                },
-                _ => Resolved::Nothing,
-            }),
-            ty if VIRTUAL.contains(&ty) => Ok(Resolved::Nothing),
-            _ => Ok(Resolved::Link(
-                format!("{}{}", self.scopes[scope].prefix, node.id),
-                slot,
-            )),
-        }
+        Ok(Resolved::Link(
+            format!("{}{}", self.scopes[scope].prefix, node.id),
+            slot,
+        ))
     }
 }
