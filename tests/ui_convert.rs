@@ -242,6 +242,26 @@ fn typed_errors_name_the_node() {
     .unwrap_err();
     assert!(matches!(err, ui::UiError::TooDeep { .. }), "{err}");
 
+    // Subgraphs of 20 instances of subgraphs of 20 instances...: refused, not expanded.
+    let level = |i: usize| {
+        let nodes: Vec<Value> = (1..=20)
+            .map(|n| serde_json::json!({"id": n, "type": format!("s{}", i + 1), "mode": 0}))
+            .collect();
+        serde_json::json!({"id": format!("s{i}"), "inputs": [], "outputs": [], "nodes": nodes,
+                           "links": []})
+    };
+    let err = convert(serde_json::json!({
+        "nodes": [{"id": 1, "type": "s0", "mode": 0}],
+        "definitions": {"subgraphs": (0..8).map(level).collect::<Vec<_>>()},
+    }))
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ui::UiError::TooLarge {
+            limit: ui::MAX_NODES
+        }
+    );
+
     for bad in [serde_json::json!([1, 2]), serde_json::json!({"links": []})] {
         assert!(matches!(
             convert(bad),

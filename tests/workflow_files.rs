@@ -294,3 +294,32 @@ fn local_images_saved_by_a_real_comfyui() {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any bytes, and any damage to a valid PNG or WebP: an answer or a typed error, never a
+    /// panic.
+    #[test]
+    fn load_any_never_panics(
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        at in 0usize..2000,
+        byte in proptest::prelude::any::<u8>(),
+    ) {
+        static INFO: std::sync::OnceLock<ObjectInfo> = std::sync::OnceLock::new();
+        let info = INFO.get_or_init(object_info);
+        for head in [&b""[..], b"\x89PNG\r\n\x1a\n", b"RIFF\0\0\0\0WEBP", b"{"] {
+            let _ = load_any(&[head, tail.as_slice()].concat(), Some(info));
+        }
+        let doc = ui_doc();
+        let prompt = format!("prompt:{API}");
+        let images = [
+            png(&[text("prompt", API), itxt("workflow", false, &doc)]),
+            webp(&[(b"EXIF", exif(&[(0x0110, &prompt)], true, true))]),
+        ];
+        for mut file in images {
+            let i = at % file.len();
+            file[i] = byte;
+            let _ = load_any(&file, Some(info));
+        }
+    }
+}

@@ -17,7 +17,7 @@ use super::model::{
     GroupDef, MODE_BYPASS, MODE_MUTED, SUBGRAPH_INPUT, UiDoc, UiGraph, UiNode, WidgetValues,
 };
 use super::widgets::{ValueCursor, has_control, is_widget, widget_specs, widget_values, wrap};
-use super::{MAX_DEPTH, UiError};
+use super::{MAX_DEPTH, MAX_NODES, UiError};
 use crate::workflow::{Input, Inputs, Link, ObjectInfo, Workflow};
 
 /// Frontend-only node classes that the server never sees.
@@ -71,6 +71,8 @@ pub(crate) struct Converter<'a> {
     /// (scope, instance node id) -> the scope the instance opens.
     children: HashMap<(usize, String), usize>,
     steps: Cell<usize>,
+    /// Nodes in the scopes opened so far.
+    expanded: usize,
 }
 
 fn is_valid_connection(a: &str, b: &str) -> bool {
@@ -127,6 +129,7 @@ impl<'a> Converter<'a> {
             scopes: Vec::new(),
             children: HashMap::new(),
             steps: Cell::new(0),
+            expanded: doc.root.nodes.len(),
         }
     }
 
@@ -181,6 +184,13 @@ impl<'a> Converter<'a> {
                 Kind::Graph(def) => self.promoted(def, node),
                 Kind::Group(..) => HashMap::new(),
             };
+            self.expanded += match &kind {
+                Kind::Graph(def) => def.nodes.len(),
+                Kind::Group(def, _) => def.nodes.len(),
+            };
+            if self.expanded > MAX_NODES {
+                return Err(UiError::TooLarge { limit: MAX_NODES });
+            }
             let child = self.scopes.len();
             self.scopes.push(Scope {
                 kind,

@@ -58,6 +58,12 @@ pub enum UiError {
         /// The node where the conversion gave up.
         node: String,
     },
+    /// Subgraph instances inside subgraph instances expand to more than
+    /// [`MAX_NODES`](super::MAX_NODES) nodes.
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for UiError {
@@ -92,6 +98,9 @@ impl fmt::Display for UiError {
                 f,
                 "node {node}: subgraphs or links nest too deeply (or in a cycle)"
             ),
+            Self::TooLarge { limit } => {
+                write!(f, "the subgraphs expand to more than {limit} nodes")
+            }
         }
     }
 }

@@ -57,6 +57,9 @@ use super::{ObjectInfo, Workflow};
 /// How deeply subgraphs may nest inside each other.
 pub const MAX_DEPTH: usize = 32;
 
+/// How many nodes a workflow may expand to, its subgraph instances' inner nodes included.
+pub const MAX_NODES: usize = 100_000;
+
 /// Whether `doc` looks like a UI-format workflow (an object with a `nodes` list) rather than an
 /// API-format graph.
 pub fn is_ui_workflow(doc: &Value) -> bool {
