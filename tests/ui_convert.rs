@@ -76,6 +76,30 @@ fn input(wf: &Workflow, node: &str, name: &str) -> Value {
 }
 
 #[test]
+fn an_upload_buttons_value_is_skipped_in_a_group_node() {
+    // The group's values: LoadImage's image and its upload button, then EmptyImage's four.
+    let wf = convert(serde_json::json!({
+        "nodes": [
+            {"id": 4, "type": "workflow>load_and_make", "mode": 0,
+             "widgets_values": ["example.png", "image", 8, 16, 1, 0]},
+        ],
+        "extra": {"groupNodes": {"load_and_make": {
+            "nodes": [
+                {"type": "LoadImage", "index": 0, "widgets_values": ["other.png", "image"],
+                 "outputs": [{"name": "IMAGE", "type": "IMAGE"}, {"name": "MASK", "type": "MASK"}]},
+                {"type": "EmptyImage", "index": 1, "widgets_values": [512, 512, 1, 0],
+                 "outputs": [{"name": "IMAGE", "type": "IMAGE"}]},
+            ],
+            "links": [], "external": [],
+        }}},
+    }))
+    .unwrap();
+    assert_eq!(input(&wf, "4:0", "image"), "example.png");
+    assert_eq!(input(&wf, "4:1", "width"), 8);
+    assert_eq!(input(&wf, "4:1", "height"), 16);
+}
+
+#[test]
 fn dict_widget_values_and_object_links() {
     // Schema 1 writes links as objects; some nodes save widgets_values by name.
     let wf = convert(serde_json::json!({

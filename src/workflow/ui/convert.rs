@@ -16,7 +16,9 @@ use serde_json::Value;
 use super::model::{
     GroupDef, MODE_BYPASS, MODE_MUTED, SUBGRAPH_INPUT, UiDoc, UiGraph, UiNode, WidgetValues,
 };
-use super::widgets::{ValueCursor, has_control, is_widget, widget_specs, widget_values, wrap};
+use super::widgets::{
+    ValueCursor, has_control, has_upload, is_widget, widget_specs, widget_values, wrap,
+};
 use super::{MAX_DEPTH, MAX_NODES, UiError};
 use crate::workflow::{Input, Inputs, Link, ObjectInfo, Workflow};
 
@@ -295,7 +297,13 @@ impl<'a> Converter<'a> {
                 }
             }
             let Some(class) = class else { continue };
+            // An upload button's value follows the child's required widgets.
+            let mut upload = has_upload(class);
             for spec in widget_specs(class) {
+                if upload && !spec.is_required() {
+                    cursor.skip();
+                    upload = false;
+                }
                 let slot = child.inputs.iter().position(|i| i.name == spec.name());
                 if slot.is_some_and(|j| linked_in(c, j)) {
                     continue;
@@ -304,6 +312,9 @@ impl<'a> Converter<'a> {
                     let entry = map.widgets.entry(c).or_default();
                     entry.push((spec.name().to_owned(), wrap(v.clone())));
                 }
+            }
+            if upload {
+                cursor.skip();
             }
         }
         map

@@ -77,6 +77,21 @@ pub(crate) fn wrap(value: Value) -> Value {
     }
 }
 
+/// Whether a required input of `class` has an upload button (`image_upload: true`, ...).
+pub(crate) fn has_upload(class: &NodeClass) -> bool {
+    class.inputs().iter().any(|s| {
+        s.is_required()
+            && [
+                "image_upload",
+                "video_upload",
+                "audio_upload",
+                "file_upload",
+            ]
+            .iter()
+            .any(|k| s.option(k).and_then(Value::as_bool) == Some(true))
+    })
+}
+
 /// A cursor over a node's saved widget values, in widget order.
 pub(crate) struct ValueCursor<'a> {
     values: &'a [Value],
@@ -97,6 +112,11 @@ impl<'a> ValueCursor<'a> {
         }
         Some(value)
     }
+
+    /// Steps over one value (a widget whose value is not sent).
+    pub fn skip(&mut self) {
+        self.at += 1;
+    }
 }
 
 /// The widget inputs of `node` (an instance of `class`): (name, value) in widget order.
@@ -115,7 +135,12 @@ pub(crate) fn widget_values(
         Some(WidgetValues::List(l)) => l,
         _ => &[],
     });
+    let mut upload = has_upload(class);
     for spec in &specs {
+        if upload && !spec.is_required() {
+            cursor.skip();
+            upload = false;
+        }
         let saved = match &node.widgets {
             Some(WidgetValues::Map(m)) => m.get(spec.name()),
             _ => cursor.take(spec),
