@@ -4,6 +4,7 @@
 //! Exit codes: 0 when every job succeeded, 1 when any failed (or the machinery broke), 2 for a
 //! usage or configuration error, with a message that says what to fix.
 
+mod convert;
 mod demo;
 mod error;
 mod generate;
@@ -37,13 +38,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print a built-in graph (API format) on stdout.
+    /// Print a built-in graph, or any workflow file converted (API format), on stdout.
     #[command(subcommand)]
-    Workflow(model::Model),
+    Workflow(convert::WorkflowCommand),
     /// Run --count jobs of a built-in graph on the servers and save their images.
     #[command(subcommand)]
     Generate(generate::Generate),
-    /// Run an exported API-format graph on the servers and save its images.
+    /// Run a workflow file (API or UI-format JSON, or a PNG/WebP saved by ComfyUI) on the
+    /// servers and save its images.
     Run(run::RunArgs),
     /// Check a graph against a server's object_info: exit 0 when valid, 1 with the errors.
     Validate(validate::ValidateArgs),
@@ -84,7 +86,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Workflow(m) => workflow::run(&m),
+        Command::Workflow(convert::WorkflowCommand::Builtin(m)) => workflow::run(&m),
+        Command::Workflow(convert::WorkflowCommand::Convert(c)) => convert::run(&c),
         Command::Generate(g) => generate::run(g),
         Command::Run(r) => run::run(r),
         Command::Validate(v) => validate::run(&v),
