@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client;
 pub mod http1;
 pub mod mock;
+mod ops;
 pub mod pool;
 mod record;
 pub mod runtime;
@@ -21,4 +22,5 @@ mod ws;
 
 pub use auth::Auth;
 pub use client::{Client, ClientConfig, ClientError, PromptStream, RunResult};
+pub use ops::UploadOptions;
 pub use runtime::{BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream};
