@@ -11,6 +11,7 @@ mod generate;
 mod jobs;
 mod mock;
 mod model;
+mod ops;
 mod output;
 mod progress;
 mod replay;
@@ -55,6 +56,9 @@ enum Command {
     Mock(mock::MockArgs),
     /// Four in-process mock servers, sixteen Flux jobs, images in ./comfy-proxy-demo/.
     Demo,
+    /// Server operations: queue, history, interrupt, free, models, stats, upload, view.
+    #[command(flatten)]
+    Ops(ops::Ops),
 }
 
 /// Adds which model a refused model-only flag belongs to.
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::Replay(r) => replay::run(&r),
         Command::Mock(m) => mock::run(&m),
         Command::Demo => demo::run(),
+        Command::Ops(o) => ops::run(o),
     };
     match result {
         Ok(code) => code,

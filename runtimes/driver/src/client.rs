@@ -240,6 +240,8 @@ impl Drop for CloseOnDrop {
 #[derive(Clone)]
 pub struct Client {
     control: mpsc::UnboundedSender<Input>,
+    /// The runtime, for the deadlines of the server operations (`ops.rs`).
+    pub(crate) rt: Arc<dyn Runtime>,
     http: Arc<dyn HttpClient>,
     config: Arc<ClientConfig>,
     _close: Arc<CloseOnDrop>,
@@ -293,6 +295,7 @@ impl Client {
         Self {
             _close: Arc::new(CloseOnDrop(control.clone())),
             control,
+            rt,
             http,
             config: Arc::new(config),
         }

@@ -10,6 +10,7 @@ mod actor;
 pub mod auth;
 pub mod client;
 pub mod http1;
+mod ops;
 pub mod pool;
 mod record;
 pub mod runtime;
@@ -18,4 +19,5 @@ mod ws;
 
 pub use auth::Auth;
 pub use client::{Client, ClientConfig, ClientError, PromptStream, RunResult};
+pub use ops::UploadOptions;
 pub use runtime::{BoxFuture, HttpClient, OutgoingRequest, Runtime, Stream};
