@@ -59,6 +59,9 @@ pub struct JobArgs {
     /// validation errors.
     #[arg(long)]
     pub no_validate: bool,
+    /// `--ca-cert`, `--insecure`.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
@@ -100,7 +103,7 @@ impl Plan {
             ));
         }
         let servers = parse_addresses(spec).map_err(|e| usage(format!("bad --server: {e}")))?;
-        let mut template = ClientConfig::new(servers[0].clone());
+        let mut template = args.tls.apply(ClientConfig::new(servers[0].clone()))?;
         let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
         if !token.trim().is_empty() {
             template = template.with_auth(Auth::Bearer(token.trim().to_owned()));

@@ -14,6 +14,7 @@ mod output;
 mod progress;
 mod replay;
 mod run;
+mod tls;
 mod validate;
 mod workflow;
 

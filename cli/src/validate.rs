@@ -35,6 +35,9 @@ pub struct ValidateArgs {
     /// Print `{"valid", "error", "node_errors"}` as one JSON line instead of sentences.
     #[arg(long)]
     pub json: bool,
+    /// `--ca-cert`, `--insecure` (with --server).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Loads the object_info document named by the arguments.
@@ -49,22 +52,22 @@ fn object_info(args: &ValidateArgs) -> Result<ObjectInfo> {
         (None, Some(server)) => {
             let server =
                 ServerAddress::parse(server).map_err(|e| usage(format!("bad --server: {e}")))?;
-            fetch(&server)?
+            fetch(&args.tls.apply(ClientConfig::new(server))?)?
         }
         (None, None) => return Err(usage("give --object-info FILE or --server ADDR")),
     };
     ObjectInfo::from_value(&json).map_err(|e| usage(format!("not an object_info document: {e}")))
 }
 
-/// `GET /object_info` from one server.
-pub fn fetch(server: &ServerAddress) -> Result<serde_json::Value> {
+/// `GET /object_info` from the server of `config`.
+pub fn fetch(config: &ClientConfig) -> Result<serde_json::Value> {
     let rt: Arc<dyn Runtime> = Arc::new(Smol);
     let http = Http1::new(rt);
-    let request = ClientConfig::new(server.clone());
+    let server = &config.server;
     smol::block_on(async {
         let response = http
             .send(comfy_proxy_driver::client::outgoing(
-                &request,
+                config,
                 http::object_info(None),
             ))
             .await

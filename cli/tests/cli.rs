@@ -388,6 +388,51 @@ fn bad_input_exits_2_with_a_message() {
         (&["workflow", "flux", "--size", "huge"], "square-1k"),
         (&["replay", missing], "cannot read"),
         (&["replay", bad], "comfy-transcript/1"),
+        (
+            &[
+                "run",
+                graph,
+                "--server",
+                "https://h:1",
+                "--ca-cert",
+                missing,
+            ],
+            "missing.json",
+        ),
+        (
+            &[
+                "generate",
+                "flux",
+                "--server",
+                "https://h:1",
+                "--ca-cert",
+                bad,
+            ],
+            "no CERTIFICATE",
+        ),
+        (
+            &[
+                "validate",
+                graph,
+                "--server",
+                "https://h:1",
+                "--ca-cert",
+                bad,
+            ],
+            "bad.json",
+        ),
+        (
+            &[
+                "run",
+                graph,
+                "--server",
+                "h:1",
+                "--ca-cert",
+                bad,
+                "--insecure",
+            ],
+            "--insecure",
+        ),
     ];
     for (args, needle) in cases {
         let out = quick(args);

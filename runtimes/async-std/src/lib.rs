@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use comfy_proxy::wire::{HttpResponse, Method};
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream};
+use comfy_proxy_driver::{
+    BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream, TlsConfig,
+};
 
 pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
 
@@ -108,9 +110,8 @@ async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, 
         Method::Post => surf::http::Method::Post,
         _ => surf::http::Method::Get,
     };
-    let mut builder = surf::RequestBuilder::new(method, url)
-        .header(VERIFY_TLS, if o.verify_tls { "1" } else { "0" })
-        .header(MAX_BODY, o.max_body.to_string());
+    let mut builder =
+        surf::RequestBuilder::new(method, url).header(MAX_BODY, o.max_body.to_string());
     for (name, value) in &o.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -119,10 +120,10 @@ async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, 
             .body(surf::Body::from_bytes(body.bytes))
             .header("Content-Type", body.content_type);
     }
-    let mut response = client
-        .send(builder.build())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut request = builder.build();
+    // The client's TLS settings ride to the backend as an extension of the request.
+    request.set_ext(o.tls);
+    let mut response = client.send(request).await.map_err(|e| e.to_string())?;
     let status: u16 = response.status().into();
     let body = response
         .body_bytes()
@@ -131,9 +132,8 @@ async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, 
     Ok(HttpResponse::new(status, body))
 }
 
-/// Internal headers that carry the driver's per-request settings through surf to the backend;
-/// the backend removes them before sending.
-const VERIFY_TLS: &str = "x-comfy-proxy-verify-tls";
+/// An internal header that carries the driver's body limit through surf to the backend; the
+/// backend removes it before sending.
 const MAX_BODY: &str = "x-comfy-proxy-max-body";
 
 /// surf's backend: the driver's HTTP/1.1 client on async-std.
@@ -163,12 +163,11 @@ impl http_client::HttpClient for Backend {
         let port = url.port_or_known_default().unwrap_or(80);
         let server = comfy_proxy::ServerAddress::parse(&format!("{scheme}://{host}:{port}"))
             .map_err(|e| err(400, e.to_string()))?;
-        let verify_tls = req.header(VERIFY_TLS).is_none_or(|v| v.as_str() != "0");
+        let tls = req.ext().get::<TlsConfig>().cloned().unwrap_or_default();
         let max_body = req
             .header(MAX_BODY)
             .and_then(|v| v.as_str().parse().ok())
             .unwrap_or(512 << 20);
-        req.remove_header(VERIFY_TLS);
         req.remove_header(MAX_BODY);
         let mut headers = Vec::new();
         let mut content_type = None;
@@ -205,7 +204,7 @@ impl http_client::HttpClient for Backend {
                 body,
             },
             headers,
-            verify_tls,
+            tls,
             max_body,
         };
         let response = self.http.send(outgoing).await.map_err(|e| err(502, e))?;

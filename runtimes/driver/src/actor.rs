@@ -18,6 +18,7 @@ use futures_util::stream::{SplitSink, StreamExt};
 use crate::auth::Auth;
 use crate::record::Recorder;
 use crate::runtime::{HttpClient, OutgoingRequest, Runtime};
+use crate::tls::TlsConfig;
 use crate::ws::{self, Socket, WsOptions};
 
 /// How long one websocket write, connect or HTTP exchange may take before it counts as failed.
@@ -34,7 +35,7 @@ pub(crate) struct Endpoint {
     pub server: ServerAddress,
     pub auth: Auth,
     pub headers: Vec<(String, String)>,
-    pub verify_tls: bool,
+    pub tls: TlsConfig,
     pub max_frame_len: usize,
     pub max_body: usize,
     pub timeouts: Timeouts,
@@ -51,7 +52,7 @@ impl Endpoint {
             target: format!("{}{path}", self.server.base_path()),
             request,
             headers,
-            verify_tls: self.verify_tls,
+            tls: self.tls.clone(),
             max_body: self.max_body,
         }
     }
@@ -298,7 +299,7 @@ impl Actor {
                 server: &endpoint.server,
                 auth: &endpoint.auth,
                 headers: &endpoint.headers,
-                verify_tls: endpoint.verify_tls,
+                tls: &endpoint.tls,
                 max_frame_len: endpoint.max_frame_len,
             };
             let opened = select(

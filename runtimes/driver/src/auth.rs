@@ -1,8 +1,105 @@
 //! Authentication and extra headers, applied to HTTP and the websocket alike.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use base64::Engine as _;
+
+/// A mistake in a [`ClientConfig`](crate::ClientConfig), found when it is built: the caller's
+/// to fix, apart from anything a server does. Never echoes a header's value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A root CA file could not be read.
+    ReadCaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// Root CA bytes hold no usable certificate.
+    CaCertificate {
+        /// Where the bytes came from (a file name, or `PEM bytes`).
+        origin: String,
+        /// What is wrong with them.
+        problem: CertificateProblem,
+    },
+    /// A header name is empty or holds bytes a header name cannot (spaces, `:`, CR, LF...).
+    InvalidHeaderName {
+        /// The name, with anything unprintable escaped.
+        name: String,
+    },
+    /// A header value holds bytes a header value cannot (CR, LF, NUL, other control bytes or
+    /// non-ASCII text). The value itself is not repeated: it may be a secret.
+    InvalidHeaderValue {
+        /// The header's name.
+        name: String,
+    },
+}
+
+/// What is wrong with a root CA certificate.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// The PEM text does not parse.
+    Pem(futures_rustls::pki_types::pem::Error),
+    /// There is no `CERTIFICATE` section.
+    NoCertificate,
+    /// A certificate parses as PEM but cannot serve as a trust anchor.
+    Unusable(futures_rustls::rustls::Error),
+}
+
+impl fmt::Display for CertificateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pem(e) => write!(f, "not valid PEM ({e})"),
+            Self::NoCertificate => f.write_str("no CERTIFICATE section found"),
+            Self::Unusable(e) => write!(f, "not a usable CA certificate ({e})"),
+        }
+    }
+}
+
+impl std::error::Error for CertificateProblem {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Pem(e) => Some(e),
+            Self::NoCertificate => None,
+            Self::Unusable(e) => Some(e),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ReadCaFile { path, source } => {
+                write!(
+                    f,
+                    "cannot read the CA certificate {}: {source}",
+                    path.display()
+                )
+            }
+            Self::CaCertificate { origin, problem } => {
+                write!(f, "CA certificate {origin}: {problem}")
+            }
+            Self::InvalidHeaderName { name } => write!(f, "invalid header name {name:?}"),
+            Self::InvalidHeaderValue { name } => write!(
+                f,
+                "invalid value for header {name}: CR, LF, other control bytes and non-ASCII text are not allowed"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::ReadCaFile { source, .. } => Some(source),
+            Self::CaCertificate { problem, .. } => Some(problem),
+            _ => None,
+        }
+    }
+}
 
 /// How to authenticate to a server (or the proxy in front of it). Secrets never appear in
 /// `Debug` output.

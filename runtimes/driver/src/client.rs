@@ -17,8 +17,9 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::stream::{Stream, StreamExt};
 
 use crate::actor::{Actor, Endpoint, Input, Route, Timeouts};
-use crate::auth::Auth;
+use crate::auth::{Auth, ConfigError};
 use crate::runtime::{HttpClient, Runtime};
+use crate::tls::TlsConfig;
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -30,8 +31,10 @@ pub struct ClientConfig {
     pub auth: Auth,
     /// Extra headers, for HTTP and the websocket alike.
     pub headers: Vec<(String, String)>,
-    /// Verify TLS certificates (default). Turning this off is for self-signed private servers.
-    pub verify_tls: bool,
+    /// TLS for `https`/`wss`: built once, shared by every connection of the client. Verifies
+    /// certificates against webpki's roots by default; see [`ClientConfig::with_root_ca_pem`]
+    /// and [`ClientConfig::danger_accept_invalid_certs`].
+    pub tls: TlsConfig,
     /// The core session's settings (feature flags, file fetching, frame limit, reconnects).
     pub session: SessionConfig,
     /// Deadlines applied to every prompt.
@@ -57,7 +60,7 @@ impl ClientConfig {
             server,
             auth: Auth::None,
             headers: Vec::new(),
-            verify_tls: true,
+            tls: TlsConfig::default(),
             session: SessionConfig::default(),
             deadlines: Deadlines::none(),
             events_buffer: 64,
@@ -100,10 +103,34 @@ impl ClientConfig {
         self
     }
 
-    /// Accepts any TLS certificate. Only for servers trusted by other means.
+    /// Accepts any TLS certificate. Only for servers trusted by other means; prefer
+    /// [`ClientConfig::with_root_ca_pem`] for a private CA.
     pub fn danger_accept_invalid_certs(mut self) -> Self {
-        self.verify_tls = false;
+        self.tls = self.tls.danger_accept_invalid_certs();
         self
+    }
+
+    /// Trusts the root CAs in `pem` (one or more `CERTIFICATE` sections) besides webpki's, for
+    /// servers with certificates from a private CA. Certificates stay verified.
+    pub fn with_root_ca_pem(mut self, pem: &[u8]) -> Result<Self, ConfigError> {
+        self.tls = self.tls.with_root_ca_pem("PEM bytes", pem)?;
+        Ok(self)
+    }
+
+    /// Like [`ClientConfig::with_root_ca_pem`], reading the PEM file at `path`.
+    pub fn with_root_ca_file(
+        mut self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path).map_err(|source| ConfigError::ReadCaFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.tls = self
+            .tls
+            .with_root_ca_pem(&path.display().to_string(), &pem)?;
+        Ok(self)
     }
 
     /// The settings for HTTP exchanges outside a session (lookups, health checks).
@@ -112,7 +139,7 @@ impl ClientConfig {
             server: self.server.clone(),
             auth: self.auth.clone(),
             headers: self.headers.clone(),
-            verify_tls: self.verify_tls,
+            tls: self.tls.clone(),
             max_frame_len: self.session.max_frame_len,
             max_body: self.max_body,
             timeouts: Timeouts {

@@ -46,7 +46,8 @@ impl HttpClient for Http1 {
                     .await
                     .map_err(|e| e.to_string())?;
                 let stream = if server.tls() {
-                    crate::tls::connect(server.host(), tcp, o.verify_tls)
+                    o.tls
+                        .connect(server.host(), tcp)
                         .await
                         .map_err(|e| e.to_string())?
                 } else {

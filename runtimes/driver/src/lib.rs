@@ -19,6 +19,7 @@ pub mod testsuite;
 pub mod tls;
 mod ws;
 
-pub use auth::Auth;
+pub use auth::{Auth, CertificateProblem, ConfigError};
 pub use client::{Client, ClientConfig, ClientError, PromptStream, RunResult};
 pub use runtime::{BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream};
+pub use tls::TlsConfig;

@@ -49,8 +49,8 @@ pub struct OutgoingRequest {
     pub request: HttpRequest,
     /// Headers to add (auth, user headers).
     pub headers: Vec<(String, String)>,
-    /// Whether to verify TLS certificates.
-    pub verify_tls: bool,
+    /// The client's TLS settings (shared, built once per client).
+    pub tls: crate::tls::TlsConfig,
     /// The largest response body to accept.
     pub max_body: usize,
 }

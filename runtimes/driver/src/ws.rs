@@ -8,6 +8,7 @@ use comfy_proxy::ServerAddress;
 
 use crate::auth::Auth;
 use crate::runtime::{Runtime, Stream};
+use crate::tls::TlsConfig;
 
 /// An open websocket.
 pub(crate) type Socket = WebSocketStream<Box<dyn Stream>>;
@@ -17,7 +18,7 @@ pub(crate) struct WsOptions<'a> {
     pub server: &'a ServerAddress,
     pub auth: &'a Auth,
     pub headers: &'a [(String, String)],
-    pub verify_tls: bool,
+    pub tls: &'a TlsConfig,
     pub max_frame_len: usize,
 }
 
@@ -33,7 +34,8 @@ pub(crate) async fn open(
         .await
         .map_err(|e| format!("connect to {}: {e}", server.authority()))?;
     let stream = if server.tls() {
-        crate::tls::connect(server.host(), tcp, o.verify_tls)
+        o.tls
+            .connect(server.host(), tcp)
             .await
             .map_err(|e| format!("TLS with {}: {e}", server.authority()))?
     } else {
