@@ -106,7 +106,9 @@ impl Plan {
         let mut template = args.tls.apply(ClientConfig::new(servers[0].clone()))?;
         let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
         if !token.trim().is_empty() {
-            template = template.with_auth(Auth::Bearer(token.trim().to_owned()));
+            template = template
+                .with_auth(Auth::Bearer(token.trim().to_owned()))
+                .map_err(|e| usage(format!("bad COMFY_TOKEN: {e}")))?;
         }
         if let Some(total) = args.timeout {
             template = template.with_deadlines(Deadlines::none().total(total));

@@ -29,7 +29,8 @@ use std::time::Duration;
 use comfy_proxy::wire::{HttpResponse, Method};
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::{
-    BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream, TlsConfig,
+    BoxFuture, ConfigError, Headers, HttpClient, Listener, OutgoingRequest, Runtime, Stream,
+    TlsConfig,
 };
 
 pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
@@ -98,7 +99,7 @@ impl HttpClient for Surf {
     fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>> {
         let client = self.0.clone();
         Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.url);
+            let what = format!("{} {}", o.request.method.as_str(), o.shown_url);
             send(client, o).await.map_err(|e| format!("{what}: {e}"))
         })
     }
@@ -112,8 +113,9 @@ async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, 
     };
     let mut builder =
         surf::RequestBuilder::new(method, url).header(MAX_BODY, o.max_body.to_string());
-    for (name, value) in &o.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+    // Checked when the config was built: visible ASCII only, which surf's header types need.
+    for (name, value) in o.headers.iter() {
+        builder = builder.header(name.as_str(), value.to_str().unwrap_or_default());
     }
     if let Some(body) = o.request.body {
         builder = builder
@@ -121,8 +123,13 @@ async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, 
             .header("Content-Type", body.content_type);
     }
     let mut request = builder.build();
-    // The client's TLS settings ride to the backend as an extension of the request.
-    request.set_ext(o.tls);
+    // The client's TLS settings, the redacted URL and the checked headers (with their secret
+    // marks) ride to the backend as an extension of the request.
+    request.set_ext(Carried {
+        tls: o.tls,
+        shown_url: o.shown_url,
+        headers: o.headers,
+    });
     let mut response = client.send(request).await.map_err(|e| e.to_string())?;
     let status: u16 = response.status().into();
     let body = response
@@ -130,6 +137,14 @@ async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, 
         .await
         .map_err(|e| format!("reading the body: {e}"))?;
     Ok(HttpResponse::new(status, body))
+}
+
+/// What the backend needs from the [`OutgoingRequest`] besides what surf's request says.
+#[derive(Clone)]
+struct Carried {
+    tls: TlsConfig,
+    shown_url: String,
+    headers: Headers,
 }
 
 /// An internal header that carries the driver's body limit through surf to the backend; the
@@ -154,7 +169,7 @@ impl http_client::HttpClient for Backend {
         let scheme = url.scheme().to_owned();
         let host = url
             .host_str()
-            .ok_or_else(|| err(400, format!("no host in {url}")))?;
+            .ok_or_else(|| err(400, "no host in the URL".to_owned()))?;
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
         } else {
@@ -163,20 +178,24 @@ impl http_client::HttpClient for Backend {
         let port = url.port_or_known_default().unwrap_or(80);
         let server = comfy_proxy::ServerAddress::parse(&format!("{scheme}://{host}:{port}"))
             .map_err(|e| err(400, e.to_string()))?;
-        let tls = req.ext().get::<TlsConfig>().cloned().unwrap_or_default();
+        let carried = req.ext().get::<Carried>().cloned();
         let max_body = req
             .header(MAX_BODY)
             .and_then(|v| v.as_str().parse().ok())
             .unwrap_or(512 << 20);
         req.remove_header(MAX_BODY);
-        let mut headers = Vec::new();
+        let mut headers = Headers::new();
         let mut content_type = None;
         for (name, values) in req.iter() {
             for value in values.iter() {
                 if name.as_str().eq_ignore_ascii_case("content-type") {
                     content_type = Some(value.as_str().to_owned());
-                } else if !name.as_str().eq_ignore_ascii_case("content-length") {
-                    headers.push((name.as_str().to_owned(), value.as_str().to_owned()));
+                } else if carried.is_none() {
+                    match headers.push(name.as_str(), value.as_str()) {
+                        // Written by the HTTP/1.1 client itself.
+                        Ok(()) | Err(ConfigError::ReservedHeader { .. }) => {}
+                        Err(e) => return Err(err(400, e.to_string())),
+                    }
                 }
             }
         }
@@ -194,9 +213,14 @@ impl http_client::HttpClient for Backend {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
+        let (tls, shown_url, headers) = match carried {
+            Some(c) => (c.tls, c.shown_url, c.headers),
+            None => (TlsConfig::default(), url.to_string(), headers),
+        };
         let outgoing = OutgoingRequest {
             server,
             url: url.to_string(),
+            shown_url,
             target,
             request: comfy_proxy::wire::HttpRequest {
                 method,

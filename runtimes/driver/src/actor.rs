@@ -16,6 +16,7 @@ use futures_util::future::{Either, select};
 use futures_util::stream::{SplitSink, StreamExt};
 
 use crate::auth::Auth;
+use crate::headers::Headers;
 use crate::record::Recorder;
 use crate::runtime::{HttpClient, OutgoingRequest, Runtime};
 use crate::tls::TlsConfig;
@@ -34,7 +35,8 @@ pub(crate) struct Timeouts {
 pub(crate) struct Endpoint {
     pub server: ServerAddress,
     pub auth: Auth,
-    pub headers: Vec<(String, String)>,
+    /// The auth's headers, then the user's; checked when the config was built.
+    pub headers: Headers,
     pub tls: TlsConfig,
     pub max_frame_len: usize,
     pub max_body: usize,
@@ -43,15 +45,14 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn outgoing(&self, request: comfy_proxy::wire::HttpRequest) -> OutgoingRequest {
-        let mut headers = self.auth.headers();
-        headers.extend(self.headers.iter().cloned());
         let path = self.auth.apply_query(&request.path);
         OutgoingRequest {
             server: self.server.clone(),
             url: self.server.http_url(&path),
+            shown_url: self.server.http_url(&self.auth.shown_query(&request.path)),
             target: format!("{}{path}", self.server.base_path()),
             request,
-            headers,
+            headers: self.headers.clone(),
             tls: self.tls.clone(),
             max_body: self.max_body,
         }
@@ -352,7 +353,11 @@ impl Actor {
         let limit = self.endpoint.timeouts.http;
         let control = self.control.clone();
         self.rt.spawn(Box::pin(async move {
-            let what = format!("{} {}", outgoing.request.method.as_str(), outgoing.url);
+            let what = format!(
+                "{} {}",
+                outgoing.request.method.as_str(),
+                outgoing.shown_url
+            );
             let result = match select(http.send(outgoing), rt.sleep(limit)).await {
                 Either::Left((result, _)) => result,
                 Either::Right(_) => Err(format!("{what}: no answer within {limit:?}")),

@@ -38,7 +38,7 @@ impl HttpClient for Http1 {
     fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>> {
         let rt = self.rt.clone();
         Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.url);
+            let what = format!("{} {}", o.request.method.as_str(), o.shown_url);
             let server = &o.server;
             let result = async {
                 let tcp = rt
@@ -69,8 +69,12 @@ pub fn encode_request(o: &OutgoingRequest) -> Vec<u8> {
         o.target,
         o.server.authority()
     );
-    for (name, value) in &o.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+    // Names and values were checked when the config was built: no CR or LF can get here.
+    for (name, value) in o.headers.iter() {
+        head.push_str(name.as_str());
+        head.push_str(": ");
+        head.push_str(value.to_str().unwrap_or_default());
+        head.push_str("\r\n");
     }
     let body: &[u8] = match &o.request.body {
         Some(body) => {

@@ -9,6 +9,7 @@
 mod actor;
 pub mod auth;
 pub mod client;
+pub mod headers;
 pub mod http1;
 pub mod mock;
 pub mod pool;
@@ -19,7 +20,8 @@ pub mod testsuite;
 pub mod tls;
 mod ws;
 
-pub use auth::{Auth, CertificateProblem, ConfigError};
+pub use auth::{Auth, CertificateProblem, ConfigError, Redactor};
 pub use client::{Client, ClientConfig, ClientError, PromptStream, RunResult};
+pub use headers::Headers;
 pub use runtime::{BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream};
 pub use tls::TlsConfig;
