@@ -12,6 +12,7 @@ use clap::Args;
 use comfy_proxy::address::parse_addresses;
 use comfy_proxy::pool::JobId;
 use comfy_proxy::session::{Deadlines, Event};
+use comfy_proxy::text::{terminal_safe_json, terminal_safe_line};
 use comfy_proxy::{ServerAddress, Workflow};
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, Upload};
@@ -257,11 +258,16 @@ async fn drive(
                     Ok(()) => tally.succeeded += 1,
                     Err(_) => tally.failed += 1,
                 }
+                // Error texts come from the servers: no escape sequence reaches the terminal.
                 let line = if plan.json {
-                    output::job_line(&report, &saved, outcome.as_ref().err().map(String::as_str))
-                        .to_string()
+                    let json = output::job_line(
+                        &report,
+                        &saved,
+                        outcome.as_ref().err().map(String::as_str),
+                    );
+                    terminal_safe_json(&json.to_string()).into_owned()
                 } else {
-                    sentence(&report, ran, &saved, &outcome)
+                    terminal_safe_line(&sentence(&report, ran, &saved, &outcome)).into_owned()
                 };
                 progress.result(&line);
             }

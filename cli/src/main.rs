@@ -96,7 +96,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(fail) => {
-            eprintln!("error: {fail}");
+            // Messages may quote a server or a file: no escape sequence reaches the terminal.
+            eprintln!(
+                "error: {}",
+                comfy_proxy::text::terminal_safe(&fail.to_string())
+            );
             fail.exit_code()
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use comfy_proxy::ServerAddress;
+use comfy_proxy::text::{terminal_safe, terminal_safe_json};
 use comfy_proxy::wire::http;
 use comfy_proxy::workflow::{ObjectInfo, validate};
 use comfy_proxy_driver::ClientConfig;
@@ -82,12 +83,13 @@ pub fn run(args: &ValidateArgs) -> Result<ExitCode> {
     let workflow = crate::run::load(&args.graph)?;
     let info = object_info(args)?;
     let report = validate(&workflow, &info);
+    // The report quotes the graph and the server's object_info: printed safely.
     if args.json {
-        println!("{}", report.to_json());
+        println!("{}", terminal_safe_json(&report.to_json().to_string()));
     } else if report.is_valid() {
         println!("valid");
     } else {
-        println!("invalid: {report}");
+        println!("invalid: {}", terminal_safe(&report.to_string()));
     }
     Ok(if report.is_valid() {
         ExitCode::SUCCESS
