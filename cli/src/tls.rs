@@ -30,6 +30,7 @@ impl TlsArgs {
                 .map_err(|e| usage(format!("bad --ca-cert: {e}")))?;
         }
         if self.insecure {
+            eprintln!("warning: --insecure: TLS certificates are not verified");
             config = config.danger_accept_invalid_certs();
         }
         Ok(config)
