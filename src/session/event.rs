@@ -493,7 +493,11 @@ impl fmt::Display for Event {
 }
 
 /// Deadlines for one prompt, measured on the session's clock. `None` means no deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// The default bounds what a server can leave unanswered (accept: 120 s; idle: 600 s of
+/// silence about a running prompt) and sets no total, since a long job is no fault;
+/// [`Deadlines::none`] turns them all off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Deadlines {
     /// From submission until the server accepts the prompt.
@@ -504,10 +508,24 @@ pub struct Deadlines {
     pub total: Option<Duration>,
 }
 
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            accept: Some(Duration::from_secs(120)),
+            idle: Some(Duration::from_secs(600)),
+            total: None,
+        }
+    }
+}
+
 impl Deadlines {
     /// No deadlines.
     pub fn none() -> Self {
-        Self::default()
+        Self {
+            accept: None,
+            idle: None,
+            total: None,
+        }
     }
 
     /// Sets the accept deadline.
