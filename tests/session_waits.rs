@@ -363,3 +363,25 @@ fn a_lagging_reader_holds_back_its_own_downloads_only() {
     assert_eq!(session.views_in_flight(), 2);
     assert_eq!(session.views_queued(), 1);
 }
+
+#[test]
+fn pongs_alone_keep_an_idle_socket_alive() {
+    // (pong times in s) -> when the socket counts as silent (connected at 0, silence 45 s)
+    let table: [(&[u64], u64); 3] = [(&[], 45), (&[20], 65), (&[20, 40, 60], 105)];
+    for (pongs, silent_at) in table {
+        let config = SessionConfig::default().with_keepalive(Some(s(20)));
+        let (mut session, mut seen) = session(config);
+        session.handle_connected(s(0));
+        for p in pongs {
+            session.handle_pong(s(*p));
+        }
+        let mut t = Duration::ZERO;
+        while !seen.other.contains(&Transmit::Close) {
+            t = session.poll_timeout().unwrap();
+            session.handle_timeout(t);
+            seen.drain(&mut session);
+        }
+        assert_eq!(t, s(silent_at), "pongs at {pongs:?}");
+        assert!(!session.is_connected());
+    }
+}

@@ -29,9 +29,10 @@ impl RequestId {
 #[non_exhaustive]
 pub enum Transmit {
     /// Open the websocket at this path and query (`/ws?clientId=ID`), below the server's base
-    /// path, replacing any socket that is still open. Report the outcome with
+    /// path, replacing any socket that is still open, within
+    /// [`Timeouts::connect`](super::Timeouts::connect). Report the outcome with
     /// [`Session::handle_connected`](super::Session::handle_connected) or
-    /// [`Session::handle_disconnect`](super::Session::handle_disconnect).
+    /// [`Session::handle_connect_failed`](super::Session::handle_connect_failed).
     Connect {
         /// Path and query of the websocket endpoint.
         path: String,
@@ -40,7 +41,8 @@ pub enum Transmit {
     Text(String),
     /// Send a websocket ping (keepalive through proxies that cut idle sockets).
     Ping,
-    /// Send this HTTP request and report its outcome with
+    /// Send this HTTP request within [`Timeouts::http`](super::Timeouts::http) and report its
+    /// outcome with
     /// [`Session::handle_response`](super::Session::handle_response) or
     /// [`Session::handle_http_error`](super::Session::handle_http_error).
     Http {
@@ -49,7 +51,10 @@ pub enum Transmit {
         /// The request.
         request: HttpRequest,
     },
-    /// Close the websocket; the session wants no more frames.
+    /// Close the websocket (the close handshake within
+    /// [`Timeouts::close`](super::Timeouts::close)); the session wants no more frames from it.
+    /// It follows [`Session::close`](super::Session::close), and a socket that stayed silent
+    /// past [`Timeouts::silence`](super::Timeouts::silence) (a [`Transmit::Connect`] follows).
     Close,
 }
 

@@ -15,11 +15,21 @@
 //! File outputs named by `executed` (SaveImage, video, audio) are fetched with `/view` before
 //! the prompt completes, when [`SessionConfig::fetch_files`] is on.
 //!
+//! Every wait it hands to the adapter has a deadline from [`Timeouts`], kept as a timer of its
+//! own: a connect that fails or does not finish in time fails every prompt not yet posted with
+//! [`Failure::Unreachable`] at once (see [`Session::handle_connect_failed`]); an HTTP exchange
+//! that does not end in time counts as failed in transport; an open websocket that stays
+//! silent (no frame, no pong) is given up and replaced.
+//!
 //! When the websocket drops, prompts in flight are not failed: the session asks for a
 //! reconnect (with backoff) and then asks `/history/{id}` (and `/queue`) what became of each.
 //! A prompt that finished meanwhile completes from its history; one whose websocket-only
 //! images were sent while nobody listened fails with [`Failure::LostOutputs`], so that a pool
 //! can run it again. It never reports success with images missing.
+//!
+//! `/view` downloads are capped per session ([`SessionConfig::max_views`]) and wait while their
+//! prompt's reader lags ([`Session::handle_reader_lag`]); [`Outbox`] is the per-prompt queue
+//! an adapter keeps between the session and a reader, and says when it lags.
 //!
 //! # Driving it
 //!

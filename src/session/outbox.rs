@@ -1,27 +1,4 @@
-//! The events of one prompt on their way to a reader that may be slower than the server.
-//!
-//! # How it works
-//!
-//! The adapter [`push`](Outbox::push)es every event of a prompt as the session reports it,
-//! without waiting; the prompt's reader [`pop`](Outbox::pop)s them when it gets to them. What
-//! waits in between is kept small by a policy that depends on what the event is:
-//!
-//! | event | while fewer than `cap` wait | once `cap` or more wait |
-//! | --- | --- | --- |
-//! | [`Event::Output`], [`Event::File`], the terminal event | kept | kept (never dropped) |
-//! | [`Event::Progress`], [`Event::Text`] | replaces an unread one of the same node | same |
-//! | [`Event::Preview`] | kept | replaces an unread preview of the same node, else dropped |
-//! | anything else | kept | kept until `4 × cap` wait, then dropped |
-//!
-//! Every drop and replacement is counted in [`OutboxStats`], which reaches the caller.
-//!
-//! **Bounds.** At most `4 × cap` events wait besides outputs and the terminal event; previews
-//! never make the queue grow past `cap`. Outputs are bounded another way: the outbox is
-//! [lagging](Outbox::is_lagging) from the moment `cap` events wait until the reader has taken
-//! it down to `cap / 2`, and the adapter reports that to
-//! [`Session::handle_reader_lag`](super::Session::handle_reader_lag), which starts no `/view`
-//! download for the prompt meanwhile. Websocket outputs (`SaveImageWebsocket`) cannot wait on
-//! the socket without stalling every other prompt; they are as many as the graph makes.
+//! The per-prompt event queue between a session's adapter and a slow reader: [`Outbox`].
 
 use std::collections::VecDeque;
 
@@ -43,8 +20,30 @@ pub struct OutboxStats {
     pub peak: usize,
 }
 
-/// The queue of one prompt's events between the adapter and the reader. See the
-/// [module docs](self).
+/// The events of one prompt on their way to a reader that may be slower than the server.
+///
+/// # How it works
+///
+/// The adapter [`push`](Outbox::push)es every event of a prompt as the session reports it,
+/// without waiting; the prompt's reader [`pop`](Outbox::pop)s them when it gets to them. What
+/// waits in between is kept small by a policy that depends on what the event is:
+///
+/// | event | while fewer than `cap` wait | once `cap` or more wait |
+/// | --- | --- | --- |
+/// | [`Event::Output`], [`Event::File`], the terminal event | kept | kept (never dropped) |
+/// | [`Event::Progress`], [`Event::Text`] | replaces an unread one of the same node | same |
+/// | [`Event::Preview`] | kept | replaces an unread preview of the same node, else dropped |
+/// | anything else | kept | kept until `4 × cap` wait, then dropped |
+///
+/// Every drop and replacement is counted in [`OutboxStats`], which reaches the caller.
+///
+/// **Bounds.** At most `4 × cap` events wait besides outputs and the terminal event; previews
+/// never make the queue grow past `cap`. Outputs are bounded another way: the outbox is
+/// [lagging](Outbox::is_lagging) from the moment `cap` events wait until the reader has taken
+/// it down to `cap / 2`, and the adapter reports that to
+/// [`Session::handle_reader_lag`](super::Session::handle_reader_lag), which starts no `/view`
+/// download for the prompt meanwhile. Websocket outputs (`SaveImageWebsocket`) cannot wait on
+/// the socket without stalling every other prompt; they are as many as the graph makes.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     queue: VecDeque<Event>,
@@ -103,7 +102,7 @@ impl Outbox {
         self.cap.saturating_mul(4)
     }
 
-    /// Adds an event, dropping or replacing as the [policy](self) says. Never blocks, never
+    /// Adds an event, dropping or replacing as the [policy](Outbox) says. Never blocks, never
     /// refuses an output or a terminal event.
     pub fn push(&mut self, event: Event) {
         match class(&event) {

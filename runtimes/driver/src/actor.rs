@@ -499,7 +499,9 @@ impl Actor {
                 writer,
                 stop,
             };
-            if control.unbounded_send(opened).is_ok() {
+            // On the frames' channel, so that the actor hears of the socket before its frames.
+            let mut frames = frames;
+            if frames.send(opened).await.is_ok() {
                 read(stream, stopped, frames, generation).await;
             }
         }));
