@@ -93,6 +93,8 @@ mod server;
 mod types;
 
 #[cfg(test)]
+mod machine_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
