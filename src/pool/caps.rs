@@ -13,7 +13,7 @@
 //! `object_info`); every server is asked for it with a job's first classes. The cache is per server and dropped when a server comes back from an
 //! outage (it may have restarted with other nodes or models).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::Workflow;
@@ -118,16 +118,4 @@ impl ServerCaps {
             Verdict::Invalid(Box::new(report))
         }
     }
-}
-
-/// Verdicts of one job on every server, by server index.
-pub(super) fn verdicts(
-    caps: &[ServerCaps],
-    workflow: &Workflow,
-    classes: &[String],
-) -> BTreeMap<usize, Verdict> {
-    caps.iter()
-        .enumerate()
-        .map(|(i, c)| (i, c.verdict(workflow, classes)))
-        .collect()
 }

@@ -140,6 +140,7 @@ impl Pool {
         if before != BreakerState::Closed && self.breaker(s) == BreakerState::Closed {
             if let Some(caps) = self.caps.as_mut().and_then(|c| c.get_mut(s)) {
                 caps.reset();
+                self.forget_verdicts(s);
                 self.reroute_all(now);
             }
         }

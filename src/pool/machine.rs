@@ -118,6 +118,8 @@ pub(super) struct Job {
     pub submitted_at: Duration,
     /// Not yet handed to the scheduler (no server known able to run it).
     pub held: bool,
+    /// Final verdicts per server (Ok or Invalid), until that server's cache is dropped.
+    pub verdicts: Vec<Option<super::caps::Verdict>>,
     pub attempt: Option<Attempt>,
     pub attempts: u32,
     pub last_error: Option<JobError>,
@@ -185,6 +187,8 @@ pub struct Pool {
     pub(super) io: VecDeque<Io>,
     events: VecDeque<PoolEvent>,
     progress_held: usize,
+    /// Jobs held (not yet handed to the scheduler).
+    pub(super) held: usize,
     dropped: u64,
     closed: bool,
 }
@@ -220,6 +224,7 @@ impl Pool {
             io: VecDeque::new(),
             events: VecDeque::new(),
             progress_held: 0,
+            held: 0,
             dropped: 0,
             closed: false,
         }
@@ -258,12 +263,14 @@ impl Pool {
                 uploads,
                 submitted_at: now,
                 held: true,
+                verdicts: vec![None; self.servers.len()],
                 attempt: None,
                 attempts: 0,
                 last_error: None,
                 done: false,
             },
         );
+        self.held += 1;
         if self.servers.is_empty() {
             let servers = Vec::new();
             self.finish_now(now, job, JobError::NoServerReachable { servers });
@@ -573,7 +580,10 @@ impl Pool {
             error: String::new(),
             attempts: j.attempts,
         };
-        if !j.held {
+        let held = std::mem::replace(&mut j.held, false);
+        if held {
+            self.held -= 1;
+        } else {
             // The scheduler still counts it; its own Finished will be ignored.
             let _ = self.scheduler.abort_queued(job, "cancelled");
         }

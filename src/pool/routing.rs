@@ -8,7 +8,7 @@ use crate::error::TransportError;
 
 use super::JobId;
 use super::ServerId;
-use super::caps::{Verdict, verdicts};
+use super::caps::Verdict;
 use super::machine::{Exchange, Pool};
 use super::report::JobError;
 
@@ -19,7 +19,7 @@ impl Pool {
         for d in &self.down {
             latest = latest.max(d.as_ref()?.0);
         }
-        let waiting = self.scheduler.queued() > 0 || self.jobs.values().any(|j| j.held && !j.done);
+        let waiting = self.scheduler.queued() > 0 || self.held > 0;
         (waiting && !self.down.is_empty())
             .then(|| latest.saturating_add(self.settings.unreachable_give_up))
     }
@@ -39,14 +39,14 @@ impl Pool {
             if j.done {
                 continue;
             }
-            let invalid = self.caps.as_ref().and_then(|caps| {
-                verdicts(caps, &j.workflow, &j.classes)
-                    .into_iter()
-                    .find_map(|(s, v)| match v {
-                        Verdict::Invalid(report) => Some((s, report)),
-                        _ => None,
-                    })
-            });
+            let held = j.held;
+            let invalid = self
+                .verdicts_of(job)
+                .into_iter()
+                .find_map(|(s, v)| match v {
+                    Verdict::Invalid(report) => Some((s, report)),
+                    _ => None,
+                });
             let error = match invalid {
                 Some((s, report)) => JobError::Unrunnable {
                     server: self.servers[s].clone(),
@@ -56,7 +56,7 @@ impl Pool {
                     servers: servers.clone(),
                 },
             };
-            if j.held {
+            if held {
                 self.finish_now(now, job, error);
             } else if self.scheduler.abort_queued(job, error.to_string())
                 == Ok(super::Handled::Applied)
@@ -76,24 +76,22 @@ impl Pool {
         if j.done {
             return;
         }
-        let Some(caps) = &self.caps else {
+        if self.caps.is_none() {
             if j.held {
-                if let Some(j) = self.jobs.get_mut(&job) {
-                    j.held = false;
-                }
+                self.unhold(job);
                 let _ = self.scheduler.submit(now, job);
             }
             return;
-        };
-        let v = verdicts(caps, &j.workflow, &j.classes);
-        let ok: Vec<ServerId> = v
-            .iter()
-            .filter(|(_, v)| **v == Verdict::Ok)
-            .map(|(s, _)| ServerId(*s))
-            .collect();
-        let all_invalid = v.values().all(|v| matches!(v, Verdict::Invalid(_)));
+        }
         let held = j.held;
         let classes = j.classes.clone();
+        let v = self.verdicts_of(job);
+        let ok: Vec<ServerId> = v
+            .iter()
+            .filter(|(_, v)| *v == Verdict::Ok)
+            .map(|(s, _)| ServerId(*s))
+            .collect();
+        let all_invalid = v.iter().all(|(_, v)| matches!(v, Verdict::Invalid(_)));
         // Ask every server that could still say yes for the classes it has not answered.
         for (s, verdict) in &v {
             if *verdict != Verdict::Pending {
@@ -119,9 +117,7 @@ impl Pool {
             return;
         }
         if held {
-            if let Some(j) = self.jobs.get_mut(&job) {
-                j.held = false;
-            }
+            self.unhold(job);
             let _ = self.scheduler.submit(now, job);
         }
         if ok.len() < self.servers.len() {
@@ -129,6 +125,42 @@ impl Pool {
         } else {
             let all: Vec<ServerId> = (0..self.servers.len()).map(ServerId).collect();
             let _ = self.scheduler.set_eligible(job, &all);
+        }
+    }
+
+    /// The job's verdict on every server, from its cache where final.
+    pub(super) fn verdicts_of(&mut self, job: JobId) -> Vec<(usize, Verdict)> {
+        let (Some(caps), Some(j)) = (&self.caps, self.jobs.get_mut(&job)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(caps.len());
+        for (s, c) in caps.iter().enumerate() {
+            let cached = j.verdicts.get(s).cloned().flatten();
+            let v = cached.unwrap_or_else(|| c.verdict(&j.workflow, &j.classes));
+            if v != Verdict::Pending {
+                if let Some(slot) = j.verdicts.get_mut(s) {
+                    *slot = Some(v.clone());
+                }
+            }
+            out.push((s, v));
+        }
+        out
+    }
+
+    fn unhold(&mut self, job: JobId) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            if std::mem::replace(&mut j.held, false) {
+                self.held -= 1;
+            }
+        }
+    }
+
+    /// Drops the cached verdicts on server `s` (its cache was dropped).
+    pub(super) fn forget_verdicts(&mut self, s: usize) {
+        for j in self.jobs.values_mut() {
+            if let Some(slot) = j.verdicts.get_mut(s) {
+                *slot = None;
+            }
         }
     }
 
