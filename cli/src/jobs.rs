@@ -233,6 +233,11 @@ async fn drive(
                 server,
                 attempt,
             } => progress.dispatched(job, &plan.servers[server], attempt),
+            PoolEvent::Accepted {
+                job,
+                server,
+                attempt,
+            } => progress.sent(job, &plan.servers[server], attempt),
             PoolEvent::Progress {
                 job,
                 event: Event::Progress { value, max, .. },
@@ -244,7 +249,7 @@ async fn drive(
                         Ok(saved) => (saved, Ok(())),
                         Err(e) => (Vec::new(), Err(e)),
                     },
-                    Err(e) => (Vec::new(), Err(e.clone())),
+                    Err(e) => (Vec::new(), Err(e.to_string())),
                 };
                 let ran = running
                     .remove(&report.job)
