@@ -418,3 +418,36 @@ fn frontend_inputs_only(mut graph: Value, info: &ObjectInfo) -> Value {
     }
     graph
 }
+
+#[test]
+fn dynamic_prompts_as_the_frontend_sends_them() {
+    let doc = serde_json::json!({
+        "nodes": [
+            {"id": 1, "type": "CLIPTextEncode", "mode": 0,
+             "widgets_values": ["a {red|blue} fox /* sly */// in the snow\nat dusk"]},
+            {"id": 2, "type": "PrimitiveNode", "mode": 0, "widgets_values": ["{one|two}"]},
+            {"id": 3, "type": "CLIPTextEncode", "mode": 0,
+             "inputs": [{"name": "text", "type": "STRING", "link": 1, "widget": {"name": "text"}}],
+             "widgets_values": [""]},
+            // Not marked dynamicPrompts: kept as it is.
+            {"id": 4, "type": "PrimitiveString", "mode": 0, "widgets_values": ["{x|y} // z"]},
+        ],
+        "links": [[1, 2, 0, 3, 0, "STRING"]],
+    });
+    let info = object_info();
+    let mut seen = std::collections::HashSet::new();
+    for seed in 0..32 {
+        let wf = ui::to_api_seeded(&doc, &info, seed).unwrap();
+        let first = input(&wf, "1", "text");
+        assert!(
+            first == "a red fox \nat dusk" || first == "a blue fox \nat dusk",
+            "{first}"
+        );
+        let second = input(&wf, "3", "text");
+        assert!(second == "one" || second == "two", "{second}");
+        assert_eq!(input(&wf, "4", "value"), "{x|y} // z");
+        seen.insert((first, second));
+        assert_eq!(wf, ui::to_api_seeded(&doc, &info, seed).unwrap());
+    }
+    assert_eq!(seen.len(), 4, "every combination is reachable: {seen:?}");
+}
