@@ -74,7 +74,7 @@ pub fn is_ui_workflow(doc: &Value) -> bool {
 ///
 /// Fails, naming the node, when a class is not the server's, a link is missing, a node has too
 /// few widget values, or subgraphs nest in a cycle. The graph is not validated: pass it to
-/// [`validate`](crate::workflow::validate) for that (a model file the server lacks is a
+/// [`validate`](fn@crate::workflow::validate) for that (a model file the server lacks is a
 /// validation error, not a conversion error).
 ///
 /// Text widgets marked `dynamicPrompts` (the prompt of `CLIPTextEncode`) are sent as the
