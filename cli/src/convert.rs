@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use comfy_proxy::ServerAddress;
 use comfy_proxy::wire::http;
 use comfy_proxy::workflow::{FileKind, LoadError, ObjectInfo, Workflow, load_any};
-use comfy_proxy_driver::ClientConfig;
 use comfy_proxy_driver::http1::Http1;
+use comfy_proxy_driver::{Auth, ClientConfig};
 use comfy_proxy_driver::{HttpClient, Runtime};
 use comfy_proxy_smol::Smol;
 
@@ -119,14 +119,20 @@ pub fn load(path: &Path, info: impl FnOnce() -> Result<Option<ObjectInfo>>) -> R
 }
 
 impl InfoSource {
-    /// The object_info these flags name, if any: the file, or a fetch from the server.
+    /// The object_info these flags name, if any: the file, or a fetch from the server (with
+    /// `$COMFY_TOKEN` as a bearer token when set).
     pub fn get(&self) -> Result<Option<ObjectInfo>> {
         match (&self.object_info, &self.server) {
             (Some(file), _) => read_object_info(file).map(Some),
             (None, Some(server)) => {
                 let server = ServerAddress::parse(server)
                     .map_err(|e| usage(format!("bad --server: {e}")))?;
-                fetch_object_info(&ClientConfig::new(server)).map(Some)
+                let mut config = ClientConfig::new(server);
+                let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
+                if !token.trim().is_empty() {
+                    config = config.with_auth(Auth::Bearer(token.trim().to_owned()));
+                }
+                fetch_object_info(&config).map(Some)
             }
             (None, None) => Ok(None),
         }
