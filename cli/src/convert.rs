@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use comfy_proxy::ServerAddress;
 use comfy_proxy::wire::http;
 use comfy_proxy::workflow::{FileKind, LoadError, ObjectInfo, Workflow, load_any};
+use comfy_proxy_driver::ClientConfig;
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{Auth, ClientConfig};
 use comfy_proxy_driver::{HttpClient, Runtime};
 use comfy_proxy_smol::Smol;
 
@@ -49,6 +49,9 @@ pub struct InfoSource {
     /// A server to fetch object_info from (needed only for UI-format workflows).
     #[arg(long, value_name = "ADDR")]
     pub server: Option<String>,
+    /// TLS for an `https://` --server: a private root CA, or no verification at all.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Reads an object_info document from a file.
@@ -127,11 +130,7 @@ impl InfoSource {
             (None, Some(server)) => {
                 let server = ServerAddress::parse(server)
                     .map_err(|e| usage(format!("bad --server: {e}")))?;
-                let mut config = ClientConfig::new(server);
-                let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
-                if !token.trim().is_empty() {
-                    config = config.with_auth(Auth::Bearer(token.trim().to_owned()));
-                }
+                let config = crate::tls::client_config(server, &self.tls)?;
                 fetch_object_info(&config).map(Some)
             }
             (None, None) => Ok(None),
