@@ -13,7 +13,7 @@ use comfy_proxy::address::parse_addresses;
 use comfy_proxy::wire::FileRef;
 use comfy_proxy::wire::http::{HistoryEntry, QueueItem, QueuePosition, QueueState, SystemStats};
 use comfy_proxy::{PromptId, ProtocolError};
-use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, UploadOptions};
+use comfy_proxy_driver::{Client, ClientError, UploadOptions};
 use serde_json::{Value, json};
 
 use crate::error::{Result, runtime, usage};
@@ -31,6 +31,9 @@ pub struct Common {
     /// Give up on an exchange with no answer after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub timeout: f64,
+    /// TLS: a private root CA, or no verification at all.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// The server operations, as subcommands of `comfy-proxy`.
@@ -217,11 +220,7 @@ fn client(common: &Common) -> Result<Client> {
     if !common.timeout.is_finite() || common.timeout <= 0.0 || common.timeout > 1e9 {
         return Err(usage("--timeout: give a positive number of seconds"));
     }
-    let mut config = ClientConfig::new(servers[0].clone());
-    let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
-    if !token.trim().is_empty() {
-        config = config.with_auth(Auth::Bearer(token.trim().to_owned()));
-    }
+    let mut config = crate::tls::client_config(servers[0].clone(), &common.tls)?;
     config.http_timeout = Duration::from_secs_f64(common.timeout);
     config.connect_timeout = config.connect_timeout.min(config.http_timeout);
     let (rt, http) = crate::jobs::kit();

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_proxy::mock::MockConfig;
 use comfy_proxy::{ServerAddress, Workflow};
-use comfy_proxy_driver::{ClientConfig, Runtime, mock};
+use comfy_proxy_driver::{ClientConfig, Runtime};
+use comfy_proxy_mock::{self as mock, MockConfig};
 use comfy_proxy_smol::{Smol, connect_with};
 
 fn graph() -> Workflow {
