@@ -17,15 +17,20 @@
 //! job of the pool.
 //!
 //! ```no_run
-//! use comfy_proxy::ServerAddress;
+//! use std::time::Duration;
 //! use comfy_proxy::workflow::FluxParams;
 //! use comfy_proxy_smol::blocking::{Client, ClientConfig};
 //!
-//! let server = ServerAddress::parse("127.0.0.1:8188").unwrap();
-//! let client = Client::connect(ClientConfig::new(server));
+//! let client = Client::connect(ClientConfig::new("127.0.0.1:8188".parse().unwrap()));
 //! let graph = FluxParams::new("a red fox in snow", 7).build().unwrap();
-//! let result = client.run(graph).unwrap();
-//! println!("{} images", result.outputs.len());
+//! let result = client.run(graph.clone()).unwrap(); // waits for the outputs
+//! let mut stream = client.submit(graph).unwrap(); // or follow the events
+//! while let Ok(event) = stream.recv_timeout(Duration::from_secs(60)) {
+//!     if event.is_terminal() {
+//!         break;
+//!     }
+//! }
+//! println!("{} images, {:?}", result.outputs.len(), client.queue().unwrap());
 //! ```
 
 use std::future::Future;
