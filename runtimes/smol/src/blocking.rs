@@ -12,6 +12,10 @@
 //! [`deadlines`](ClientConfig::deadlines), and the event iterators have
 //! [`recv_timeout`](PromptStream::recv_timeout) for a thread that wants its own.
 //!
+//! These calls are for threads that run no async code: called inside a future, they would
+//! stall the executor that polls it until the answer comes. Async code uses the async
+//! [`Client`](crate::Client) instead ([`Client::as_async`] gives it).
+//!
 //! Handles behave as their async counterparts: dropping a [`PromptStream`] before its end
 //! cancels the prompt on the server; dropping a [`Pool`] or its [`PoolEvents`] cancels every
 //! job of the pool.
