@@ -25,6 +25,8 @@ use std::time::Duration;
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::{BoxFuture, Runtime, Stream};
 
+pub mod blocking;
+
 pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
 
 /// The smol runtime: tasks on smol's global executor, async-io timers, async-net TCP.
