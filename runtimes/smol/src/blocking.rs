@@ -38,7 +38,7 @@
 //! ```
 
 use std::future::Future;
-use std::io;
+
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::{Arc, OnceLock};
@@ -51,7 +51,7 @@ use comfy_proxy::wire::http::{HistoryEntry, QueuePosition, QueueState, SystemSta
 use comfy_proxy::{PromptId, ServerAddress, Workflow};
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::pool as async_pool;
-use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime, Stream};
+use comfy_proxy_driver::{HttpClient, Runtime};
 use smol::stream::StreamExt;
 
 pub use comfy_proxy_driver::pool::{JobError, JobReport, PoolConfig, PoolEvent, Upload};
@@ -80,34 +80,9 @@ fn executor() -> &'static Arc<smol::Executor<'static>> {
     })
 }
 
-/// The runtime of the blocking handles: tasks on the background thread's executor, async-io
-/// timers and async-net TCP.
-#[derive(Clone)]
-struct Background(Arc<smol::Executor<'static>>);
-
-impl Runtime for Background {
-    fn spawn(&self, future: BoxFuture<'static, ()>) {
-        self.0.spawn(future).detach();
-    }
-
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            smol::Timer::after(duration).await;
-        })
-    }
-
-    fn connect(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
-        let host = host.to_owned();
-        Box::pin(async move {
-            let tcp = smol::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            Ok(Box::new(tcp) as Box<dyn Stream>)
-        })
-    }
-}
-
 fn runtime() -> (Arc<dyn Runtime>, Arc<dyn HttpClient>) {
-    let rt: Arc<dyn Runtime> = Arc::new(Background(executor().clone()));
+    // Tasks on the background thread's executor; async-io timers and async-net TCP.
+    let rt: Arc<dyn Runtime> = Arc::new(crate::Smol::with_executor(executor().clone()));
     let http: Arc<dyn HttpClient> = Arc::new(Http1::new(rt.clone()));
     (rt, http)
 }
