@@ -11,8 +11,6 @@
 //! - [`session`]: the state machine of one websocket connection and the prompts it submitted.
 //! - [`pool`]: the scheduler of a pool of servers: dispatch, balancing, circuit breakers,
 //!   retries, exactly one end per job.
-//! - [`mock`]: a mock ComfyUI server's decisions (replaying recordings or simulating any graph),
-//!   for tests and demos without a GPU.
 //! - [`transcript`] and [`replay`]: recorded sessions (`comfy-transcript/1`) driven through the
 //!   same state machine.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -20,13 +18,12 @@
 pub mod address;
 pub mod error;
 pub mod ids;
-pub mod mock;
 pub mod pool;
 pub mod wire;
 pub mod workflow;
 
 pub use address::{AddressError, ServerAddress};
-pub use error::{Misuse, ProtocolError, TransportError, TransportErrorKind};
+pub use error::{ExchangeError, Misuse, ProtocolError, TransportError, TransportErrorKind};
 pub use ids::{ClientId, NodeId, PromptId};
 pub use workflow::{FluxParams, Link, Lora, ObjectInfo, QwenParams, Size, Workflow, WorkflowError};
 pub mod replay;

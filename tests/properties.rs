@@ -14,7 +14,7 @@ use comfy_proxy::session::{Deadlines, RequestId, Session, SessionConfig, Submiss
 use comfy_proxy::transcript::{RecordKind, Transcript};
 use comfy_proxy::wire::frame::{encode_image, encode_image_with_metadata, encode_text};
 use comfy_proxy::wire::{BinaryFrame, HttpResponse, ImageFormat, ServerMessage};
-use comfy_proxy::{ClientId, PromptId, Workflow};
+use comfy_proxy::{ClientId, PromptId, TransportError, TransportErrorKind, Workflow};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -675,7 +675,11 @@ impl Harness {
             Op::HttpError(pick) => {
                 if !self.open.is_empty() {
                     let (id, _, _) = self.open.remove(pick % self.open.len());
-                    self.s.handle_http_error(now, id, "connection reset");
+                    self.s.handle_http_error(
+                        now,
+                        id,
+                        TransportError::new(TransportErrorKind::Reset, "request"),
+                    );
                 }
             }
             Op::Connected => self.s.handle_connected(now),

@@ -18,8 +18,8 @@ use crate::error::{Result, runtime, usage};
 /// Arguments of `validate`.
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// The API-format graph to check.
-    #[arg(value_name = "GRAPH.json")]
+    /// The workflow to check: API or UI-format JSON, or a PNG or WebP saved by ComfyUI.
+    #[arg(value_name = "FILE")]
     pub graph: PathBuf,
     /// An object_info document saved from a server (`GET /object_info`).
     #[arg(
@@ -76,8 +76,8 @@ pub fn fetch(server: &ServerAddress) -> Result<serde_json::Value> {
 
 /// Exit 0 when the graph is valid, 1 with the errors when not, 2 when it cannot be checked.
 pub fn run(args: &ValidateArgs) -> Result<ExitCode> {
-    let workflow = crate::run::load(&args.graph)?;
     let info = object_info(args)?;
+    let workflow = crate::convert::load(&args.graph, || Ok(Some(info.clone())))?;
     let report = validate(&workflow, &info);
     if args.json {
         println!("{}", report.to_json());

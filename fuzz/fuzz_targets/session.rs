@@ -15,7 +15,7 @@ use comfy_proxy::session::{Deadlines, RequestId, Session, SessionConfig, Submiss
 use comfy_proxy::transcript::{RecordKind, Transcript};
 use comfy_proxy::wire::HttpResponse;
 use comfy_proxy::wire::frame::encode_image_with_metadata;
-use comfy_proxy::{ClientId, PromptId, Workflow};
+use comfy_proxy::{ClientId, PromptId, TransportError, TransportErrorKind, Workflow};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
@@ -282,7 +282,11 @@ impl Harness {
             Op::HttpError(pick) => {
                 if !self.open.is_empty() {
                     let (id, _, _) = self.open.remove(usize::from(pick) % self.open.len());
-                    self.s.handle_http_error(now, id, "reset");
+                    self.s.handle_http_error(
+                        now,
+                        id,
+                        TransportError::new(TransportErrorKind::Reset, "request"),
+                    );
                 }
             }
             Op::Connected => self.s.handle_connected(now),

@@ -101,8 +101,8 @@ pub enum Failure {
     Transport {
         /// What was being done.
         context: &'static str,
-        /// The adapter's account of the failure.
-        message: String,
+        /// How it failed.
+        error: crate::error::TransportError,
     },
     /// The server could not be reached before the prompt was posted (refused, unresolvable,
     /// TLS, no answer within the connect deadline). It never ran there, so it can run elsewhere
@@ -125,8 +125,8 @@ pub enum Failure {
     FileFetch {
         /// The file.
         file: FileRef,
-        /// Why.
-        message: String,
+        /// Why: the exchange failed in transport, or its answer was not an image.
+        error: crate::error::ExchangeError,
     },
 }
 
@@ -150,7 +150,7 @@ impl fmt::Display for Failure {
                 e.exception_message.trim_end()
             ),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
-            Self::Transport { context, message } => write!(f, "{context} failed: {message}"),
+            Self::Transport { context, error } => write!(f, "{context} failed: {error}"),
             Self::Unreachable(e) => write!(f, "cannot reach the server: {e}"),
             Self::Disconnected { attempts } => {
                 write!(f, "websocket down after {attempts} reconnect attempts")
@@ -164,13 +164,24 @@ impl fmt::Display for Failure {
                 )
             }
             Self::NotOnServer => f.write_str("the server has no record of the prompt (restarted?)"),
-            Self::FileFetch { file, message } => {
+            Self::FileFetch { file, error } => {
                 write!(
                     f,
-                    "could not fetch output file {:?}: {message}",
+                    "could not fetch output file {:?}: {error}",
                     file.filename
                 )
             }
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Protocol(e) => Some(e),
+            Self::Transport { error, .. } | Self::Unreachable(error) => Some(error),
+            Self::FileFetch { error, .. } => Some(error),
+            _ => None,
         }
     }
 }

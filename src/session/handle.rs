@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::ProtocolError;
+use crate::error::{ExchangeError, ProtocolError, TransportError};
 use crate::ids::{NodeId, PromptId};
 use crate::wire::http::{self, HttpResponse, PromptOutcome};
 use crate::wire::message::FileRef;
@@ -314,7 +314,7 @@ impl Session {
         &mut self,
         now: Duration,
         pending: Pending,
-        result: Result<HttpResponse, String>,
+        result: Result<HttpResponse, TransportError>,
     ) {
         match pending {
             Pending::FireAndForget => {}
@@ -329,18 +329,23 @@ impl Session {
         }
     }
 
-    fn on_post(&mut self, now: Duration, id: &PromptId, result: Result<HttpResponse, String>) {
+    fn on_post(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         if !self.prompts.contains_key(id) {
             return;
         }
         let response = match result {
             Ok(r) => r,
-            Err(message) => {
+            Err(error) => {
                 // The server may have queued it anyway: the id is ours, so ask it.
                 if let Some(mut p) = self.prompts.remove(id) {
                     p.phase = Phase::Accepted;
                     self.ask_history(now, &mut p);
-                    p.reconcile_after_post = Some(message);
+                    p.reconcile_after_post = Some(error);
                     self.prompts.insert(id.clone(), p);
                 }
                 return;
@@ -394,15 +399,18 @@ impl Session {
         id: &PromptId,
         node: NodeId,
         file: FileRef,
-        result: Result<HttpResponse, String>,
+        result: Result<HttpResponse, TransportError>,
     ) {
         let Some(p) = self.prompts.get_mut(id) else {
             return;
         };
         p.files_pending = p.files_pending.saturating_sub(1);
-        let data = match result.and_then(|r| http::decode_view(&r).map_err(|e| e.to_string())) {
+        let data = match result
+            .map_err(ExchangeError::from)
+            .and_then(|r| http::decode_view(&r).map_err(ExchangeError::from))
+        {
             Ok(data) => data,
-            Err(message) => return self.fail(id, Failure::FileFetch { file, message }),
+            Err(error) => return self.fail(id, Failure::FileFetch { file, error }),
         };
         let index = p.next_index(&node);
         let format =
@@ -427,7 +435,12 @@ impl Session {
         self.release(id);
     }
 
-    fn on_history(&mut self, now: Duration, id: &PromptId, result: Result<HttpResponse, String>) {
+    fn on_history(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         let Some(step) = self.prompts.get(id).and_then(|p| p.reconcile) else {
             return;
         };
@@ -436,12 +449,12 @@ impl Session {
                 Ok(entry) => entry,
                 Err(e) => return self.fail(id, Failure::Protocol(e)),
             },
-            Err(message) => {
+            Err(error) => {
                 return self.fail(
                     id,
                     Failure::Transport {
                         context: "GET /history",
-                        message,
+                        error,
                     },
                 );
             }
@@ -487,7 +500,12 @@ impl Session {
         self.finish(id, Ending::Completed);
     }
 
-    fn on_queue(&mut self, now: Duration, id: &PromptId, result: Result<HttpResponse, String>) {
+    fn on_queue(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         if self.prompts.get(id).and_then(|p| p.reconcile) != Some(Reconcile::Queue) {
             return;
         }
@@ -496,12 +514,12 @@ impl Session {
                 Ok(q) => q,
                 Err(e) => return self.fail(id, Failure::Protocol(e)),
             },
-            Err(message) => {
+            Err(error) => {
                 return self.fail(
                     id,
                     Failure::Transport {
                         context: "GET /queue",
-                        message,
+                        error,
                     },
                 );
             }
@@ -527,9 +545,9 @@ impl Session {
             .get_mut(id)
             .and_then(|p| p.reconcile_after_post.take())
         {
-            Some(message) => Failure::Transport {
+            Some(error) => Failure::Transport {
                 context: "POST /prompt",
-                message,
+                error,
             },
             None => Failure::NotOnServer,
         };

@@ -115,7 +115,9 @@ impl Session {
         for id in expired {
             if let Some((pending, _)) = self.requests.remove(&id) {
                 let after = self.config.timeouts.http.unwrap_or_default();
-                self.on_response(now, pending, Err(format!("no answer within {after:?}")));
+                let error =
+                    TransportError::new(TransportErrorKind::TimedOut(after), pending.what());
+                self.on_response(now, pending, Err(error));
             }
         }
         match self.link {

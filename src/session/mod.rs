@@ -74,7 +74,7 @@ pub use event::{Deadline, Deadlines, Event, Failure, Image, RequestId, Transmit}
 pub use outbox::{Outbox, OutboxStats};
 pub use prompt::SAVE_IMAGE_WEBSOCKET;
 
-use crate::error::{Misuse, ProtocolError};
+use crate::error::{Misuse, ProtocolError, TransportError};
 use crate::ids::{ClientId, NodeId, PromptId};
 use crate::wire::http::{self, HttpRequest, HttpResponse};
 use crate::wire::message::{FEATURE_FLAGS_HELLO, FileRef};
@@ -165,6 +165,19 @@ enum Pending {
     Queue(PromptId),
     /// Interrupts and queue deletes: the answer changes nothing.
     FireAndForget,
+}
+
+impl Pending {
+    /// The exchange, for error messages.
+    fn what(&self) -> String {
+        match self {
+            Self::Post(_) => "POST /prompt".to_owned(),
+            Self::View { file, .. } => format!("GET /view {:?}", file.filename),
+            Self::History(id) => format!("GET /history/{id}"),
+            Self::Queue(_) => "GET /queue".to_owned(),
+            Self::FireAndForget => "a queue delete or interrupt".to_owned(),
+        }
+    }
 }
 
 /// A `/view` download waiting for its turn (see [`SessionConfig::max_views`]).
@@ -359,10 +372,10 @@ impl Session {
     }
 
     /// The request `id` failed in transport (refused, reset, timed out in the adapter).
-    pub fn handle_http_error(&mut self, now: Duration, id: RequestId, message: impl Into<String>) {
+    pub fn handle_http_error(&mut self, now: Duration, id: RequestId, error: TransportError) {
         self.clock(now);
         if let Some((pending, _)) = self.requests.remove(&id) {
-            self.on_response(now, pending, Err(message.into()));
+            self.on_response(now, pending, Err(error));
         }
     }
 

@@ -22,13 +22,13 @@
 //! ```
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use comfy_proxy::wire::{HttpResponse, Method};
+use comfy_proxy::{TransportError, TransportErrorKind};
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream};
+use comfy_proxy_driver::{BoxFuture, HttpClient, OutgoingRequest, Runtime, Stream};
 
 pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
 
@@ -53,29 +53,6 @@ impl Runtime for AsyncStd {
             Ok(Box::new(tcp) as Box<dyn Stream>)
         })
     }
-
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let listener = async_std::net::TcpListener::bind(addr).await?;
-            Ok(Box::new(AsyncStdListener(listener)) as Box<dyn Listener>)
-        })
-    }
-}
-
-struct AsyncStdListener(async_std::net::TcpListener);
-
-impl Listener for AsyncStdListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Box<dyn Stream>>> {
-        Box::pin(async move {
-            let (tcp, _) = self.0.accept().await?;
-            tcp.set_nodelay(true)?;
-            Ok(Box::new(tcp) as Box<dyn Stream>)
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
 }
 
 /// HTTP through surf, over [`Backend`].
@@ -93,17 +70,25 @@ impl Default for Surf {
 }
 
 impl HttpClient for Surf {
-    fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>> {
+    fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, TransportError>> {
         let client = self.0.clone();
         Box::pin(async move {
             let what = format!("{} {}", o.request.method.as_str(), o.url);
-            send(client, o).await.map_err(|e| format!("{what}: {e}"))
+            send(client, o).await.map_err(|e| {
+                // Our backend's errors come back as they were; surf's own are I/O failures.
+                match e.downcast::<TransportError>() {
+                    Ok(e) => e,
+                    Err(e) => {
+                        TransportError::new(TransportErrorKind::Io, what).with_detail(e.to_string())
+                    }
+                }
+            })
         })
     }
 }
 
-async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, String> {
-    let url: surf::Url = o.url.parse().map_err(|e| format!("bad URL: {e}"))?;
+async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, surf::Error> {
+    let url: surf::Url = o.url.parse()?;
     let method = match o.request.method {
         Method::Post => surf::http::Method::Post,
         _ => surf::http::Method::Get,
@@ -119,15 +104,9 @@ async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, 
             .body(surf::Body::from_bytes(body.bytes))
             .header("Content-Type", body.content_type);
     }
-    let mut response = client
-        .send(builder.build())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut response = client.send(builder.build()).await?;
     let status: u16 = response.status().into();
-    let body = response
-        .body_bytes()
-        .await
-        .map_err(|e| format!("reading the body: {e}"))?;
+    let body = response.body_bytes().await?;
     Ok(HttpResponse::new(status, body))
 }
 
@@ -208,7 +187,11 @@ impl http_client::HttpClient for Backend {
             verify_tls,
             max_body,
         };
-        let response = self.http.send(outgoing).await.map_err(|e| err(502, e))?;
+        let response = self
+            .http
+            .send(outgoing)
+            .await
+            .map_err(|e| http_client::Error::new(502, e))?;
         let mut out = http_client::Response::new(response.status);
         out.set_body(response.body.to_vec());
         Ok(out)

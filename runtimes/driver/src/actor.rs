@@ -198,7 +198,7 @@ pub(crate) enum Input {
     },
     Http {
         id: RequestId,
-        result: Result<HttpResponse, String>,
+        result: Result<HttpResponse, TransportError>,
     },
 }
 
@@ -397,11 +397,12 @@ impl Actor {
             }
             Input::Http { id, result } => {
                 if let (Some(r), Some(request)) = (&mut self.recorder, self.recorded.remove(&id)) {
-                    r.http(&request, result.as_ref().map_err(String::as_str));
+                    let shown = result.as_ref().map_err(ToString::to_string);
+                    r.http(&request, shown.as_ref().map_err(String::as_str).copied());
                 }
                 match result {
                     Ok(response) => self.session.handle_response(now, id, response),
-                    Err(message) => self.session.handle_http_error(now, id, message),
+                    Err(error) => self.session.handle_http_error(now, id, error),
                 }
             }
         }
@@ -517,9 +518,9 @@ impl Actor {
             let what = format!("{} {}", outgoing.request.method.as_str(), outgoing.url);
             let result = match bounded(rt.as_ref(), limit, http.send(outgoing)).await {
                 Some(result) => result,
-                None => Err(format!(
-                    "{what}: no answer within {:?}",
-                    limit.unwrap_or_default()
+                None => Err(TransportError::new(
+                    TransportErrorKind::TimedOut(limit.unwrap_or_default()),
+                    what,
                 )),
             };
             let _ = control.unbounded_send(Input::Http { id, result });

@@ -10,8 +10,12 @@ use std::time::Duration;
 use comfy_proxy::session::{
     Deadline, Deadlines, Event, Failure, Image, OutboxStats, Session, SessionConfig, Submission,
 };
+use comfy_proxy::wire::http::UploadError;
 use comfy_proxy::wire::http::{self, PromptRejected, UploadedFile};
-use comfy_proxy::{ClientId, Misuse, NodeId, PromptId, ProtocolError, ServerAddress, Workflow};
+use comfy_proxy::{
+    ClientId, Misuse, NodeId, PromptId, ProtocolError, ServerAddress, TransportError,
+    TransportErrorKind, Workflow, WorkflowError,
+};
 use futures_channel::{mpsc, oneshot};
 use futures_util::stream::{Stream, StreamExt};
 
@@ -153,11 +157,13 @@ pub enum ClientError {
     /// The prompt was cancelled.
     Cancelled,
     /// An HTTP exchange failed in transport.
-    Transport(String),
+    Transport(TransportError),
     /// The server answered outside the protocol.
     Protocol(ProtocolError),
     /// The upload could not be encoded (bad file name).
-    Upload(String),
+    Upload(UploadError),
+    /// An uploaded file's name could not be set on the workflow (no such input).
+    Workflow(WorkflowError),
 }
 
 impl fmt::Display for ClientError {
@@ -170,14 +176,27 @@ impl fmt::Display for ClientError {
             Self::Interrupted => f.write_str("interrupted on the server"),
             Self::TimedOut(d) => write!(f, "timed out ({d:?} deadline)"),
             Self::Cancelled => f.write_str("cancelled"),
-            Self::Transport(m) => write!(f, "{m}"),
+            Self::Transport(e) => write!(f, "{e}"),
             Self::Protocol(e) => write!(f, "{e}"),
-            Self::Upload(m) => write!(f, "cannot upload: {m}"),
+            Self::Upload(e) => write!(f, "cannot upload: {e}"),
+            Self::Workflow(e) => write!(f, "cannot use the upload: {e}"),
         }
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Misuse(e) => Some(e),
+            Self::Failed(e) => Some(e),
+            Self::Transport(e) => Some(e),
+            Self::Protocol(e) => Some(e),
+            Self::Upload(e) => Some(e),
+            Self::Workflow(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl ClientError {
     /// The error a terminal event stands for, if it is not a success.
@@ -190,6 +209,21 @@ impl ClientError {
             Event::Cancelled { .. } => Self::Cancelled,
             _ => return None,
         })
+    }
+
+    /// The failure of a prompt that this error kept from being submitted (an upload that
+    /// failed, a client that stopped).
+    pub fn into_failure(self, context: &'static str) -> Failure {
+        match self {
+            Self::Failed(failure) => failure,
+            Self::Protocol(e) => Failure::Protocol(e),
+            Self::Transport(error) => Failure::Transport { context, error },
+            other => Failure::Transport {
+                context,
+                error: TransportError::new(TransportErrorKind::Io, context)
+                    .with_detail(other.to_string()),
+            },
+        }
     }
 }
 
@@ -207,7 +241,8 @@ impl Drop for CloseOnDrop {
 #[derive(Clone)]
 pub struct Client {
     control: mpsc::UnboundedSender<Input>,
-    rt: Arc<dyn Runtime>,
+    /// The runtime, for the deadlines of the server operations (`ops.rs`).
+    pub(crate) rt: Arc<dyn Runtime>,
     http: Arc<dyn HttpClient>,
     config: Arc<ClientConfig>,
     _close: Arc<CloseOnDrop>,
@@ -280,7 +315,12 @@ impl Client {
         let limit = self.config.http_timeout;
         bounded(self.rt.as_ref(), Some(limit), self.http.send(outgoing))
             .await
-            .unwrap_or_else(|| Err(format!("{what}: no answer within {limit:?}")))
+            .unwrap_or_else(|| {
+                Err(TransportError::new(
+                    TransportErrorKind::TimedOut(limit),
+                    what,
+                ))
+            })
             .map_err(ClientError::Transport)
     }
 
@@ -378,7 +418,7 @@ impl Client {
     ) -> Result<UploadedFile, ClientError> {
         let boundary = format!("comfy-proxy-{:032x}", fastrand::u128(..));
         let request = http::upload_image(file_name, bytes, None, "input", false, &boundary)
-            .map_err(|e| ClientError::Upload(e.to_string()))?;
+            .map_err(ClientError::Upload)?;
         let response = self.send(request).await?;
         http::decode_upload(&response).map_err(ClientError::Protocol)
     }

@@ -2,10 +2,10 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
+use comfy_proxy::TransportError;
 use comfy_proxy::wire::{HttpRequest, HttpResponse};
 use futures_util::io::{AsyncRead, AsyncWrite};
 
@@ -24,16 +24,6 @@ pub trait Runtime: Send + Sync + 'static {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
     /// Opens a TCP connection to `host:port`.
     fn connect(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
-    /// Listens on `addr` (the mock server; port 0 picks a free port).
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;
-}
-
-/// A bound TCP listener.
-pub trait Listener: Send + 'static {
-    /// Waits for the next connection.
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Box<dyn Stream>>>;
-    /// The address it listens on.
-    fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
 /// One HTTP request to a server, with everything the adapter adds to the core's description.
@@ -55,9 +45,13 @@ pub struct OutgoingRequest {
     pub max_body: usize,
 }
 
-/// The HTTP seam: the smol adapter implements it with hyper, the async-std one with surf.
+/// The HTTP seam: both runtime crates use the driver's HTTP/1.1 client; a program may supply
+/// its own.
 pub trait HttpClient: Send + Sync + 'static {
     /// Sends a request and reads the whole response. A transport failure (refused, reset, a body
-    /// over the limit) is an `Err` with a message that names the URL.
-    fn send(&self, request: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>>;
+    /// over the limit) is a typed [`TransportError`] whose `what` names the method and URL.
+    fn send(
+        &self,
+        request: OutgoingRequest,
+    ) -> BoxFuture<'static, Result<HttpResponse, TransportError>>;
 }

@@ -18,11 +18,10 @@ use crate::runtime::Stream;
 
 /// A TLS connector. `verify: false` accepts any certificate: only for servers the user trusts
 /// by other means (a self-signed certificate on a private farm), and only when asked for.
-pub fn connector(verify: bool) -> Result<TlsConnector, String> {
+pub fn connector(verify: bool) -> Result<TlsConnector, rustls::Error> {
     let provider = Arc::new(ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
+        .with_safe_default_protocol_versions()?;
     let config = if verify {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use comfy_proxy::mock::{Faults, MockConfig};
 use comfy_proxy::session::{Backoff, Deadlines, Event, Failure, SessionConfig, Timeouts};
 use comfy_proxy::{ServerAddress, TransportErrorKind, Workflow};
-use comfy_proxy_driver::mock::{self, MockHandle};
+use comfy_proxy_mock::{self as mock, Faults, MockConfig, MockHandle};
 use comfy_proxy_smol::{ClientConfig, ClientError, Smol, connect};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};

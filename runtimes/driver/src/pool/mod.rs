@@ -737,10 +737,7 @@ impl PoolActor {
                     }
                 }
                 Err(e) => {
-                    let failure = comfy_proxy::session::Failure::Transport {
-                        context: "submit",
-                        message: e.to_string(),
-                    };
+                    let failure = e.into_failure("submit");
                     let event = Event::Failed {
                         prompt: PromptId::from("-"),
                         failure,

@@ -28,7 +28,7 @@ pub(super) async fn upload_all(
                 &upload.input,
                 serde_json::Value::String(stored.input_value()),
             )
-            .map_err(|e| ClientError::Upload(e.to_string()))?;
+            .map_err(ClientError::Workflow)?;
     }
     Ok(())
 }
