@@ -13,6 +13,8 @@
 //!   retries, exactly one end per job.
 //! - [`transcript`] and [`replay`]: recorded sessions (`comfy-transcript/1`) driven through the
 //!   same state machine.
+//! - [`text`]: text from a server made safe to print on a terminal (no escape sequences or
+//!   control characters).
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod address;
@@ -28,6 +30,7 @@ pub use ids::{ClientId, NodeId, PromptId};
 pub use workflow::{FluxParams, Link, Lora, ObjectInfo, QwenParams, Size, Workflow, WorkflowError};
 pub mod replay;
 pub mod session;
+pub mod text;
 pub mod transcript;
 
 /// The README's examples, compiled and run as doc tests so that they stay true.

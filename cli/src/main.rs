@@ -16,6 +16,7 @@ mod output;
 mod progress;
 mod replay;
 mod run;
+mod tls;
 mod validate;
 mod workflow;
 
@@ -103,7 +104,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(fail) => {
-            eprintln!("error: {fail}");
+            // Messages may quote a server or a file: no escape sequence reaches the terminal.
+            eprintln!(
+                "error: {}",
+                comfy_proxy::text::terminal_safe(&fail.to_string())
+            );
             fail.exit_code()
         }
     }

@@ -39,7 +39,7 @@ impl HttpClient for Http1 {
     fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, TransportError>> {
         let rt = self.rt.clone();
         Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.url);
+            let what = format!("{} {}", o.request.method.as_str(), o.shown_url);
             let server = &o.server;
             let result = async {
                 let tcp = rt
@@ -47,11 +47,9 @@ impl HttpClient for Http1 {
                     .await
                     .map_err(|e| TransportError::from_io("", e))?;
                 let stream = if server.tls() {
-                    crate::tls::connect(server.host(), tcp, o.verify_tls)
-                        .await
-                        .map_err(|e| {
-                            TransportError::new(TransportErrorKind::Tls, "").with_source(e)
-                        })?
+                    o.tls.connect(server.host(), tcp).await.map_err(|e| {
+                        TransportError::new(TransportErrorKind::Tls, "").with_source(e)
+                    })?
                 } else {
                     tcp
                 };
@@ -74,8 +72,12 @@ pub fn encode_request(o: &OutgoingRequest) -> Vec<u8> {
         o.target,
         o.server.authority()
     );
-    for (name, value) in &o.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+    // Names and values were checked when the config was built: no CR or LF can get here.
+    for (name, value) in o.headers.iter() {
+        head.push_str(name.as_str());
+        head.push_str(": ");
+        head.push_str(value.to_str().unwrap_or_default());
+        head.push_str("\r\n");
     }
     let body: &[u8] = match &o.request.body {
         Some(body) => {

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use comfy_proxy::session::{Backoff, Deadlines, Event, Failure, SessionConfig, Timeouts};
 use comfy_proxy::{ServerAddress, TransportErrorKind, Workflow};
-use comfy_proxy_mock::{self as mock, Faults, MockConfig, MockHandle};
+use comfy_proxy_mock::{self as mock, MockHandle};
+use comfy_proxy_mock::{Faults, MockConfig};
 use comfy_proxy_smol::{ClientConfig, ClientError, Smol, connect};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};

@@ -335,7 +335,7 @@ pub async fn capability_routing(kit: Kit) {
         if let PoolEvent::Finished(r) = event {
             done += 1;
             if r.job == doomed {
-                let e = r.outcome.unwrap_err();
+                let e = r.outcome.unwrap_err().to_string();
                 assert!(
                     e.contains("no server can run") && e.contains("NoSuchNode"),
                     "{e}"
