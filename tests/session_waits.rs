@@ -267,8 +267,9 @@ fn an_unanswered_http_exchange_fails_at_its_deadline() {
     session.handle_timeout(s(13));
     seen.drain(&mut session);
     match seen.failures()[..] {
-        [(_, f @ Failure::Transport { .. })] => {
-            assert!(f.to_string().contains("GET /history"), "{f}");
+        [(_, Failure::Transport { error, .. })] => {
+            assert_eq!(error.kind, TransportErrorKind::TimedOut(s(5)));
+            assert_eq!(error.what, "GET /history/a", "the exchange is named");
         }
         ref other => panic!("{other:?}"),
     }

@@ -116,7 +116,7 @@ impl Session {
             if let Some((pending, _)) = self.requests.remove(&id) {
                 let after = self.config.timeouts.http.unwrap_or_default();
                 let error =
-                    TransportError::new(TransportErrorKind::TimedOut(after), "an HTTP exchange");
+                    TransportError::new(TransportErrorKind::TimedOut(after), pending.what());
                 self.on_response(now, pending, Err(error));
             }
         }

@@ -167,6 +167,19 @@ enum Pending {
     FireAndForget,
 }
 
+impl Pending {
+    /// The exchange, for error messages.
+    fn what(&self) -> String {
+        match self {
+            Self::Post(_) => "POST /prompt".to_owned(),
+            Self::View { file, .. } => format!("GET /view {:?}", file.filename),
+            Self::History(id) => format!("GET /history/{id}"),
+            Self::Queue(_) => "GET /queue".to_owned(),
+            Self::FireAndForget => "a queue delete or interrupt".to_owned(),
+        }
+    }
+}
+
 /// A `/view` download waiting for its turn (see [`SessionConfig::max_views`]).
 #[derive(Debug, Clone)]
 struct ViewJob {
