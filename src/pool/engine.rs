@@ -319,6 +319,9 @@ impl Scheduler {
 
     /// When every server has been out long enough for queued jobs to fail.
     pub(super) fn all_down_deadline(&self) -> Option<Duration> {
+        if !self.servers.all_down() {
+            return None;
+        }
         let mut latest = Duration::ZERO;
         for s in &self.servers {
             latest = latest.max(s.down_since?);
@@ -364,16 +367,20 @@ impl Scheduler {
                 break;
             }
             let job = self.queue[i];
-            let (avoid, eligible) = match self.jobs.get(&job) {
-                Some(j) => (j.avoid, j.eligible.clone()),
-                None => (None, None),
+            self.servers.reindex(self.config.per_server);
+            let (pick, restricted) = match self.jobs.get(&job) {
+                Some(j) => (
+                    self.pick_server_for(j.avoid, j.eligible.as_deref()),
+                    j.eligible.is_some(),
+                ),
+                None => (self.pick_server_for(None, None), false),
             };
-            match self.pick_server_for(avoid, eligible.as_deref()) {
+            match pick {
                 Some(server) => {
                     self.queue.remove(i);
                     self.dispatch(now, job, server);
                 }
-                None if eligible.is_none() => break,
+                None if !restricted => break,
                 None => i += 1,
             }
         }
@@ -395,18 +402,7 @@ impl Scheduler {
         avoid: Option<usize>,
         eligible: Option<&[usize]>,
     ) -> Option<usize> {
-        let k = self.config.per_server;
-        let allowed = |i: &usize| eligible.is_none_or(|e| e.contains(i));
-        let key = |&i: &usize| {
-            let s = &self.servers[i];
-            (s.load(), s.ewma.unwrap_or(Duration::ZERO), i)
-        };
-        let free = |&i: &usize| self.servers[i].has_slot(k) && allowed(&i);
-        (0..self.servers.len())
-            .filter(free)
-            .filter(|&i| Some(i) != avoid)
-            .min_by_key(key)
-            .or_else(|| avoid.filter(free))
+        self.servers.pick(self.config.per_server, avoid, eligible)
     }
 
     /// How long until the work already on `server` is done, by its mean job time.
@@ -429,12 +425,10 @@ impl Scheduler {
         let k = self.config.per_server;
         loop {
             let mut best: Option<(Duration, JobId, usize, usize)> = None;
-            for to in 0..self.servers.len() {
+            self.servers.reindex(k);
+            for to in self.servers.with_slot() {
                 let thief = &self.servers[to];
                 let Some(fast) = thief.ewma else { continue };
-                if !thief.has_slot(k) {
-                    continue;
-                }
                 let there = self.backlog(now, to, fast).saturating_add(fast);
                 for from in (0..self.servers.len()).filter(|&f| f != to) {
                     let victim = &self.servers[from];
@@ -492,21 +486,15 @@ impl Scheduler {
         let Some(every) = self.config.health_interval else {
             return;
         };
-        for s in &mut self.servers {
-            if s.is_closed() && s.next_health.is_none() {
-                s.next_health = Some(now.saturating_add(every));
-            }
+        self.servers.reindex(self.config.per_server);
+        for i in self.servers.unarmed() {
+            self.servers[i].next_health = Some(now.saturating_add(every));
         }
     }
 
     /// The earliest timer.
     pub(super) fn next_timer(&self) -> Option<Duration> {
-        use super::server::Breaker;
-        let servers = self.servers.iter().filter_map(|s| match s.breaker {
-            Breaker::Open { until, .. } => Some(until),
-            Breaker::Closed => s.next_health,
-            Breaker::HalfOpen { .. } => None,
-        });
+        let servers = self.servers.next_timer();
         let give_up = self.config.lookup_give_up;
         let jobs = self.uncertain.iter().flat_map(|job| {
             let mut at = [None, None];
@@ -526,14 +514,16 @@ impl Scheduler {
         } else {
             self.all_down_deadline()
         };
-        servers.chain(jobs).chain(all_down).min()
+        servers.into_iter().chain(jobs).chain(all_down).min()
     }
 
     /// Fires every timer due at `now`.
     pub(super) fn fire_timers(&mut self, now: Duration) {
         use super::server::Breaker;
         let every = self.config.health_interval;
-        for (i, s) in self.servers.iter_mut().enumerate() {
+        self.servers.reindex(self.config.per_server);
+        for i in self.servers.due(now) {
+            let s = &mut self.servers[i];
             match s.breaker {
                 Breaker::Open { until, backoff } if until <= now => {
                     s.breaker = Breaker::HalfOpen { backoff };

@@ -83,6 +83,7 @@
 //! ```
 
 mod engine;
+mod index;
 mod server;
 mod types;
 
@@ -106,7 +107,7 @@ pub struct Scheduler {
     config: PoolConfig,
     /// Unconsumed plus in-flight jobs at most.
     limit: usize,
-    servers: Vec<Server>,
+    servers: index::Servers,
     /// Every job from submission until consumed. Ordered, so that the core is deterministic.
     jobs: BTreeMap<JobId, Job>,
     /// Jobs waiting for a server, in the order they go out.
