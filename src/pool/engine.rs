@@ -421,51 +421,13 @@ impl Scheduler {
 
     /// With nothing queued, lets each server with a free slot take back a job that waits, not
     /// started, where it would finish clearly later. One steal per free slot.
+    ///
+    /// Of all (thief, job) pairs it takes the one that gains the most time, the lowest thief,
+    /// victim and place in the victim's queue on a tie. A job's gain is largest with the thief
+    /// that would finish it first, so each job is weighed against that thief only: the cost is
+    /// one look at each server's jobs, not one per thief.
     fn steal_pass(&mut self, now: Duration) {
-        let k = self.config.per_server;
-        loop {
-            let mut best: Option<(Duration, JobId, usize, usize)> = None;
-            self.servers.reindex(k);
-            for to in self.servers.with_slot() {
-                let thief = &self.servers[to];
-                let Some(fast) = thief.ewma else { continue };
-                let there = self.backlog(now, to, fast).saturating_add(fast);
-                for from in (0..self.servers.len()).filter(|&f| f != to) {
-                    let victim = &self.servers[from];
-                    let Some(slow) = victim.ewma else { continue };
-                    if !victim.is_closed() {
-                        continue;
-                    }
-                    let mut ahead = Duration::ZERO;
-                    for &job in &victim.jobs {
-                        let Some(State::Running(run)) = self.jobs.get(&job).map(|j| &j.state)
-                        else {
-                            ahead = ahead.saturating_add(slow);
-                            continue;
-                        };
-                        let here = ahead.saturating_add(slow);
-                        let thief_can_run = self
-                            .jobs
-                            .get(&job)
-                            .and_then(|j| j.eligible.as_ref())
-                            .is_none_or(|e| e.contains(&to));
-                        if run.started_at.is_none()
-                            && thief_can_run
-                            && run.steal == Steal::Open
-                            && there.saturating_mul(STEAL_DEN) < here.saturating_mul(STEAL_NUM)
-                        {
-                            let gain = here.saturating_sub(there);
-                            if best.is_none_or(|b| gain > b.0) {
-                                best = Some((gain, job, from, to));
-                            }
-                        }
-                        ahead = ahead.saturating_add(remaining(run, slow, now));
-                    }
-                }
-            }
-            let Some((_, job, from, to)) = best else {
-                return;
-            };
+        while let Some((job, from, to)) = self.steal_choice(now) {
             let Some(run) = self.run_mut(job) else {
                 return;
             };
@@ -479,6 +441,60 @@ impl Scheduler {
                 to: ServerId(to),
             });
         }
+    }
+
+    /// The next steal: the job, the server it waits on, the server to take it.
+    pub(super) fn steal_choice(&mut self, now: Duration) -> Option<(JobId, usize, usize)> {
+        self.servers.reindex(self.config.per_server);
+        // Thieves by when they would finish one more job, then by id.
+        let mut thieves: Vec<(Duration, usize)> = self
+            .servers
+            .with_slot()
+            .into_iter()
+            .filter_map(|to| {
+                let fast = self.servers[to].ewma?;
+                Some((self.backlog(now, to, fast).saturating_add(fast), to))
+            })
+            .collect();
+        if thieves.is_empty() {
+            return None;
+        }
+        thieves.sort_unstable();
+        // (gain, thief, job, victim)
+        let mut best: Option<(Duration, usize, JobId, usize)> = None;
+        for (from, victim) in self.servers.iter().enumerate() {
+            let Some(slow) = victim.ewma else { continue };
+            if !victim.is_closed() {
+                continue;
+            }
+            let mut ahead = Duration::ZERO;
+            for &job in &victim.jobs {
+                let j = self.jobs.get(&job);
+                let Some(State::Running(run)) = j.map(|j| &j.state) else {
+                    ahead = ahead.saturating_add(slow);
+                    continue;
+                };
+                let here = ahead.saturating_add(slow);
+                ahead = ahead.saturating_add(remaining(run, slow, now));
+                if run.started_at.is_some() || run.steal != Steal::Open {
+                    continue;
+                }
+                let eligible = j.and_then(|j| j.eligible.as_ref());
+                let Some(&(there, to)) = thieves
+                    .iter()
+                    .find(|&&(_, to)| to != from && eligible.is_none_or(|e| e.contains(&to)))
+                else {
+                    continue;
+                };
+                if there.saturating_mul(STEAL_DEN) < here.saturating_mul(STEAL_NUM) {
+                    let gain = here.saturating_sub(there);
+                    if best.is_none_or(|b| gain > b.0 || (gain == b.0 && to < b.1)) {
+                        best = Some((gain, to, job, from));
+                    }
+                }
+            }
+        }
+        best.map(|(_, to, job, from)| (job, from, to))
     }
 
     /// Arms periodic health checks of servers in service that have none armed.

@@ -100,7 +100,9 @@ impl Servers {
 
     /// Brings the changed servers' entries up to date.
     pub fn reindex(&mut self, per_server: usize) {
-        for i in std::mem::take(&mut self.dirty) {
+        // The list's buffer is kept for the next decision's changes.
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
             let s = &self.list[i];
             let e = &mut self.entries[i];
             e.dirty = false;
@@ -143,6 +145,8 @@ impl Servers {
                 e.unarmed = bare;
             }
         }
+        dirty.clear();
+        self.dirty = dirty;
     }
 
     fn is_dirty(&self, i: usize) -> bool {
@@ -307,6 +311,69 @@ mod tests {
         servers.min()
     }
 
+    /// The steal as the scheduler chose it before: every thief against every victim.
+    fn steal_by_scan(pool: &Scheduler, now: Duration) -> Option<(JobId, usize, usize)> {
+        use super::super::engine::{State, Steal};
+        let remaining = |run: &super::super::engine::Run, mean: Duration| match run.started_at {
+            Some(t) => mean.saturating_sub(now.saturating_sub(t)),
+            None => mean,
+        };
+        let backlog = |server: usize, mean: Duration| {
+            let s = &pool.servers[server];
+            let mut total = mean.saturating_mul(s.reserved as u32);
+            for job in &s.jobs {
+                total = total.saturating_add(match pool.jobs.get(job).map(|j| &j.state) {
+                    Some(State::Running(run)) => remaining(run, mean),
+                    _ => mean,
+                });
+            }
+            let external = u32::try_from(s.external).unwrap_or(u32::MAX);
+            total.saturating_add(mean.saturating_mul(external))
+        };
+        let k = pool.config.per_server;
+        let mut best: Option<(Duration, JobId, usize, usize)> = None;
+        for to in 0..pool.servers.len() {
+            let thief = &pool.servers[to];
+            let Some(fast) = thief.ewma else { continue };
+            if !thief.has_slot(k) {
+                continue;
+            }
+            let there = backlog(to, fast).saturating_add(fast);
+            for from in (0..pool.servers.len()).filter(|&f| f != to) {
+                let victim = &pool.servers[from];
+                let Some(slow) = victim.ewma else { continue };
+                if !victim.is_closed() {
+                    continue;
+                }
+                let mut ahead = Duration::ZERO;
+                for &job in &victim.jobs {
+                    let Some(State::Running(run)) = pool.jobs.get(&job).map(|j| &j.state) else {
+                        ahead = ahead.saturating_add(slow);
+                        continue;
+                    };
+                    let here = ahead.saturating_add(slow);
+                    let thief_can_run = pool
+                        .jobs
+                        .get(&job)
+                        .and_then(|j| j.eligible.as_ref())
+                        .is_none_or(|e| e.contains(&to));
+                    if run.started_at.is_none()
+                        && thief_can_run
+                        && run.steal == Steal::Open
+                        && there.saturating_mul(5) < here.saturating_mul(4)
+                    {
+                        let gain = here.saturating_sub(there);
+                        if best.is_none_or(|b| gain > b.0) {
+                            best = Some((gain, job, from, to));
+                        }
+                    }
+                    ahead = ahead.saturating_add(remaining(run, slow));
+                }
+            }
+        }
+        best.map(|(_, job, from, to)| (job, from, to))
+    }
+
     /// A small deterministic generator (xorshift), so a failure replays.
     struct Rng(u64);
     impl Rng {
@@ -324,6 +391,7 @@ mod tests {
     fn the_index_answers_as_a_scan_of_every_server() {
         let mut checked = 0;
         let mut dispatched = 0;
+        let mut steals = 0;
         for seed in 1..=8u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let servers = 1 + rng.below(12) as usize;
@@ -338,7 +406,8 @@ mod tests {
             let mut next = 0u64;
             let mut running: Vec<(JobId, u32)> = Vec::new();
             for _ in 0..600 {
-                now += Duration::from_millis(rng.below(400));
+                // Whole tenths of a second, so that servers tie on load, speed and gain.
+                now += Duration::from_millis(100 * rng.below(4));
                 match rng.below(8) {
                     0 | 1 => {
                         pool.submit(now, JobId(next)).unwrap();
@@ -376,6 +445,11 @@ mod tests {
                 let all_down = pool.servers.iter().all(|s| s.down_since.is_some());
                 assert_eq!(pool.servers.all_down(), all_down);
                 checked += 1;
+                let expected = steal_by_scan(&pool, now);
+                if expected.is_some() {
+                    steals += 1;
+                }
+                assert_eq!(pool.steal_choice(now), expected);
                 while let Some(action) = pool.poll_action(now) {
                     match action {
                         Action::Dispatch { job, attempt, .. } => {
@@ -409,8 +483,33 @@ mod tests {
             }
         }
         assert!(
-            checked >= 4800 && dispatched > 500,
-            "{checked} {dispatched}"
+            checked >= 4800 && dispatched > 500 && steals > 20,
+            "{checked} {dispatched} {steals}"
         );
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use std::mem::size_of;
+
+    use super::super::engine::{Doubt, Job, Run, State};
+    use super::super::types::JobId;
+
+    /// What the scheduler holds per queued job, before the B-tree's own overhead: its
+    /// `BTreeMap<JobId, Job>` entry and its `JobId` in the queue. (The graph is the driver's.)
+    #[test]
+    fn a_queued_job_is_a_few_hundred_bytes() {
+        let entry = size_of::<JobId>() + size_of::<Job>();
+        let queued = entry + size_of::<JobId>();
+        println!(
+            "Job {} B (State {}, Run {}, Doubt {}); map entry {entry} B; with its queue slot {queued} B",
+            size_of::<Job>(),
+            size_of::<State>(),
+            size_of::<Run>(),
+            size_of::<Doubt>(),
+        );
+        // A B-tree node is at least half full: at most twice the entry, far below 1 KiB.
+        assert!(2 * entry + size_of::<JobId>() < 1024, "{entry}");
     }
 }
