@@ -125,8 +125,10 @@ fn main() {
         }
         let next_done = done.peek().map(|Reverse((t, ..))| *t);
         let next_timer = pool.poll_timeout();
+        if next_done.is_none() && pool.is_idle() {
+            break; // only the periodic health checks are left
+        }
         match (next_done, next_timer) {
-            (None, None) if pool.is_idle() => break,
             (None, None) => panic!("the pool waits for nothing but is not idle"),
             (Some(d), Some(t)) if t < d => {
                 now = t;
