@@ -6,6 +6,7 @@
 //!
 //! ```sh
 //! cargo run --release --example pool_sim -- 1000 1000000
+//! cargo run --release --example pool_sim -- 1000 1000000 nosteal   # work stealing off
 //! ```
 
 // The wall clock measures this harness; the scheduler itself runs on simulated time.
@@ -46,6 +47,7 @@ fn main() {
     let jobs = arg(2, 1_000_000) as u64;
     let mut config = PoolConfig::default();
     config.health_interval = Some(Duration::from_secs(30));
+    config.steal = std::env::args().nth(3).as_deref() != Some("nosteal");
     let mut pool = Scheduler::new(servers, config);
     let mut sims: Vec<Sim> = (0..servers)
         .map(|i| Sim {
@@ -162,7 +164,8 @@ fn main() {
     let ran = run_start.elapsed();
     let wall = start.elapsed();
     let queued_bytes = rss_queued.saturating_sub(rss_before) * 1024;
-    println!("servers: {servers}, jobs: {jobs}, simulated time: {now:?}");
+    let steal = pool.config().steal;
+    println!("servers: {servers}, jobs: {jobs}, steal: {steal}, simulated time: {now:?}");
     println!("succeeded: {succeeded}, failed: {failed}, actions: {decisions}");
     println!(
         "wall: {wall:.2?} (submitting {submitted:.2?}, running {ran:.2?}), {:.0} ns per job",
