@@ -85,6 +85,7 @@
 mod caps;
 mod engine;
 mod exchange;
+mod index;
 mod inputs;
 mod machine;
 mod report;
@@ -117,7 +118,7 @@ pub struct Scheduler {
     config: PoolConfig,
     /// Unconsumed plus in-flight jobs at most.
     limit: usize,
-    servers: Vec<Server>,
+    servers: index::Servers,
     /// Every job from submission until consumed. Ordered, so that the core is deterministic.
     jobs: BTreeMap<JobId, Job>,
     /// Jobs waiting for a server, in the order they go out.
