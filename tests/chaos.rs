@@ -250,7 +250,7 @@ impl Sim {
                     .with(Fault::Http500, 0.08 * m)
                     .with(Fault::Restart, 0.005 * m)
                     .with(Fault::DropWs, 0.05 * m)
-                    .with(Fault::Slow, 0.1 * m)
+                    .with(Fault::Slow, 0.02 * m)
                     .with(Fault::Oversize, 0.05 * m)
                     .with(Fault::Truncated, 0.05 * m)
                     .with(Fault::BadJson, 0.05 * m)
@@ -823,9 +823,22 @@ impl Sim {
                 .take(5)
                 .map(|(n, j)| format!("job {n}: attempt {:?} ended {:?}", j.attempt, j.ended))
                 .collect();
+            let sessions: Vec<Vec<String>> = self
+                .servers
+                .iter()
+                .map(|s| s.session.in_flight().map(ToString::to_string).collect())
+                .collect();
+            let mine: Vec<_> = self
+                .prompts
+                .iter()
+                .filter(|(_, (j, _))| !self.jobs[j.0 as usize].consumed)
+                .take(12)
+                .collect();
             panic!(
-                "still running at {next:?}: a hang; {:?}; {stuck:?}",
-                self.pool.scheduler().stats()
+                "still running at {next:?}: a hang; {:?}; {stuck:?}; sessions {sessions:?}; \
+                 prompts {mine:?}; counts {:?}",
+                self.pool.scheduler().stats(),
+                self.stats.counts
             );
         }
         self.now = self.now.max(next);
