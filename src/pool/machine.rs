@@ -170,7 +170,7 @@ pub(super) enum Exchange {
     },
 }
 
-/// The pool machine. See the [module docs](self).
+/// The pool machine: the whole of a pool's decisions, sans IO. See the [pool module](super).
 pub struct Pool {
     pub(super) settings: PoolSettings,
     pub(super) servers: Vec<ServerAddress>,

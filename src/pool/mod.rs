@@ -32,6 +32,15 @@
 //! Finished jobs the consumer has not taken yet count, with jobs in flight, against
 //! [`PoolConfig::max_unconsumed`]: a slow consumer slows dispatch instead of growing memory.
 //!
+//! # The pool machine
+//!
+//! [`Pool`] wraps the scheduler with everything else a pool decides: jobs' graphs, uploads
+//! and held outputs, capability routing by `/object_info/{class}`, health checks, lookups,
+//! steals, which servers can be reached, and each job's [`JobReport`] with a typed
+//! [`JobError`]. It asks for I/O with [`Io`] (every HTTP request with its deadline) and is
+//! what the runtime driver and the chaos test both drive. A half-open breaker's health check
+//! is one of those requests, so its answer (or its timeout) always comes.
+//!
 //! # Driving it
 //!
 //! Mutate once (a `submit` or a `handle_*`), then drain [`Scheduler::poll_action`] until it
@@ -473,7 +482,9 @@ impl Scheduler {
         self.servers[i].health_asked = false;
         match (self.servers[i].breaker, result) {
             (Breaker::HalfOpen { .. }, Ok(())) => self.on_close(now, i),
-            (Breaker::Closed, Ok(())) => self.servers[i].record_success(),
+            // A server that answers `/system_stats` may still fail every job (it accepts prompts
+            // and never runs them): only a job's success clears its count of failures.
+            (Breaker::Closed, Ok(())) => {}
             (Breaker::Open { .. }, _) => {}
             (_, Err(error)) => self.server_failure(now, i, format!("health check: {error}")),
         }

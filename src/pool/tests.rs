@@ -71,7 +71,8 @@ fn breaker_transitions() {
     let table: &[(&[In], &[BreakerState], Option<u64>)] = &[
         (&[Error], &[Closed], None),
         (&[Error, Error], &[Closed, Open], Some(1)),
-        (&[Error, HealthOk, Error], &[Closed, Closed, Closed], None),
+        // A passing health check does not clear failures: only a job's success does.
+        (&[Error, HealthOk, Error], &[Closed, Closed, Open], Some(1)),
         (
             &[Error, Error, Error, HealthOk],
             &[Closed, Open, Open, Open],

@@ -153,6 +153,17 @@ fn a_silent_server_among_three_healthy_ones_holds_nothing_back() {
 
 #[test]
 fn dropping_the_pool_cancels_its_prompts_on_the_servers() {
+    dropped_mid_run(false);
+}
+
+#[test]
+fn dropping_the_events_receiver_cancels_its_prompts_on_the_servers() {
+    dropped_mid_run(true);
+}
+
+/// Runs long jobs on two mocks, drops the pool (or, with `receiver`, only its events) once
+/// each server holds two of them, and waits until both servers' queues are empty.
+fn dropped_mid_run(receiver: bool) {
     let kit = kit();
     smol::block_on(bounded("a dropped pool", async {
         let mut mocks = Vec::new();
@@ -199,10 +210,14 @@ fn dropping_the_pool_cancels_its_prompts_on_the_servers() {
                 "each server holds two of the pool's prompts"
             );
         }
-        drop(pool);
-        // The events end, and the servers' queues empty: every prompt was deleted or
-        // interrupted (jobs of 60 s would otherwise be there for minutes).
-        while events.next().await.is_some() {}
+        // The servers' queues empty: every prompt was deleted or interrupted (jobs of 100 s
+        // would otherwise be there for minutes).
+        if receiver {
+            drop(events);
+        } else {
+            drop(pool);
+            while events.next().await.is_some() {}
+        }
         for probe in &probes {
             loop {
                 let resp = probe.request(http::queue()).await.unwrap();
