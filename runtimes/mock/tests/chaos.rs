@@ -1,7 +1,7 @@
 //! Chaos: four hostile mock servers, one session per server and the pool's scheduler, driven
 //! together in memory on a simulated clock. Nothing here opens a socket or reads a clock.
 //!
-//! The loop is the runtime driver's (`runtimes/driver/src/pool.rs`) replayed in memory: the
+//! The loop is the runtime driver's (`runtimes/driver/src/pool/`) replayed in memory: the
 //! scheduler's actions become submissions, cancels, lookups (`/history` then `/queue`), steals
 //! (a queue delete, then `/queue`) and health checks (`/system_stats`); each session's
 //! transmits reach its mock after a simulated latency, the mock's answers come back after
@@ -14,8 +14,7 @@
 //! (a simulated deadline per job and for the whole run), and that buffered images stay under
 //! the bound the scheduler's backpressure promises.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,6 +29,8 @@ use comfy_proxy::{ClientId, PromptId, Workflow};
 use comfy_proxy_mock::{
     ConnId, Fault, Faults, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer,
 };
+use comfy_proxy_testkit::rng::SplitMix64 as Rng;
+use comfy_proxy_testkit::sim::Timeline;
 use serde_json::json;
 
 const SERVERS: usize = 4;
@@ -42,28 +43,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// splitmix64, for the harness's own choices (latencies, graphs, consumer).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
 }
 
 /// Images that say what they are: magic, then `s{seed} i{index} {step}`.
@@ -234,8 +213,7 @@ struct Sim {
     rng: Rng,
     now: Duration,
     seq: u64,
-    heap: BinaryHeap<Reverse<(Duration, u64)>>,
-    events: HashMap<u64, Ev>,
+    events: Timeline<Duration, Ev>,
     servers: Vec<Server>,
     pool: Scheduler,
     /// Outstanding HTTP requests: token -> asker.
@@ -257,13 +235,13 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, job_count: u64) -> Self {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let scale = [0.5, 1.0, 2.0, 6.0];
         let servers = (0..SERVERS)
             .map(|i| {
                 let m = scale[i];
                 let faults = Faults::none()
-                    .with_seed(rng.next())
+                    .with_seed(rng.next_u64())
                     .with_oversize_len(MAX_FRAME + 1)
                     .with(Fault::Refuse, 0.01 * m)
                     .with(Fault::Stall, 0.004 * m)
@@ -322,8 +300,7 @@ impl Sim {
             rng,
             now: Duration::ZERO,
             seq: 0,
-            heap: BinaryHeap::new(),
-            events: HashMap::new(),
+            events: Timeline::new(),
             servers,
             pool,
             http: HashMap::new(),
@@ -342,11 +319,8 @@ impl Sim {
         }
     }
 
-    fn at(&mut self, when: Duration, ev: Ev) -> u64 {
-        self.seq += 1;
-        self.heap.push(Reverse((when, self.seq)));
-        self.events.insert(self.seq, ev);
-        self.seq
+    fn at(&mut self, when: Duration, ev: Ev) {
+        self.events.at(when, ev);
     }
 
     fn latency(&mut self) -> Duration {
@@ -938,7 +912,7 @@ impl Sim {
             .servers
             .iter()
             .flat_map(|s| [s.session.poll_timeout(), s.mock.poll_timeout()]);
-        let heap = self.heap.peek().map(|Reverse((t, _))| *t);
+        let heap = self.events.next_time().copied();
         timers
             .chain([self.pool.poll_timeout(), heap])
             .flatten()
@@ -969,12 +943,7 @@ impl Sim {
             .expect("work is left, yet nothing is scheduled");
         assert!(next <= limit, "still running at {next:?}: a hang");
         self.now = self.now.max(next);
-        while let Some(Reverse((t, seq))) = self.heap.peek().copied() {
-            if t > self.now {
-                break;
-            }
-            self.heap.pop();
-            let ev = self.events.remove(&seq).unwrap();
+        while let Some((_, ev)) = self.events.pop_due(&self.now) {
             self.handle(ev);
             self.settle();
         }
