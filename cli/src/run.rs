@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use comfy_proxy::{NodeId, Workflow};
-use comfy_proxy_driver::pool::Upload;
+use comfy_proxy_smol::Upload;
 use serde_json::Value;
 
 use crate::error::{Result, runtime, usage};
