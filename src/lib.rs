@@ -29,8 +29,3 @@ pub use workflow::{FluxParams, Link, Lora, ObjectInfo, QwenParams, Size, Workflo
 pub mod replay;
 pub mod session;
 pub mod transcript;
-
-/// The README's examples, compiled and run as doc tests so that they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;

@@ -44,7 +44,8 @@ pub struct OutgoingRequest {
     pub max_body: usize,
 }
 
-/// The HTTP seam: the smol adapter implements it with hyper, the async-std one with surf.
+/// The HTTP seam: the driver's HTTP/1.1 client ([`crate::http1`]) implements it; the async-std
+/// adapter's surf client does too.
 pub trait HttpClient: Send + Sync + 'static {
     /// Sends a request and reads the whole response. A transport failure (refused, reset, a body
     /// over the limit) is an `Err` with a message that names the URL.

@@ -107,3 +107,9 @@ pub async fn request(
         .await
         .map_err(ClientError::Transport)
 }
+
+/// The README's library examples, compiled as doc tests of this crate (the front door they
+/// use) so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
