@@ -282,3 +282,44 @@ impl std::error::Error for TransportError {
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
+
+/// An HTTP exchange that did not give the expected answer: it failed in transport, or the
+/// server's answer broke the protocol.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// The bytes did not get there or back.
+    Transport(TransportError),
+    /// The answer came, but it was not what the protocol allows.
+    Protocol(ProtocolError),
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Transport(e) => write!(f, "{e}"),
+            Self::Protocol(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExchangeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Transport(e) => Some(e),
+            Self::Protocol(e) => Some(e),
+        }
+    }
+}
+
+impl From<TransportError> for ExchangeError {
+    fn from(e: TransportError) -> Self {
+        Self::Transport(e)
+    }
+}
+
+impl From<ProtocolError> for ExchangeError {
+    fn from(e: ProtocolError) -> Self {
+        Self::Protocol(e)
+    }
+}

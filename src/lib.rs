@@ -13,6 +13,8 @@
 //!   retries, exactly one end per job.
 //! - [`transcript`] and [`replay`]: recorded sessions (`comfy-transcript/1`) driven through the
 //!   same state machine.
+//! - [`text`]: text from a server made safe to print on a terminal (no escape sequences or
+//!   control characters).
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod address;
@@ -23,9 +25,10 @@ pub mod wire;
 pub mod workflow;
 
 pub use address::{AddressError, ServerAddress};
-pub use error::{Misuse, ProtocolError, TransportError, TransportErrorKind};
+pub use error::{ExchangeError, Misuse, ProtocolError, TransportError, TransportErrorKind};
 pub use ids::{ClientId, NodeId, PromptId};
 pub use workflow::{FluxParams, Link, Lora, ObjectInfo, QwenParams, Size, Workflow, WorkflowError};
 pub mod replay;
 pub mod session;
+pub mod text;
 pub mod transcript;

@@ -9,7 +9,11 @@ use comfy_proxy::session::{
 };
 use comfy_proxy::wire::frame::{encode_image, encode_image_with_metadata};
 use comfy_proxy::wire::{HttpResponse, ImageFormat};
-use comfy_proxy::{ClientId, PromptId, Workflow};
+use comfy_proxy::{ClientId, PromptId, TransportError, TransportErrorKind, Workflow};
+
+fn reset() -> TransportError {
+    TransportError::new(TransportErrorKind::Reset, "POST /prompt")
+}
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\nimage";
 
@@ -399,7 +403,7 @@ fn a_lost_post_response_is_looked_up_by_the_client_chosen_id() {
     h.s.handle_connected(ms(1));
     h.drain();
     let post = h.take("POST", "/prompt");
-    h.s.handle_http_error(ms(2), post, "connection reset");
+    h.s.handle_http_error(ms(2), post, reset());
     h.drain();
     let q = h.take("GET", "/history/p1");
     h.s.handle_response(ms(3), q, HttpResponse::new(200, "{}"));

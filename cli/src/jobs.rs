@@ -12,8 +12,9 @@ use clap::Args;
 use comfy_proxy::address::parse_addresses;
 use comfy_proxy::pool::JobId;
 use comfy_proxy::session::{Deadlines, Event};
+use comfy_proxy::text::{terminal_safe_json, terminal_safe_line};
 use comfy_proxy::{ServerAddress, Workflow};
-use comfy_proxy_smol::{Auth, ClientConfig, JobReport, PoolConfig, PoolEvent, Smol, Upload};
+use comfy_proxy_smol::{ClientConfig, JobReport, PoolConfig, PoolEvent, Smol, Upload};
 use futures_util::StreamExt;
 
 use crate::error::{Result, usage};
@@ -56,6 +57,9 @@ pub struct JobArgs {
     /// validation errors.
     #[arg(long)]
     pub no_validate: bool,
+    /// `--ca-cert`, `--insecure`.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
@@ -97,11 +101,7 @@ impl Plan {
             ));
         }
         let servers = parse_addresses(spec).map_err(|e| usage(format!("bad --server: {e}")))?;
-        let mut template = ClientConfig::new(servers[0].clone());
-        let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
-        if !token.trim().is_empty() {
-            template = template.with_auth(Auth::Bearer(token.trim().to_owned()));
-        }
+        let mut template = crate::tls::client_config(servers[0].clone(), &args.tls)?;
         if let Some(total) = args.timeout {
             template = template.with_deadlines(Deadlines::none().total(total));
             // No single exchange may outlast the job's own deadline.
@@ -221,6 +221,11 @@ async fn drive(
                 server,
                 attempt,
             } => progress.dispatched(job, &plan.servers[server], attempt),
+            PoolEvent::Accepted {
+                job,
+                server,
+                attempt,
+            } => progress.sent(job, &plan.servers[server], attempt),
             PoolEvent::Progress {
                 job,
                 event: Event::Progress { value, max, .. },
@@ -232,7 +237,7 @@ async fn drive(
                         Ok(saved) => (saved, Ok(())),
                         Err(e) => (Vec::new(), Err(e)),
                     },
-                    Err(e) => (Vec::new(), Err(e.clone())),
+                    Err(e) => (Vec::new(), Err(e.to_string())),
                 };
                 let ran = running
                     .remove(&report.job)
@@ -246,11 +251,16 @@ async fn drive(
                     Ok(()) => tally.succeeded += 1,
                     Err(_) => tally.failed += 1,
                 }
+                // Error texts come from the servers: no escape sequence reaches the terminal.
                 let line = if plan.json {
-                    output::job_line(&report, &saved, outcome.as_ref().err().map(String::as_str))
-                        .to_string()
+                    let json = output::job_line(
+                        &report,
+                        &saved,
+                        outcome.as_ref().err().map(String::as_str),
+                    );
+                    terminal_safe_json(&json.to_string()).into_owned()
                 } else {
-                    sentence(&report, ran, &saved, &outcome)
+                    terminal_safe_line(&sentence(&report, ran, &saved, &outcome)).into_owned()
                 };
                 progress.result(&line);
             }

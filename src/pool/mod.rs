@@ -82,10 +82,18 @@
 //! assert_eq!(pool.stats().finished, 5);
 //! ```
 
+mod caps;
 mod engine;
+mod exchange;
+mod inputs;
+mod machine;
+mod report;
+mod routing;
 mod server;
 mod types;
 
+#[cfg(test)]
+mod machine_tests;
 #[cfg(test)]
 mod tests;
 
@@ -96,6 +104,9 @@ pub use types::{
     Action, BreakerBackoff, BreakerState, Handled, JobId, JobOutcome, JobResult, Lookup,
     PoolConfig, PoolMisuse, PoolStats, ServerId, ServerStats,
 };
+
+pub use machine::{HttpId, Io, Pool, PoolSettings};
+pub use report::{JobError, JobReport, PoolEvent, Upload};
 
 use engine::{Ask, Job, State, Steal};
 use server::{Breaker, Server};

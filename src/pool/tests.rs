@@ -517,7 +517,7 @@ fn session_failures_map_to_results() {
         (
             F::Transport {
                 context: "POST /prompt",
-                message: "reset".into(),
+                error: crate::TransportError::new(crate::TransportErrorKind::Reset, "POST /prompt"),
             },
             true,
             true,

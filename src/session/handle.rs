@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::ProtocolError;
+use crate::error::{ExchangeError, ProtocolError, TransportError};
 use crate::ids::{NodeId, PromptId};
 use crate::wire::http::{self, HttpResponse, PromptOutcome};
 use crate::wire::message::FileRef;
@@ -138,7 +138,7 @@ impl Session {
                 self.touch(&id, now);
                 if self.config.fetch_files {
                     for file in crate::wire::message::files_in_output(&output) {
-                        self.fetch_file(&id, &node, file);
+                        self.fetch_file(now, &id, &node, file);
                     }
                 }
                 self.events.push_back(Event::NodeOutput {
@@ -171,29 +171,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// Asks for a file output with `/view`, once per file; only outputs, not temp previews.
-    fn fetch_file(&mut self, id: &PromptId, node: &NodeId, file: FileRef) {
-        if file.kind != "output" {
-            return;
-        }
-        let Some(p) = self.prompts.get_mut(id) else {
-            return;
-        };
-        if !p.files_requested.insert(file.clone()) {
-            return;
-        }
-        p.files_pending += 1;
-        let request = http::view(&file);
-        self.request(
-            request,
-            Pending::View {
-                prompt: id.clone(),
-                node: node.clone(),
-                file,
-            },
-        );
     }
 
     /// The server signalled the prompt's end: report it now, or once its files are fetched.
@@ -335,31 +312,40 @@ impl Session {
 
     pub(super) fn on_response(
         &mut self,
-        _now: Duration,
+        now: Duration,
         pending: Pending,
-        result: Result<HttpResponse, String>,
+        result: Result<HttpResponse, TransportError>,
     ) {
         match pending {
             Pending::FireAndForget => {}
-            Pending::Post(id) => self.on_post(&id, result),
-            Pending::View { prompt, node, file } => self.on_view(&prompt, node, file, result),
-            Pending::History(id) => self.on_history(&id, result),
-            Pending::Queue(id) => self.on_queue(&id, result),
+            Pending::Post(id) => self.on_post(now, &id, result),
+            Pending::View { prompt, node, file } => {
+                self.view_done();
+                self.on_view(&prompt, node, file, result);
+                self.start_views(now);
+            }
+            Pending::History(id) => self.on_history(now, &id, result),
+            Pending::Queue(id) => self.on_queue(now, &id, result),
         }
     }
 
-    fn on_post(&mut self, id: &PromptId, result: Result<HttpResponse, String>) {
+    fn on_post(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         if !self.prompts.contains_key(id) {
             return;
         }
         let response = match result {
             Ok(r) => r,
-            Err(message) => {
+            Err(error) => {
                 // The server may have queued it anyway: the id is ours, so ask it.
                 if let Some(mut p) = self.prompts.remove(id) {
                     p.phase = Phase::Accepted;
-                    self.ask_history(&mut p);
-                    p.reconcile_after_post = Some(message);
+                    self.ask_history(now, &mut p);
+                    p.reconcile_after_post = Some(error);
                     self.prompts.insert(id.clone(), p);
                 }
                 return;
@@ -390,7 +376,7 @@ impl Session {
                 });
                 if gap && self.is_connected() {
                     if let Some(mut p) = self.prompts.remove(id) {
-                        self.ask_history(&mut p);
+                        self.ask_history(now, &mut p);
                         self.prompts.insert(id.clone(), p);
                     }
                 }
@@ -413,15 +399,18 @@ impl Session {
         id: &PromptId,
         node: NodeId,
         file: FileRef,
-        result: Result<HttpResponse, String>,
+        result: Result<HttpResponse, TransportError>,
     ) {
         let Some(p) = self.prompts.get_mut(id) else {
             return;
         };
         p.files_pending = p.files_pending.saturating_sub(1);
-        let data = match result.and_then(|r| http::decode_view(&r).map_err(|e| e.to_string())) {
+        let data = match result
+            .map_err(ExchangeError::from)
+            .and_then(|r| http::decode_view(&r).map_err(ExchangeError::from))
+        {
             Ok(data) => data,
-            Err(message) => return self.fail(id, Failure::FileFetch { file, message }),
+            Err(error) => return self.fail(id, Failure::FileFetch { file, error }),
         };
         let index = p.next_index(&node);
         let format =
@@ -446,7 +435,12 @@ impl Session {
         self.release(id);
     }
 
-    fn on_history(&mut self, id: &PromptId, result: Result<HttpResponse, String>) {
+    fn on_history(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         let Some(step) = self.prompts.get(id).and_then(|p| p.reconcile) else {
             return;
         };
@@ -455,12 +449,12 @@ impl Session {
                 Ok(entry) => entry,
                 Err(e) => return self.fail(id, Failure::Protocol(e)),
             },
-            Err(message) => {
+            Err(error) => {
                 return self.fail(
                     id,
                     Failure::Transport {
                         context: "GET /history",
-                        message,
+                        error,
                     },
                 );
             }
@@ -470,7 +464,7 @@ impl Session {
                 if let Some(p) = self.prompts.get_mut(id) {
                     p.reconcile = Some(Reconcile::Queue);
                 }
-                self.request(http::queue(), Pending::Queue(id.clone()));
+                self.request(now, http::queue(), Pending::Queue(id.clone()));
             } else {
                 self.not_found(id);
             }
@@ -494,7 +488,7 @@ impl Session {
         }
         if self.config.fetch_files {
             for (node, file) in entry.files() {
-                self.fetch_file(id, &node, file);
+                self.fetch_file(now, id, &node, file);
             }
         }
         if let Some(p) = self.prompts.get_mut(id) {
@@ -506,7 +500,12 @@ impl Session {
         self.finish(id, Ending::Completed);
     }
 
-    fn on_queue(&mut self, id: &PromptId, result: Result<HttpResponse, String>) {
+    fn on_queue(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         if self.prompts.get(id).and_then(|p| p.reconcile) != Some(Reconcile::Queue) {
             return;
         }
@@ -515,12 +514,12 @@ impl Session {
                 Ok(q) => q,
                 Err(e) => return self.fail(id, Failure::Protocol(e)),
             },
-            Err(message) => {
+            Err(error) => {
                 return self.fail(
                     id,
                     Failure::Transport {
                         context: "GET /queue",
-                        message,
+                        error,
                     },
                 );
             }
@@ -535,7 +534,7 @@ impl Session {
             if let Some(p) = self.prompts.get_mut(id) {
                 p.reconcile = Some(Reconcile::HistoryAgain);
             }
-            self.request(http::history(id), Pending::History(id.clone()));
+            self.request(now, http::history(id), Pending::History(id.clone()));
         }
     }
 
@@ -546,9 +545,9 @@ impl Session {
             .get_mut(id)
             .and_then(|p| p.reconcile_after_post.take())
         {
-            Some(message) => Failure::Transport {
+            Some(error) => Failure::Transport {
                 context: "POST /prompt",
-                message,
+                error,
             },
             None => Failure::NotOnServer,
         };

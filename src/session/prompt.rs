@@ -70,7 +70,7 @@ pub(crate) struct Prompt {
     /// Reconciliation under way, if any.
     pub reconcile: Option<Reconcile>,
     /// The transport error of a `POST /prompt` whose fate is being looked up.
-    pub reconcile_after_post: Option<String>,
+    pub reconcile_after_post: Option<crate::error::TransportError>,
     /// `SaveImageWebsocket` nodes seen from their `executing` to the next node's without a gap.
     pub ws_nodes_whole: HashSet<NodeId>,
     /// The node last seen executing, and whether the socket stayed up since.

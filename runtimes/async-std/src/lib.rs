@@ -30,13 +30,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comfy_proxy::wire::{HttpRequest, HttpResponse, Method};
+use comfy_proxy::{TransportError, TransportErrorKind};
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{BoxFuture, HttpClient, OutgoingRequest, Runtime, Stream};
+use comfy_proxy_driver::{
+    BoxFuture, ConfigError, Headers, HttpClient, OutgoingRequest, Runtime, Stream, TlsConfig,
+};
 
 /// The sans-IO core (`comfy-proxy`): workflows, addresses, wire types, the session's events.
 pub use comfy_proxy as core;
 pub use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, PoolEvents, Upload};
-pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
+pub use comfy_proxy_driver::{
+    Auth, Client, ClientConfig, ClientError, PromptStream, RunResult, UploadOptions,
+};
 
 /// The async-std runtime.
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,47 +81,64 @@ impl Default for Surf {
 }
 
 impl HttpClient for Surf {
-    fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>> {
+    fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, TransportError>> {
         let client = self.0.clone();
         Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.url);
-            send(client, o).await.map_err(|e| format!("{what}: {e}"))
+            let what = format!("{} {}", o.request.method.as_str(), o.shown_url);
+            send(client, o).await.map_err(|e| {
+                // Our backend's errors come back as they were; surf's own are I/O failures.
+                match e.downcast::<TransportError>() {
+                    Ok(e) => e,
+                    Err(e) => {
+                        TransportError::new(TransportErrorKind::Io, what).with_detail(e.to_string())
+                    }
+                }
+            })
         })
     }
 }
 
-async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, String> {
-    let url: surf::Url = o.url.parse().map_err(|e| format!("bad URL: {e}"))?;
+async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, surf::Error> {
+    let url: surf::Url = o.url.parse()?;
     let method = match o.request.method {
         Method::Post => surf::http::Method::Post,
         _ => surf::http::Method::Get,
     };
-    let mut builder = surf::RequestBuilder::new(method, url)
-        .header(VERIFY_TLS, if o.verify_tls { "1" } else { "0" })
-        .header(MAX_BODY, o.max_body.to_string());
-    for (name, value) in &o.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+    let mut builder =
+        surf::RequestBuilder::new(method, url).header(MAX_BODY, o.max_body.to_string());
+    // Checked when the config was built: visible ASCII only, which surf's header types need.
+    for (name, value) in o.headers.iter() {
+        builder = builder.header(name.as_str(), value.to_str().unwrap_or_default());
     }
     if let Some(body) = o.request.body {
         builder = builder
             .body(surf::Body::from_bytes(body.bytes))
             .header("Content-Type", body.content_type);
     }
-    let mut response = client
-        .send(builder.build())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut request = builder.build();
+    // The client's TLS settings, the redacted URL and the checked headers (with their secret
+    // marks) ride to the backend as an extension of the request.
+    request.set_ext(Carried {
+        tls: o.tls,
+        shown_url: o.shown_url,
+        headers: o.headers,
+    });
+    let mut response = client.send(request).await?;
     let status: u16 = response.status().into();
-    let body = response
-        .body_bytes()
-        .await
-        .map_err(|e| format!("reading the body: {e}"))?;
+    let body = response.body_bytes().await?;
     Ok(HttpResponse::new(status, body))
 }
 
-/// Internal headers that carry the driver's per-request settings through surf to the backend;
-/// the backend removes them before sending.
-const VERIFY_TLS: &str = "x-comfy-proxy-verify-tls";
+/// What the backend needs from the [`OutgoingRequest`] besides what surf's request says.
+#[derive(Clone)]
+struct Carried {
+    tls: TlsConfig,
+    shown_url: String,
+    headers: Headers,
+}
+
+/// An internal header that carries the driver's body limit through surf to the backend; the
+/// backend removes it before sending.
 const MAX_BODY: &str = "x-comfy-proxy-max-body";
 
 /// surf's backend: the driver's HTTP/1.1 client on async-std.
@@ -137,7 +159,7 @@ impl http_client::HttpClient for Backend {
         let scheme = url.scheme().to_owned();
         let host = url
             .host_str()
-            .ok_or_else(|| err(400, format!("no host in {url}")))?;
+            .ok_or_else(|| err(400, "no host in the URL".to_owned()))?;
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
         } else {
@@ -146,21 +168,24 @@ impl http_client::HttpClient for Backend {
         let port = url.port_or_known_default().unwrap_or(80);
         let server = comfy_proxy::ServerAddress::parse(&format!("{scheme}://{host}:{port}"))
             .map_err(|e| err(400, e.to_string()))?;
-        let verify_tls = req.header(VERIFY_TLS).is_none_or(|v| v.as_str() != "0");
+        let carried = req.ext().get::<Carried>().cloned();
         let max_body = req
             .header(MAX_BODY)
             .and_then(|v| v.as_str().parse().ok())
             .unwrap_or(512 << 20);
-        req.remove_header(VERIFY_TLS);
         req.remove_header(MAX_BODY);
-        let mut headers = Vec::new();
+        let mut headers = Headers::new();
         let mut content_type = None;
         for (name, values) in req.iter() {
             for value in values.iter() {
                 if name.as_str().eq_ignore_ascii_case("content-type") {
                     content_type = Some(value.as_str().to_owned());
-                } else if !name.as_str().eq_ignore_ascii_case("content-length") {
-                    headers.push((name.as_str().to_owned(), value.as_str().to_owned()));
+                } else if carried.is_none() {
+                    match headers.push(name.as_str(), value.as_str()) {
+                        // Written by the HTTP/1.1 client itself.
+                        Ok(()) | Err(ConfigError::ReservedHeader { .. }) => {}
+                        Err(e) => return Err(err(400, e.to_string())),
+                    }
                 }
             }
         }
@@ -178,9 +203,14 @@ impl http_client::HttpClient for Backend {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
+        let (tls, shown_url, headers) = match carried {
+            Some(c) => (c.tls, c.shown_url, c.headers),
+            None => (TlsConfig::default(), url.to_string(), headers),
+        };
         let outgoing = OutgoingRequest {
             server,
             url: url.to_string(),
+            shown_url,
             target,
             request: comfy_proxy::wire::HttpRequest {
                 method,
@@ -188,10 +218,14 @@ impl http_client::HttpClient for Backend {
                 body,
             },
             headers,
-            verify_tls,
+            tls,
             max_body,
         };
-        let response = self.http.send(outgoing).await.map_err(|e| err(502, e))?;
+        let response = self
+            .http
+            .send(outgoing)
+            .await
+            .map_err(|e| http_client::Error::new(502, e))?;
         let mut out = http_client::Response::new(response.status);
         out.set_body(response.body.to_vec());
         Ok(out)

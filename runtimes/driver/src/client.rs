@@ -1,7 +1,6 @@
 //! A client for one ComfyUI server: one persistent websocket, announced before any prompt is
 //! posted, reused across prompts.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,16 +8,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use comfy_proxy::session::{
-    Deadline, Deadlines, Event, Failure, Image, Session, SessionConfig, Submission,
+    Deadline, Deadlines, Event, Failure, Image, OutboxStats, Session, SessionConfig, Submission,
 };
+use comfy_proxy::wire::http::UploadError;
 use comfy_proxy::wire::http::{self, PromptRejected, UploadedFile};
-use comfy_proxy::{ClientId, Misuse, NodeId, PromptId, ProtocolError, ServerAddress, Workflow};
+use comfy_proxy::{
+    ClientId, Misuse, NodeId, PromptId, ProtocolError, ServerAddress, TransportError,
+    TransportErrorKind, Workflow, WorkflowError,
+};
 use futures_channel::{mpsc, oneshot};
 use futures_util::stream::{Stream, StreamExt};
 
-use crate::actor::{Actor, Endpoint, Input, Route, Timeouts};
-use crate::auth::Auth;
+use crate::actor::{Actor, Endpoint, Input, Mailbox, bounded};
+use crate::auth::{Auth, ConfigError, Redactor};
+use crate::headers::Headers;
 use crate::runtime::{HttpClient, Runtime};
+use crate::tls::TlsConfig;
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -26,23 +31,34 @@ use crate::runtime::{HttpClient, Runtime};
 pub struct ClientConfig {
     /// The server.
     pub server: ServerAddress,
-    /// Authentication, for HTTP and the websocket alike.
-    pub auth: Auth,
-    /// Extra headers, for HTTP and the websocket alike.
-    pub headers: Vec<(String, String)>,
-    /// Verify TLS certificates (default). Turning this off is for self-signed private servers.
-    pub verify_tls: bool,
+    /// Authentication, for HTTP and the websocket alike (see [`ClientConfig::with_auth`]).
+    auth: Auth,
+    /// The headers `auth` adds, checked when it was set.
+    auth_headers: Headers,
+    /// Extra headers, for HTTP and the websocket alike, checked when they were added.
+    headers: Headers,
+    /// TLS for `https`/`wss`: built once, shared by every connection of the client. Verifies
+    /// certificates against webpki's roots by default; see [`ClientConfig::with_root_ca_pem`]
+    /// and [`ClientConfig::danger_accept_invalid_certs`].
+    pub tls: TlsConfig,
     /// The core session's settings (feature flags, file fetching, frame limit, reconnects).
     pub session: SessionConfig,
-    /// Deadlines applied to every prompt.
+    /// Deadlines applied to every prompt. Default: [`Deadlines::default`] (accept and idle;
+    /// no total). [`Deadlines::none`] turns them off.
     pub deadlines: Deadlines,
-    /// Events buffered per prompt before the client stops reading the socket.
+    /// Events a prompt's reader may leave unread before it counts as lagging: then its
+    /// progress is coalesced, its previews dropped (and counted), and its `/view` downloads
+    /// wait until it catches up; other prompts go on. See
+    /// [`Outbox`](comfy_proxy::session::Outbox) for the bounds. Default: 64.
     pub events_buffer: usize,
     /// The largest HTTP response body accepted (file outputs). Default 512 MiB.
     pub max_body: usize,
-    /// Connect timeout for the websocket. Default 10 s.
+    /// Deadline of opening the websocket (TCP, TLS and handshake). Default 10 s. It sets the
+    /// session's [`Timeouts::connect`](comfy_proxy::session::Timeouts::connect).
     pub connect_timeout: Duration,
-    /// Timeout of one HTTP exchange. Default 120 s.
+    /// Deadline of one HTTP exchange. Default 120 s. It sets the session's
+    /// [`Timeouts::http`](comfy_proxy::session::Timeouts::http) and bounds
+    /// [`Client::request`] and [`Client::upload_image`].
     pub http_timeout: Duration,
     /// Record the traffic in `comfy-transcript/1` files in this folder, one per connection.
     pub record: Option<std::path::PathBuf>,
@@ -56,10 +72,11 @@ impl ClientConfig {
         Self {
             server,
             auth: Auth::None,
-            headers: Vec::new(),
-            verify_tls: true,
+            auth_headers: Headers::new(),
+            headers: Headers::new(),
+            tls: TlsConfig::default(),
             session: SessionConfig::default(),
-            deadlines: Deadlines::none(),
+            deadlines: Deadlines::default(),
             events_buffer: 64,
             max_body: 512 << 20,
             connect_timeout: Duration::from_secs(10),
@@ -76,10 +93,41 @@ impl ClientConfig {
         self
     }
 
-    /// Sets the authentication.
-    pub fn with_auth(mut self, auth: Auth) -> Self {
+    /// Sets the authentication, for HTTP and the websocket alike. A token or header that
+    /// cannot go in a header (CR, LF, control bytes, non-ASCII) is refused here, naming the
+    /// header and never the secret.
+    pub fn with_auth(mut self, auth: Auth) -> Result<Self, ConfigError> {
+        self.auth_headers = auth.headers()?;
         self.auth = auth;
-        self
+        Ok(self)
+    }
+
+    /// The authentication.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The extra headers (without the ones the auth adds).
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// Every header sent with each request and the websocket handshake: the auth's, then the
+    /// extra ones.
+    pub fn all_headers(&self) -> Headers {
+        let mut all = self.auth_headers.clone();
+        all.extend(&self.headers);
+        all
+    }
+
+    /// Scrubs this config's secrets (tokens, passwords, secret header values) from text.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(
+            self.auth
+                .secrets()
+                .into_iter()
+                .chain(self.headers.secret_values().map(str::to_owned)),
+        )
     }
 
     /// Sets the deadlines of every prompt.
@@ -94,16 +142,50 @@ impl ClientConfig {
         self
     }
 
-    /// Adds a header to every request and the websocket handshake.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+    /// Adds a header to every request and the websocket handshake. The name and value are
+    /// checked now (see [`crate::headers::check`]): CR, LF, control bytes and non-ASCII are
+    /// refused, as are headers the client writes itself (`Host`, `Content-Length`...). Values
+    /// of secret-looking headers (`Authorization`, `Cookie`, `X-Api-Key`, `*token*`...) are
+    /// redacted wherever the config is shown.
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
+        self.headers.push(name, value)?;
+        Ok(self)
+    }
+
+    /// Like [`ClientConfig::with_header`], the value redacted whatever the header's name.
+    pub fn with_secret_header(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
+        self.headers.push_secret(name, value)?;
+        Ok(self)
+    }
+
+    /// Accepts any TLS certificate. Only for servers trusted by other means; prefer
+    /// [`ClientConfig::with_root_ca_pem`] for a private CA.
+    pub fn danger_accept_invalid_certs(mut self) -> Self {
+        self.tls = self.tls.danger_accept_invalid_certs();
         self
     }
 
-    /// Accepts any TLS certificate. Only for servers trusted by other means.
-    pub fn danger_accept_invalid_certs(mut self) -> Self {
-        self.verify_tls = false;
-        self
+    /// Trusts the root CAs in `pem` (one or more `CERTIFICATE` sections) besides webpki's, for
+    /// servers with certificates from a private CA. Certificates stay verified.
+    pub fn with_root_ca_pem(mut self, pem: &[u8]) -> Result<Self, ConfigError> {
+        self.tls = self.tls.with_root_ca_pem("PEM bytes", pem)?;
+        Ok(self)
+    }
+
+    /// Like [`ClientConfig::with_root_ca_pem`], reading the PEM file at `path`.
+    pub fn with_root_ca_file(
+        mut self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path).map_err(|source| ConfigError::ReadCaFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.tls = self
+            .tls
+            .with_root_ca_pem(&path.display().to_string(), &pem)?;
+        Ok(self)
     }
 
     /// The settings for HTTP exchanges outside a session (lookups, health checks).
@@ -111,15 +193,10 @@ impl ClientConfig {
         Endpoint {
             server: self.server.clone(),
             auth: self.auth.clone(),
-            headers: self.headers.clone(),
-            verify_tls: self.verify_tls,
+            headers: self.all_headers(),
+            tls: self.tls.clone(),
             max_frame_len: self.session.max_frame_len,
             max_body: self.max_body,
-            timeouts: Timeouts {
-                connect: self.connect_timeout,
-                write: Duration::from_secs(30),
-                http: self.http_timeout,
-            },
         }
     }
 }
@@ -152,11 +229,13 @@ pub enum ClientError {
     /// The prompt was cancelled.
     Cancelled,
     /// An HTTP exchange failed in transport.
-    Transport(String),
+    Transport(TransportError),
     /// The server answered outside the protocol.
     Protocol(ProtocolError),
     /// The upload could not be encoded (bad file name).
-    Upload(String),
+    Upload(UploadError),
+    /// An uploaded file's name could not be set on the workflow (no such input).
+    Workflow(WorkflowError),
 }
 
 impl fmt::Display for ClientError {
@@ -169,14 +248,27 @@ impl fmt::Display for ClientError {
             Self::Interrupted => f.write_str("interrupted on the server"),
             Self::TimedOut(d) => write!(f, "timed out ({d:?} deadline)"),
             Self::Cancelled => f.write_str("cancelled"),
-            Self::Transport(m) => write!(f, "{m}"),
+            Self::Transport(e) => write!(f, "{e}"),
             Self::Protocol(e) => write!(f, "{e}"),
-            Self::Upload(m) => write!(f, "cannot upload: {m}"),
+            Self::Upload(e) => write!(f, "cannot upload: {e}"),
+            Self::Workflow(e) => write!(f, "cannot use the upload: {e}"),
         }
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Misuse(e) => Some(e),
+            Self::Failed(e) => Some(e),
+            Self::Transport(e) => Some(e),
+            Self::Protocol(e) => Some(e),
+            Self::Upload(e) => Some(e),
+            Self::Workflow(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl ClientError {
     /// The error a terminal event stands for, if it is not a success.
@@ -189,6 +281,21 @@ impl ClientError {
             Event::Cancelled { .. } => Self::Cancelled,
             _ => return None,
         })
+    }
+
+    /// The failure of a prompt that this error kept from being submitted (an upload that
+    /// failed, a client that stopped).
+    pub fn into_failure(self, context: &'static str) -> Failure {
+        match self {
+            Self::Failed(failure) => failure,
+            Self::Protocol(e) => Failure::Protocol(e),
+            Self::Transport(error) => Failure::Transport { context, error },
+            other => Failure::Transport {
+                context,
+                error: TransportError::new(TransportErrorKind::Io, context)
+                    .with_detail(other.to_string()),
+            },
+        }
     }
 }
 
@@ -206,6 +313,8 @@ impl Drop for CloseOnDrop {
 #[derive(Clone)]
 pub struct Client {
     control: mpsc::UnboundedSender<Input>,
+    /// The runtime, for the deadlines of the server operations (`ops.rs`).
+    pub(crate) rt: Arc<dyn Runtime>,
     http: Arc<dyn HttpClient>,
     config: Arc<ClientConfig>,
     _close: Arc<CloseOnDrop>,
@@ -230,6 +339,8 @@ pub struct RunResult {
     pub outputs: Vec<(NodeId, u32, Image)>,
     /// How many previews arrived.
     pub previews: usize,
+    /// How many previews were dropped because the reader lagged.
+    pub previews_dropped: u64,
 }
 
 impl Client {
@@ -240,28 +351,59 @@ impl Client {
         let client_id = ClientId::from_random(fastrand::u128(..));
         // A recording that cannot be created is not a reason to refuse to run.
         let recorder = config.record.as_ref().and_then(|dir| {
-            crate::record::Recorder::create(dir, &config.server, client_id.as_str()).ok()
+            crate::record::Recorder::create(
+                dir,
+                &config.server,
+                client_id.as_str(),
+                config.redactor(),
+            )
+            .ok()
         });
-        let session = Session::new(client_id, config.session.clone());
-        let actor = Actor {
-            rt: rt.clone(),
-            http: http.clone(),
-            endpoint: config.endpoint(),
+        let mut session_config = config.session.clone();
+        session_config.timeouts.connect = Some(config.connect_timeout);
+        session_config.timeouts.http = Some(config.http_timeout);
+        let session = Session::new(client_id, session_config);
+        let actor = Actor::new(
+            rt.clone(),
+            http.clone(),
+            config.endpoint(),
             session,
-            route: Route::PerPrompt(HashMap::new(), config.server_events.clone()),
-            control: control.clone(),
+            config.server_events.clone(),
+            control.clone(),
             frames,
             recorder,
-            recorded: HashMap::new(),
-            ws_path: String::new(),
-        };
+        );
         rt.spawn(Box::pin(actor.run(control_rx, frames_rx)));
         Self {
             _close: Arc::new(CloseOnDrop(control.clone())),
             control,
+            rt,
             http,
             config: Arc::new(config),
         }
+    }
+
+    /// Sends a request to this client's server within [`ClientConfig::http_timeout`].
+    pub(crate) async fn send(
+        &self,
+        request: comfy_proxy::wire::HttpRequest,
+    ) -> Result<comfy_proxy::wire::HttpResponse, ClientError> {
+        let outgoing = self.config.endpoint().outgoing(request);
+        let what = format!(
+            "{} {}",
+            outgoing.request.method.as_str(),
+            outgoing.shown_url
+        );
+        let limit = self.config.http_timeout;
+        bounded(self.rt.as_ref(), Some(limit), self.http.send(outgoing))
+            .await
+            .unwrap_or_else(|| {
+                Err(TransportError::new(
+                    TransportErrorKind::TimedOut(limit),
+                    what,
+                ))
+            })
+            .map_err(ClientError::Transport)
     }
 
     /// The client's settings.
@@ -269,15 +411,13 @@ impl Client {
         &self.config
     }
 
-    /// Sends one HTTP request to this client's server, outside any prompt.
+    /// Sends one HTTP request to this client's server, outside any prompt, within
+    /// [`ClientConfig::http_timeout`].
     pub async fn request(
         &self,
         request: comfy_proxy::wire::HttpRequest,
     ) -> Result<comfy_proxy::wire::HttpResponse, ClientError> {
-        self.http
-            .send(self.config.endpoint().outgoing(request))
-            .await
-            .map_err(ClientError::Transport)
+        self.send(request).await
     }
 
     /// The server this client talks to.
@@ -298,12 +438,12 @@ impl Client {
     /// Submits a prepared [`Submission`] (own prompt id, extra data, front, deadlines).
     pub async fn submit_with(&self, submission: Submission) -> Result<PromptStream, ClientError> {
         let id = submission.prompt_id.clone();
-        let (tx, rx) = mpsc::channel(self.config.events_buffer.max(1));
+        let mailbox = Mailbox::new(self.config.events_buffer);
         let (ack, ack_rx) = oneshot::channel();
         self.control
             .unbounded_send(Input::Submit {
                 submission,
-                events: Some(tx),
+                events: Some(mailbox.clone()),
                 ack,
             })
             .map_err(|_| ClientError::Closed)?;
@@ -313,7 +453,7 @@ impl Client {
             .map_err(ClientError::Misuse)?;
         Ok(PromptStream {
             id,
-            rx,
+            mailbox,
             control: self.control.clone(),
             done: false,
         })
@@ -332,7 +472,10 @@ impl Client {
                     node, index, image, ..
                 } => result.outputs.push((node, index, image)),
                 Event::Preview { .. } => result.previews += 1,
-                Event::Completed { .. } => return Ok(result),
+                Event::Completed { .. } => {
+                    result.previews_dropped = stream.stats().previews_dropped;
+                    return Ok(result);
+                }
                 other => {
                     if let Some(e) = ClientError::from_terminal(&other) {
                         return Err(e);
@@ -357,21 +500,21 @@ impl Client {
     ) -> Result<UploadedFile, ClientError> {
         let boundary = format!("comfy-proxy-{:032x}", fastrand::u128(..));
         let request = http::upload_image(file_name, bytes, None, "input", false, &boundary)
-            .map_err(|e| ClientError::Upload(e.to_string()))?;
-        let response = self
-            .http
-            .send(self.config.endpoint().outgoing(request))
-            .await
-            .map_err(ClientError::Transport)?;
+            .map_err(ClientError::Upload)?;
+        let response = self.send(request).await?;
         http::decode_upload(&response).map_err(ClientError::Protocol)
     }
 }
 
 /// The events of one prompt, ending after its terminal event. Dropping it early cancels the
 /// prompt on the server.
+///
+/// Not reading it never holds up the client's other prompts: while it lags, its progress is
+/// coalesced, its previews are dropped and counted ([`PromptStream::stats`]), and its file
+/// outputs wait to be downloaded until it catches up. Outputs are never dropped.
 pub struct PromptStream {
     id: PromptId,
-    rx: mpsc::Receiver<Event>,
+    mailbox: Arc<Mailbox>,
     control: mpsc::UnboundedSender<Input>,
     done: bool,
 }
@@ -380,6 +523,11 @@ impl PromptStream {
     /// The prompt's id.
     pub fn prompt_id(&self) -> &PromptId {
         &self.id
+    }
+
+    /// What was dropped or coalesced while the reader lagged, and the most events that waited.
+    pub fn stats(&self) -> OutboxStats {
+        self.mailbox.stats()
     }
 
     /// Cancels the prompt; the stream ends with [`Event::Cancelled`].
@@ -404,7 +552,13 @@ impl Stream for PromptStream {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.rx.poll_next_unpin(cx) {
+        let (next, caught_up) = self.mailbox.poll_pop(cx);
+        if caught_up {
+            let _ = self
+                .control
+                .unbounded_send(Input::CaughtUp(self.id.clone()));
+        }
+        match next {
             Poll::Ready(Some(event)) => {
                 if event.is_terminal() {
                     self.done = true;

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use comfy_proxy::wire::HttpResponse;
+use comfy_proxy::{TransportError, TransportErrorKind};
 use futures_util::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::runtime::{BoxFuture, HttpClient, OutgoingRequest, Runtime, Stream};
@@ -35,27 +36,30 @@ impl std::fmt::Debug for Http1 {
 }
 
 impl HttpClient for Http1 {
-    fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>> {
+    fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, TransportError>> {
         let rt = self.rt.clone();
         Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.url);
+            let what = format!("{} {}", o.request.method.as_str(), o.shown_url);
             let server = &o.server;
             let result = async {
                 let tcp = rt
                     .connect(server.host(), server.port())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| TransportError::from_io("", e))?;
                 let stream = if server.tls() {
-                    crate::tls::connect(server.host(), tcp, o.verify_tls)
-                        .await
-                        .map_err(|e| e.to_string())?
+                    o.tls.connect(server.host(), tcp).await.map_err(|e| {
+                        TransportError::new(TransportErrorKind::Tls, "").with_source(e)
+                    })?
                 } else {
                     tcp
                 };
                 exchange(stream, &o).await
             }
             .await;
-            result.map_err(|e| format!("{what}: {e}"))
+            result.map_err(|mut e| {
+                e.what = what;
+                e
+            })
         })
     }
 }
@@ -68,8 +72,12 @@ pub fn encode_request(o: &OutgoingRequest) -> Vec<u8> {
         o.target,
         o.server.authority()
     );
-    for (name, value) in &o.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+    // Names and values were checked when the config was built: no CR or LF can get here.
+    for (name, value) in o.headers.iter() {
+        head.push_str(name.as_str());
+        head.push_str(": ");
+        head.push_str(value.to_str().unwrap_or_default());
+        head.push_str("\r\n");
     }
     let body: &[u8] = match &o.request.body {
         Some(body) => {
@@ -84,20 +92,31 @@ pub fn encode_request(o: &OutgoingRequest) -> Vec<u8> {
     out
 }
 
-async fn read_line<R: futures_util::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<String, String> {
+fn malformed(detail: impl AsRef<str>) -> TransportError {
+    TransportError::new(TransportErrorKind::Malformed, "").with_detail(detail)
+}
+
+fn io(e: std::io::Error) -> TransportError {
+    TransportError::from_io("", e)
+}
+
+async fn read_line<R: futures_util::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> Result<String, TransportError> {
     let mut line = Vec::new();
     let n = r
         .take(MAX_LINE as u64)
         .read_until(b'\n', &mut line)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(io)?;
     if n == 0 {
-        return Err("connection closed before the response".into());
+        return Err(TransportError::new(TransportErrorKind::Reset, "")
+            .with_detail("connection closed before the response"));
     }
     if !line.ends_with(b"\n") {
-        return Err("response line too long".into());
+        return Err(malformed("response line too long"));
     }
-    let text = String::from_utf8(line).map_err(|_| "response head is not UTF-8".to_owned())?;
+    let text = String::from_utf8(line).map_err(|_| malformed("response head is not UTF-8"))?;
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
@@ -105,24 +124,23 @@ async fn read_line<R: futures_util::io::AsyncBufRead + Unpin>(r: &mut R) -> Resu
 async fn exchange(
     mut stream: Box<dyn Stream>,
     o: &OutgoingRequest,
-) -> Result<HttpResponse, String> {
-    stream
-        .write_all(&encode_request(o))
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
+) -> Result<HttpResponse, TransportError> {
+    stream.write_all(&encode_request(o)).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
     let mut r = BufReader::new(stream);
     let status_line = read_line(&mut r).await?;
     let mut parts = status_line.splitn(3, ' ');
     let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
-        return Err(format!("malformed status line {status_line:?}"));
+        return Err(malformed(format!("malformed status line {status_line:?}")));
     };
     if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP/1 response: {status_line:?}"));
+        return Err(malformed(format!(
+            "not an HTTP/1 response: {status_line:?}"
+        )));
     }
     let status: u16 = code
         .parse()
-        .map_err(|_| format!("malformed status line {status_line:?}"))?;
+        .map_err(|_| malformed(format!("malformed status line {status_line:?}")))?;
     let mut length = None;
     let mut chunked = false;
     for _ in 0..256 {
@@ -132,14 +150,14 @@ async fn exchange(
             return Ok(HttpResponse::new(status, body));
         }
         let Some((name, value)) = line.split_once(':') else {
-            return Err(format!("malformed header line {line:?}"));
+            return Err(malformed(format!("malformed header line {line:?}")));
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
             length = Some(
                 value
                     .parse::<usize>()
-                    .map_err(|_| format!("bad Content-Length {value:?}"))?,
+                    .map_err(|_| malformed(format!("bad Content-Length {value:?}")))?,
             );
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             && value.to_ascii_lowercase().contains("chunked")
@@ -147,7 +165,7 @@ async fn exchange(
             chunked = true;
         }
     }
-    Err("too many response headers".into())
+    Err(malformed("too many response headers"))
 }
 
 async fn read_body<R: futures_util::io::AsyncBufRead + Unpin>(
@@ -155,15 +173,18 @@ async fn read_body<R: futures_util::io::AsyncBufRead + Unpin>(
     length: Option<usize>,
     chunked: bool,
     max: usize,
-) -> Result<Vec<u8>, String> {
-    let too_big = |n: usize| format!("response body of {n} bytes is over the limit of {max} bytes");
+) -> Result<Vec<u8>, TransportError> {
+    let too_big = |n: usize| {
+        TransportError::new(TransportErrorKind::TooLarge { limit: max as u64 }, "")
+            .with_detail(format!("{n} bytes"))
+    };
     let mut body = Vec::new();
     if chunked {
         loop {
             let line = read_line(r).await?;
             let size_text = line.split(';').next().unwrap_or_default().trim();
             let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| format!("bad chunk size {line:?}"))?;
+                .map_err(|_| malformed(format!("bad chunk size {line:?}")))?;
             if size == 0 {
                 // Trailers, then the blank line.
                 while !read_line(r).await?.is_empty() {}
@@ -174,9 +195,7 @@ async fn read_body<R: futures_util::io::AsyncBufRead + Unpin>(
             }
             let start = body.len();
             body.resize(start + size, 0);
-            r.read_exact(&mut body[start..])
-                .await
-                .map_err(|e| format!("chunk cut short: {e}"))?;
+            r.read_exact(&mut body[start..]).await.map_err(io)?;
             read_line(r).await?;
         }
     }
@@ -184,16 +203,14 @@ async fn read_body<R: futures_util::io::AsyncBufRead + Unpin>(
         Some(n) if n > max => Err(too_big(n)),
         Some(n) => {
             body.resize(n, 0);
-            r.read_exact(&mut body)
-                .await
-                .map_err(|e| format!("body cut short: {e}"))?;
+            r.read_exact(&mut body).await.map_err(io)?;
             Ok(body)
         }
         None => {
             r.take(max as u64 + 1)
                 .read_to_end(&mut body)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(io)?;
             if body.len() > max {
                 Err(too_big(body.len()))
             } else {
@@ -208,7 +225,7 @@ mod tests {
     use super::*;
     use futures_util::io::Cursor;
 
-    fn read(raw: &[u8], max: usize) -> Result<(u16, Vec<u8>), String> {
+    fn read(raw: &[u8], max: usize) -> Result<(u16, Vec<u8>), TransportError> {
         futures_util::future::FutureExt::now_or_never(async {
             let mut r = BufReader::new(Cursor::new(raw.to_vec()));
             let status = read_line(&mut r).await?;
@@ -247,23 +264,18 @@ mod tests {
             read(b"HTTP/1.1 500 Boom\r\n\r\nall of it", 100),
             Ok((500, b"all of it".to_vec()))
         );
-        assert!(
-            read(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nhi", 100)
-                .unwrap_err()
-                .contains("cut short")
+        let kind = |raw: &[u8]| read(raw, 100).unwrap_err().kind;
+        assert_eq!(
+            kind(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nhi"),
+            TransportErrorKind::Reset
         );
-        assert!(
-            read(b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n", 100)
-                .unwrap_err()
-                .contains("limit")
+        assert_eq!(
+            kind(b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n"),
+            TransportErrorKind::TooLarge { limit: 100 }
         );
-        assert!(
-            read(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                100
-            )
-            .unwrap_err()
-            .contains("chunk size")
+        assert_eq!(
+            kind(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            TransportErrorKind::Malformed
         );
     }
 }

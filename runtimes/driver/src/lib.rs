@@ -9,13 +9,18 @@
 mod actor;
 pub mod auth;
 pub mod client;
+pub mod headers;
 pub mod http1;
+mod ops;
 pub mod pool;
 mod record;
 pub mod runtime;
 pub mod tls;
 mod ws;
 
-pub use auth::Auth;
+pub use auth::{Auth, CertificateProblem, ConfigError, Redactor};
 pub use client::{Client, ClientConfig, ClientError, PromptStream, RunResult};
+pub use headers::Headers;
+pub use ops::UploadOptions;
 pub use runtime::{BoxFuture, HttpClient, OutgoingRequest, Runtime, Stream};
+pub use tls::TlsConfig;

@@ -5,6 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
+use comfy_proxy::TransportError;
 use comfy_proxy::wire::{HttpRequest, HttpResponse};
 use futures_util::io::{AsyncRead, AsyncWrite};
 
@@ -26,28 +27,50 @@ pub trait Runtime: Send + Sync + 'static {
 }
 
 /// One HTTP request to a server, with everything the adapter adds to the core's description.
-#[derive(Debug, Clone)]
+/// Its `Debug` shows no secret: the URL with the query token redacted, secret headers redacted.
+#[derive(Clone)]
 pub struct OutgoingRequest {
     /// The server.
     pub server: comfy_proxy::ServerAddress,
-    /// The full URL (scheme, authority, base path, path and query, auth query token).
+    /// The full URL (scheme, authority, base path, path and query, auth query token). It may
+    /// carry a secret: send it, never show it; messages use `shown_url`.
     pub url: String,
-    /// The request target in origin form: base path, path and query, auth query token.
+    /// `url` with the auth query token replaced by `<redacted>`: for errors and logs.
+    pub shown_url: String,
+    /// The request target in origin form: base path, path and query, auth query token. Like
+    /// `url`, never shown.
     pub target: String,
     /// The core's request (method, path, body).
     pub request: HttpRequest,
-    /// Headers to add (auth, user headers).
-    pub headers: Vec<(String, String)>,
-    /// Whether to verify TLS certificates.
-    pub verify_tls: bool,
+    /// Headers to add (auth, user headers), checked when the config was built; secret values
+    /// are marked sensitive.
+    pub headers: crate::headers::Headers,
+    /// The client's TLS settings (shared, built once per client).
+    pub tls: crate::tls::TlsConfig,
     /// The largest response body to accept.
     pub max_body: usize,
 }
 
-/// The HTTP seam: the driver's HTTP/1.1 client ([`crate::http1`]) implements it; the async-std
-/// adapter's surf client does too.
+impl std::fmt::Debug for OutgoingRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingRequest")
+            .field("method", &self.request.method.as_str())
+            .field("url", &self.shown_url)
+            .field("headers", &self.headers)
+            .field("body", &self.request.body.as_ref().map(|b| b.bytes.len()))
+            .field("tls", &self.tls)
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
+/// The HTTP seam: both runtime crates use the driver's HTTP/1.1 client; a program may supply
+/// its own.
 pub trait HttpClient: Send + Sync + 'static {
     /// Sends a request and reads the whole response. A transport failure (refused, reset, a body
-    /// over the limit) is an `Err` with a message that names the URL.
-    fn send(&self, request: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, String>>;
+    /// over the limit) is a typed [`TransportError`] whose `what` names the method and URL.
+    fn send(
+        &self,
+        request: OutgoingRequest,
+    ) -> BoxFuture<'static, Result<HttpResponse, TransportError>>;
 }

@@ -55,7 +55,9 @@ use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime, Stream};
 /// The sans-IO core (`comfy-proxy`): workflows, addresses, wire types, the session's events.
 pub use comfy_proxy as core;
 pub use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, PoolEvents, Upload};
-pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
+pub use comfy_proxy_driver::{
+    Auth, Client, ClientConfig, ClientError, PromptStream, RunResult, UploadOptions,
+};
 
 /// The smol runtime: tasks on smol's global executor, async-io timers, async-net TCP.
 #[derive(Debug, Clone, Copy, Default)]

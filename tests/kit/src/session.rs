@@ -16,7 +16,7 @@ use bytes::Bytes;
 use comfy_proxy::session::{Deadlines, RequestId, Session, SessionConfig, Submission, Transmit};
 use comfy_proxy::transcript::{RecordKind, Transcript};
 use comfy_proxy::wire::HttpResponse;
-use comfy_proxy::{ClientId, PromptId, Workflow};
+use comfy_proxy::{ClientId, PromptId, TransportError, TransportErrorKind, Workflow};
 use serde_json::{Value, json};
 
 /// Everything the recordings in `fixtures/` hold.
@@ -327,8 +327,8 @@ impl Harness {
     /// Fails open request number `pick` as a transport error, if any is open.
     pub fn http_error(&mut self, pick: usize) -> Result<(), Violation> {
         if let Some(open) = self.take_open(pick) {
-            self.s
-                .handle_http_error(self.now, open.id, "connection reset");
+            let error = TransportError::new(TransportErrorKind::Reset, "request");
+            self.s.handle_http_error(self.now, open.id, error);
         }
         self.drain()
     }
