@@ -170,7 +170,8 @@ pub(super) enum Exchange {
     },
 }
 
-/// The pool machine. See the [module docs](self).
+/// The pool machine: every decision of a pool over many servers, sans IO (how it works is told
+/// at the top of `src/pool/machine.rs`).
 pub struct Pool {
     pub(super) settings: PoolSettings,
     pub(super) servers: Vec<ServerAddress>,
