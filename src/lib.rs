@@ -32,8 +32,3 @@ pub mod replay;
 pub mod session;
 pub mod text;
 pub mod transcript;
-
-/// The README's examples, compiled and run as doc tests so that they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;

@@ -1,14 +1,15 @@
 //! The pool scheduler driven with simulated time: scenarios, a heterogeneous pool's makespan,
 //! and a seeded chaos run against a model of what really ran on each server.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use comfy_proxy::pool::{
     Action, BreakerState, Handled, JobId, JobOutcome, JobResult, Lookup, PoolConfig, Scheduler,
     ServerId,
 };
+use comfy_proxy_testkit::rng::SplitMix64 as Rng;
+use comfy_proxy_testkit::sim::Timeline;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -152,28 +153,6 @@ fn every_server_unreachable_fails_jobs_after_the_give_up_time() {
 // The simulator
 // ---------------------------------------------------------------------------------------------
 
-/// splitmix64: a tiny seeded generator, so that every run is the same.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
-    }
-}
-
 /// What really became of one attempt, whatever anybody was told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Truth {
@@ -243,8 +222,7 @@ struct Sim {
     rng: Rng,
     faults: World,
     now: u64,
-    seq: u64,
-    events: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    events: Timeline<u64, Ev>,
     servers: Vec<SimServer>,
     per_server: usize,
     pool: Scheduler,
@@ -277,11 +255,10 @@ impl Sim {
             })
             .collect();
         let mut sim = Self {
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             faults,
             now: 0,
-            seq: 0,
-            events: BinaryHeap::new(),
+            events: Timeline::new(),
             servers,
             per_server,
             pool: Scheduler::new(speeds.len(), config),
@@ -319,8 +296,7 @@ impl Sim {
     }
 
     fn at(&mut self, t: u64, ev: Ev) {
-        self.seq += 1;
-        self.events.push(Reverse((t, self.seq, ev)));
+        self.events.at(t, ev);
     }
 
     fn later(&mut self, ev: Ev) {
@@ -350,7 +326,7 @@ impl Sim {
                 assert!(self.pool.is_idle());
                 return self.finished.values().map(|(t, _)| *t).max().unwrap_or(0);
             }
-            let event = self.events.peek().map(|Reverse((t, ..))| *t);
+            let event = self.events.next_time().copied();
             let timer = self.pool.poll_timeout().map(to_ms);
             let t = match (event, timer) {
                 (Some(e), Some(t)) => e.min(t),
@@ -374,7 +350,7 @@ impl Sim {
                 self.pool.handle_timeout(self.now());
                 continue;
             }
-            let Reverse((_, _, ev)) = self.events.pop().unwrap();
+            let (_, ev) = self.events.pop().unwrap();
             self.event(ev);
         }
     }
@@ -660,7 +636,7 @@ impl Sim {
             return; // interrupted, or wiped by a crash
         };
         let f = &self.faults;
-        let roll = (self.rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let roll = self.rng.unit();
         let (ok, kind) = if roll < f.fatal {
             (false, FAIL_FINAL)
         } else if roll < f.fatal + f.retryable {

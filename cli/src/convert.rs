@@ -4,16 +4,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use comfy_proxy::ServerAddress;
 use comfy_proxy::wire::http;
 use comfy_proxy::workflow::{FileKind, LoadError, ObjectInfo, Workflow, load_any};
-use comfy_proxy_driver::ClientConfig;
-use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{HttpClient, Runtime};
-use comfy_proxy_smol::Smol;
+use comfy_proxy_smol::ClientConfig;
 
 use crate::error::{Result, runtime, usage};
 use crate::model::Model;
@@ -68,15 +64,9 @@ pub fn read_object_info(file: &Path) -> Result<ObjectInfo> {
 
 /// `GET /object_info` with the client settings `config` (its server, token, timeouts).
 pub fn fetch_object_info(config: &ClientConfig) -> Result<ObjectInfo> {
-    let rt: Arc<dyn Runtime> = Arc::new(Smol);
-    let client = Http1::new(rt);
     let server = config.server.clone();
     let json = smol::block_on(async {
-        let response = client
-            .send(comfy_proxy_driver::client::outgoing(
-                config,
-                http::object_info(None),
-            ))
+        let response = comfy_proxy_smol::request(config, http::object_info(None))
             .await
             .map_err(|e| runtime(format!("cannot fetch object_info from {server}: {e}")))?;
         http::decode_object_info(&response)

@@ -9,9 +9,9 @@ use std::time::Duration;
 use comfy_proxy::ServerAddress;
 use comfy_proxy::session::Deadlines;
 use comfy_proxy::workflow::{FluxParams, Size};
-use comfy_proxy_driver::ClientConfig;
 use comfy_proxy_mock::MockConfig;
 use comfy_proxy_mock::{self as mock, MockHandle};
+use comfy_proxy_smol::ClientConfig;
 
 use crate::error::{Result, runtime};
 use crate::jobs::{self, Plan};
@@ -27,7 +27,7 @@ const OBJECT_INFO: &str = include_str!("../../fixtures/object_info.json");
 
 /// Runs the demo.
 pub fn run() -> Result<ExitCode> {
-    let (rt, _) = jobs::kit();
+    let rt = jobs::kit();
     let object_info: serde_json::Value = serde_json::from_str(OBJECT_INFO)
         .map_err(|e| runtime(format!("the embedded object_info does not parse: {e}")))?;
     let mocks: Vec<MockHandle> = smol::block_on(async {

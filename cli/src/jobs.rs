@@ -14,10 +14,7 @@ use comfy_proxy::pool::JobId;
 use comfy_proxy::session::{Deadlines, Event};
 use comfy_proxy::text::{terminal_safe_json, terminal_safe_line};
 use comfy_proxy::{ServerAddress, Workflow};
-use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, Upload};
-use comfy_proxy_driver::{ClientConfig, HttpClient, Runtime};
-use comfy_proxy_smol::Smol;
+use comfy_proxy_smol::{ClientConfig, JobReport, PoolConfig, PoolEvent, Smol, Upload};
 use futures_util::StreamExt;
 
 use crate::error::{Result, usage};
@@ -132,11 +129,9 @@ impl Plan {
     }
 }
 
-/// The smol runtime and the driver's HTTP client on it.
-pub fn kit() -> (Arc<dyn Runtime>, Arc<dyn HttpClient>) {
-    let rt: Arc<dyn Runtime> = Arc::new(Smol);
-    let http: Arc<dyn HttpClient> = Arc::new(Http1::new(rt.clone()));
-    (rt, http)
+/// The smol runtime, for the mock servers the command starts.
+pub fn kit() -> Arc<Smol> {
+    Arc::new(Smol)
 }
 
 /// What the jobs came to.
@@ -193,7 +188,6 @@ async fn drive(
     uploads: Vec<Upload>,
     mut progress: Progress,
 ) -> Tally {
-    let (rt, http) = kit();
     let started = Instant::now();
     let mut config = PoolConfig::new(&plan.servers, &plan.template);
     config.route_by_capability = plan.validate;
@@ -201,7 +195,7 @@ async fn drive(
         let give_up = &mut config.scheduler.all_down_give_up;
         *give_up = (*give_up).min(timeout);
     }
-    let (pool, mut events) = Pool::start(rt, http, config);
+    let (pool, mut events) = comfy_proxy_smol::pool(config);
     for wf in workflows {
         pool.submit_with_uploads(wf, uploads.clone());
     }

@@ -120,7 +120,7 @@ pub fn run(args: &MockArgs) -> Result<ExitCode> {
             }
         );
     }
-    let (rt, _) = jobs::kit();
+    let rt = jobs::kit();
     smol::block_on(async move {
         let mut handles: Vec<MockHandle> = Vec::new();
         for i in 0..count {

@@ -13,7 +13,7 @@ use comfy_proxy::address::parse_addresses;
 use comfy_proxy::wire::FileRef;
 use comfy_proxy::wire::http::{HistoryEntry, QueueItem, QueuePosition, QueueState, SystemStats};
 use comfy_proxy::{PromptId, ProtocolError};
-use comfy_proxy_driver::{Client, ClientError, UploadOptions};
+use comfy_proxy_smol::{Client, ClientError, UploadOptions};
 use serde_json::{Value, json};
 
 use crate::error::{Result, runtime, usage};
@@ -242,8 +242,7 @@ fn client(common: &Common) -> Result<Client> {
     let mut config = crate::tls::client_config(servers[0].clone(), &common.tls)?;
     config.http_timeout = Duration::from_secs_f64(common.timeout);
     config.connect_timeout = config.connect_timeout.min(config.http_timeout);
-    let (rt, http) = crate::jobs::kit();
-    Ok(Client::connect(rt, http, config))
+    Ok(comfy_proxy_smol::connect(config))
 }
 
 /// Runs `op` on a client for `common`'s server; a failure of the server is exit code 1.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use comfy_proxy::session::Image;
 use comfy_proxy::{NodeId, ServerAddress};
-use comfy_proxy_driver::pool::JobReport;
+use comfy_proxy_smol::JobReport;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

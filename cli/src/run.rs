@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use comfy_proxy::{NodeId, Workflow};
-use comfy_proxy_driver::pool::Upload;
+use comfy_proxy_smol::Upload;
 use serde_json::Value;
 
 use crate::error::{Result, runtime, usage};
@@ -29,7 +29,7 @@ pub struct RunArgs {
     #[arg(long = "set", value_name = "TARGET.INPUT=VALUE", value_parser = parse_set)]
     pub sets: Vec<(String, Value)>,
     /// Upload the file at PATH to the server and set input TARGET.INPUT to its name there.
-    /// Needs a single --server for now. Repeatable.
+    /// With several servers, each job's files go to the server that runs it. Repeatable.
     #[arg(long = "upload", value_name = "TARGET.INPUT=PATH", value_parser = parse_upload)]
     pub uploads: Vec<(String, PathBuf)>,
     #[command(flatten)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use comfy_proxy::ServerAddress;
-use comfy_proxy_driver::{Auth, ClientConfig};
+use comfy_proxy_smol::{Auth, ClientConfig};
 
 use crate::error::{Result, usage};
 

@@ -2,17 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
 use comfy_proxy::ServerAddress;
 use comfy_proxy::text::{terminal_safe, terminal_safe_json};
 use comfy_proxy::wire::http;
 use comfy_proxy::workflow::{ObjectInfo, validate};
-use comfy_proxy_driver::ClientConfig;
-use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{HttpClient, Runtime};
-use comfy_proxy_smol::Smol;
+use comfy_proxy_smol::ClientConfig;
 
 use crate::error::{Result, runtime, usage};
 
@@ -62,15 +58,9 @@ fn object_info(args: &ValidateArgs) -> Result<ObjectInfo> {
 
 /// `GET /object_info` from the server of `config`.
 pub fn fetch(config: &ClientConfig) -> Result<serde_json::Value> {
-    let rt: Arc<dyn Runtime> = Arc::new(Smol);
-    let http = Http1::new(rt);
     let server = &config.server;
     smol::block_on(async {
-        let response = http
-            .send(comfy_proxy_driver::client::outgoing(
-                config,
-                http::object_info(None),
-            ))
+        let response = comfy_proxy_smol::request(config, http::object_info(None))
             .await
             .map_err(|e| runtime(format!("cannot fetch object_info: {e}")))?;
         http::decode_object_info(&response)

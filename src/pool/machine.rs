@@ -170,7 +170,8 @@ pub(super) enum Exchange {
     },
 }
 
-/// The pool machine: the whole of a pool's decisions, sans IO. See the [pool module](super).
+/// The pool machine: every decision of a pool over many servers, sans IO (how it works is told
+/// at the top of `src/pool/machine.rs`).
 pub struct Pool {
     pub(super) settings: PoolSettings,
     pub(super) servers: Vec<ServerAddress>,

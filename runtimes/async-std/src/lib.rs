@@ -9,8 +9,12 @@
 //! async-std is discontinued upstream and surf is unmaintained (RUSTSEC-2025-0052,
 //! RUSTSEC-2025-0036); new programs should prefer `comfy-proxy-smol`.
 //!
+//! It re-exports what a program needs, as `comfy-proxy-smol` does: a [`Client`] for one
+//! server ([`connect`]), a [`Pool`] over many ([`pool`]), their settings and events, and the
+//! sans-IO core as [`core`].
+//!
 //! ```no_run
-//! use comfy_proxy::workflow::QwenParams;
+//! use comfy_proxy_async_std::core::workflow::QwenParams;
 //! use comfy_proxy_async_std::{ClientConfig, connect};
 //!
 //! async_std::task::block_on(async {
@@ -25,14 +29,19 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_proxy::wire::{HttpResponse, Method};
+use comfy_proxy::wire::{HttpRequest, HttpResponse, Method};
 use comfy_proxy::{TransportError, TransportErrorKind};
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::{
     BoxFuture, ConfigError, Headers, HttpClient, OutgoingRequest, Runtime, Stream, TlsConfig,
 };
 
-pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
+/// The sans-IO core (`comfy-proxy`): workflows, addresses, wire types, the session's events.
+pub use comfy_proxy as core;
+pub use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, PoolEvents, Upload};
+pub use comfy_proxy_driver::{
+    Auth, Client, ClientConfig, ClientError, PromptStream, RunResult, UploadOptions,
+};
 
 /// The async-std runtime.
 #[derive(Debug, Clone, Copy, Default)]
@@ -235,4 +244,22 @@ impl http_client::HttpClient for Backend {
 /// A client for one server on async-std.
 pub fn connect(config: ClientConfig) -> Client {
     Client::connect(Arc::new(AsyncStd), Arc::new(Surf::default()), config)
+}
+
+/// A pool over many servers on async-std: a client per server and the scheduler's task. Submit
+/// jobs with [`Pool::submit`]; the events say how each one went.
+pub fn pool(config: PoolConfig) -> (Pool, PoolEvents) {
+    Pool::start(Arc::new(AsyncStd), Arc::new(Surf::default()), config)
+}
+
+/// Sends one HTTP request to `config`'s server (its auth, headers and TLS settings applied),
+/// without a websocket: for a one-off exchange such as fetching `object_info`.
+pub async fn request(
+    config: &ClientConfig,
+    request: HttpRequest,
+) -> Result<HttpResponse, ClientError> {
+    Surf::default()
+        .send(comfy_proxy_driver::client::outgoing(config, request))
+        .await
+        .map_err(ClientError::Transport)
 }

@@ -7,8 +7,10 @@
 //!   with HTTP/1.1, the websocket and TLS, on any runtime that implements the driver's
 //!   [`Runtime`](comfy_proxy_driver::Runtime) (smol, async-std).
 //! - [`render`]: the pictures it sends (PNG outputs, JPEG previews), drawn from the seed.
+//! - [`rng`]: the seeded generator its faults draw from.
 
 pub mod render;
+pub mod rng;
 pub mod server;
 
 mod net;

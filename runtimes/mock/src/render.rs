@@ -5,6 +5,8 @@ use std::f32::consts::{PI, TAU};
 
 use bytes::Bytes;
 
+use crate::rng::mix;
+
 /// What to draw: a size, a seed and the image's position in its batch; previews also carry
 /// the sampling step, and are drawn blurrier the earlier the step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,20 +23,13 @@ pub struct Picture {
     pub step: Option<(u32, u32)>,
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// RGB pixels of the picture: overlapping waves whose phases and colours come from the seed.
 pub fn pixels(p: &Picture) -> Vec<u8> {
     let (w, h) = (
         p.width.clamp(1, 16384) as usize,
         p.height.clamp(1, 16384) as usize,
     );
-    let r = splitmix(p.seed ^ u64::from(p.index).wrapping_mul(0x1000_0001));
+    let r = mix(p.seed ^ u64::from(p.index).wrapping_mul(0x1000_0001));
     let f = |k: u32| ((r >> (k * 8)) & 0xFF) as f32 / 255.0;
     let (fx, fy, fd) = (2.0 + 6.0 * f(0), 2.0 + 6.0 * f(1), 1.0 + 4.0 * f(2));
     let (pa, pb, pc) = (TAU * f(3), TAU * f(4), TAU * f(5));

@@ -15,8 +15,7 @@
 //! bound the scheduler's backpressure promises, that every fault struck, and that at least a
 //! floor of jobs succeeded.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,6 +30,8 @@ use comfy_proxy::{ClientId, ServerAddress, TransportError, TransportErrorKind, W
 use comfy_proxy_mock::{
     ConnId, Fault, Faults, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer,
 };
+use comfy_proxy_testkit::rng::SplitMix64 as Rng;
+use comfy_proxy_testkit::sim::Timeline;
 use serde_json::json;
 
 const SERVERS: usize = 4;
@@ -43,28 +44,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// splitmix64, for the harness's own choices (latencies, graphs, consumer).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
 }
 
 /// Images that say what they are: magic, then `s{seed} i{index} {step}`.
@@ -211,8 +190,7 @@ struct Sim {
     rng: Rng,
     now: Duration,
     seq: u64,
-    heap: BinaryHeap<Reverse<(Duration, u64)>>,
-    events: HashMap<u64, Ev>,
+    events: Timeline<Duration, Ev>,
     servers: Vec<Server>,
     pool: Pool,
     /// Outstanding HTTP requests: token -> asker.
@@ -236,7 +214,7 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, job_count: u64) -> Self {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         // Server 0 is nearly healthy; the three others fail at 5-10 % per chance, but for
         // restarts (0.5 % per frame: each one wipes the queue) and slowed runs (2 %: at 10 %
         // the mock's slowed clock can stop it for good, a bug of the mock's, not the pool's).
@@ -245,7 +223,7 @@ impl Sim {
             .map(|i| {
                 let m = scale[i];
                 let faults = Faults::none()
-                    .with_seed(rng.next())
+                    .with_seed(rng.next_u64())
                     .with_oversize_len(MAX_FRAME + 1)
                     .with(Fault::Refuse, 0.05 * m)
                     .with(Fault::Stall, 0.05 * m)
@@ -321,8 +299,7 @@ impl Sim {
             rng,
             now: Duration::ZERO,
             seq: 0,
-            heap: BinaryHeap::new(),
-            events: HashMap::new(),
+            events: Timeline::new(),
             servers,
             pool,
             http: HashMap::new(),
@@ -339,11 +316,8 @@ impl Sim {
         }
     }
 
-    fn at(&mut self, when: Duration, ev: Ev) -> u64 {
-        self.seq += 1;
-        self.heap.push(Reverse((when, self.seq)));
-        self.events.insert(self.seq, ev);
-        self.seq
+    fn at(&mut self, when: Duration, ev: Ev) {
+        self.events.at(when, ev);
     }
 
     fn latency(&mut self) -> Duration {
@@ -784,7 +758,7 @@ impl Sim {
             .servers
             .iter()
             .flat_map(|s| [s.session.poll_timeout(), s.mock.poll_timeout()]);
-        let heap = self.heap.peek().map(|Reverse((t, _))| *t);
+        let heap = self.events.next_time().copied();
         timers
             .chain([self.pool.poll_timeout(), heap])
             .flatten()
@@ -845,12 +819,7 @@ impl Sim {
             );
         }
         self.now = self.now.max(next);
-        while let Some(Reverse((t, seq))) = self.heap.peek().copied() {
-            if t > self.now {
-                break;
-            }
-            self.heap.pop();
-            let ev = self.events.remove(&seq).unwrap();
+        while let Some((_, ev)) = self.events.pop_due(&self.now) {
             self.handle(ev);
             self.settle();
         }

@@ -4,19 +4,14 @@
 //! `cargo run -p comfy-proxy-smol --example flux_pool -- "host-a:8188,host-b:8188-8189"`
 //! With no address, it starts four mock servers on loopback and runs against those.
 
-use std::sync::Arc;
-
 use comfy_proxy::address::parse_addresses;
 use comfy_proxy::workflow::{FluxParams, Size};
-use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::pool::{Pool, PoolConfig, PoolEvent};
-use comfy_proxy_driver::{ClientConfig, Runtime};
 use comfy_proxy_mock::{self as mock, MockHandle};
-use comfy_proxy_smol::Smol;
+use comfy_proxy_smol::{ClientConfig, PoolConfig, PoolEvent, Smol, pool};
 use smol::stream::StreamExt;
 
 fn main() {
-    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    let rt = std::sync::Arc::new(Smol);
     smol::block_on(async {
         let mut mocks: Vec<MockHandle> = Vec::new();
         let spec = match std::env::args().nth(1) {
@@ -44,11 +39,7 @@ fn main() {
             Err(e) => return eprintln!("{e}"),
         };
         let template = ClientConfig::new(servers[0].clone());
-        let (pool, mut events) = Pool::start(
-            rt.clone(),
-            Arc::new(Http1::new(rt.clone())),
-            PoolConfig::new(&servers, &template),
-        );
+        let (pool, mut events) = pool(PoolConfig::new(&servers, &template));
         for seed in 0..8 {
             let graph = FluxParams::new("a lighthouse at dusk", seed)
                 .size(Size::new(256, 256))

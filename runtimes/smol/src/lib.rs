@@ -1,12 +1,15 @@
-//! comfy-proxy on [smol]: spawn, timers and TCP from smol; HTTP/1.1, the websocket and TLS
-//! (futures-rustls) from the shared driver, over futures-io.
+//! comfy-proxy on [smol]: the one crate a smol program adds. Spawn, timers and TCP come from
+//! smol; HTTP/1.1, the websocket and TLS (futures-rustls) from the shared driver, over
+//! futures-io.
 //!
-//! hyper 1 was the planned HTTP client, but it depends on the `tokio` crate (its `sync`
-//! feature, unconditionally), which this project keeps out of its tree; the driver's own
-//! HTTP/1.1 client over futures-io serves instead.
+//! It re-exports what a program needs: a [`Client`] for one server ([`connect`]), a [`Pool`]
+//! over many ([`pool`]), their settings and events, and the sans-IO core as [`core`]
+//! (workflows, addresses, the session's events).
+//!
+//! One server:
 //!
 //! ```no_run
-//! use comfy_proxy::workflow::FluxParams;
+//! use comfy_proxy_smol::core::workflow::FluxParams;
 //! use comfy_proxy_smol::{ClientConfig, connect};
 //!
 //! smol::block_on(async {
@@ -17,17 +20,46 @@
 //!     println!("{} images", result.outputs.len());
 //! });
 //! ```
+//!
+//! A pool of servers:
+//!
+//! ```no_run
+//! use comfy_proxy_smol::core::address::parse_addresses;
+//! use comfy_proxy_smol::core::workflow::FluxParams;
+//! use comfy_proxy_smol::{ClientConfig, PoolConfig, PoolEvent, pool};
+//! use smol::stream::StreamExt;
+//!
+//! smol::block_on(async {
+//!     let servers = parse_addresses("127.0.0.1:8188-8189").unwrap();
+//!     let (pool, mut events) = pool(PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone())));
+//!     for seed in 0..4 {
+//!         pool.submit(FluxParams::new("a lighthouse at dusk", seed).build().unwrap());
+//!     }
+//!     pool.close();
+//!     while let Some(event) = events.next().await {
+//!         if let PoolEvent::Finished(report) = event {
+//!             println!("job {}: {} images", report.job, report.outputs.len());
+//!         }
+//!     }
+//! });
+//! ```
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use comfy_proxy::wire::{HttpRequest, HttpResponse};
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{BoxFuture, Runtime, Stream};
+use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime, Stream};
 
 pub mod blocking;
 
-pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
+/// The sans-IO core (`comfy-proxy`): workflows, addresses, wire types, the session's events.
+pub use comfy_proxy as core;
+pub use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, PoolEvents, Upload};
+pub use comfy_proxy_driver::{
+    Auth, Client, ClientConfig, ClientError, PromptStream, RunResult, UploadOptions,
+};
 
 /// The smol runtime: tasks on smol's global executor, async-io timers, async-net TCP.
 ///
@@ -115,3 +147,29 @@ pub fn connect(config: ClientConfig) -> Client {
 pub fn connect_with(rt: Arc<dyn Runtime>, config: ClientConfig) -> Client {
     Client::connect(rt.clone(), Arc::new(Http1::new(rt)), config)
 }
+
+/// A pool over many servers on smol: a client per server and the scheduler's task. Submit jobs
+/// with [`Pool::submit`]; the events say how each one went.
+pub fn pool(config: PoolConfig) -> (Pool, PoolEvents) {
+    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    Pool::start(rt.clone(), Arc::new(Http1::new(rt)), config)
+}
+
+/// Sends one HTTP request to `config`'s server (its auth, headers and TLS settings applied),
+/// without a websocket: for a one-off exchange such as fetching `object_info`.
+pub async fn request(
+    config: &ClientConfig,
+    request: HttpRequest,
+) -> Result<HttpResponse, ClientError> {
+    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    Http1::new(rt)
+        .send(comfy_proxy_driver::client::outgoing(config, request))
+        .await
+        .map_err(ClientError::Transport)
+}
+
+/// The README's library examples, compiled as doc tests of this crate (the front door they
+/// use) so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -347,10 +347,10 @@ impl MockServer {
         path_and_query: &str,
         body: &[u8],
     ) -> MockResponse {
-        if self.faults.active() {
-            if let Some(response) = self.fault_response(method, path_and_query) {
-                return response;
-            }
+        if self.faults.active()
+            && let Some(response) = self.fault_response(method, path_and_query)
+        {
+            return response;
         }
         http::route(self, now, method, path_and_query, body)
     }
@@ -507,10 +507,10 @@ impl MockServer {
     }
 
     fn forget_conn(&mut self, conn: ConnId) {
-        if let Some(old) = self.conns.remove(&conn) {
-            if self.clients.get(&old.client) == Some(&conn) {
-                self.clients.remove(&old.client);
-            }
+        if let Some(old) = self.conns.remove(&conn)
+            && self.clients.get(&old.client) == Some(&conn)
+        {
+            self.clients.remove(&old.client);
         }
     }
 

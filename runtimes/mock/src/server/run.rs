@@ -402,10 +402,10 @@ impl MockServer {
                     return self.interrupted(run, at, next);
                 }
                 "executing" => {
-                    if let Some(node) = node {
-                        if let Some(prev) = run.current.replace(node) {
-                            run.executed.push(prev);
-                        }
+                    if let Some(node) = node
+                        && let Some(prev) = run.current.replace(node)
+                    {
+                        run.executed.push(prev);
                     }
                 }
                 "execution_start"

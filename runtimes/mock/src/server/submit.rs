@@ -114,10 +114,10 @@ fn fault_errors(wf: &Workflow, failed: &[(NodeId, Fault)]) -> (Value, String) {
                 "class_type": wf.class_of(node.as_str()).unwrap_or_default(),
             })
         });
-        if let Some(list) = entry.get_mut("errors").and_then(Value::as_array_mut) {
-            if !list.contains(&error) {
-                list.push(error);
-            }
+        if let Some(list) = entry.get_mut("errors").and_then(Value::as_array_mut)
+            && !list.contains(&error)
+        {
+            list.push(error);
         }
         if let Some(list) = entry
             .get_mut("dependent_outputs")
@@ -321,15 +321,15 @@ impl MockServer {
                     json!({}),
                 ));
             };
-            if let Some(info) = &self.object_info {
-                if info.get(class).is_none() {
-                    return Err(rejection(
-                        "invalid_prompt",
-                        &format!("Cannot execute because node {class} does not exist."),
-                        &details,
-                        json!({}),
-                    ));
-                }
+            if let Some(info) = &self.object_info
+                && info.get(class).is_none()
+            {
+                return Err(rejection(
+                    "invalid_prompt",
+                    &format!("Cannot execute because node {class} does not exist."),
+                    &details,
+                    json!({}),
+                ));
             }
         }
         Workflow::from_value(prompt.clone()).map_err(|e| {

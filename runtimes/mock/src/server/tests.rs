@@ -68,10 +68,10 @@ fn run_all(s: &mut MockServer, now: &mut Duration) -> Vec<MockOutput> {
 /// A frame in a comparable form: the prompt id as `PID`, timestamps 0, images by their header.
 fn normalize_text(text: &str, pid: &str) -> String {
     let mut v: Value = serde_json::from_str(&text.replace(pid, "PID")).unwrap();
-    if let Some(d) = v.get_mut("data").and_then(Value::as_object_mut) {
-        if d.contains_key("timestamp") {
-            d.insert("timestamp".into(), json!(0));
-        }
+    if let Some(d) = v.get_mut("data").and_then(Value::as_object_mut)
+        && d.contains_key("timestamp")
+    {
+        d.insert("timestamp".into(), json!(0));
     }
     pyjson::dumps(&v)
 }

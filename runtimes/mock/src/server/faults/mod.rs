@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::{ConnId, Frame, MockOutput, MockResponse, MockServer, pyjson};
+use crate::rng::SplitMix64;
 use comfy_proxy::wire::ImageFormat;
 use comfy_proxy::wire::frame::{
     DEFAULT_MAX_FRAME_LEN, PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA, encode_image,
@@ -308,30 +309,6 @@ impl fmt::Display for FaultsError {
 
 impl std::error::Error for FaultsError {}
 
-/// splitmix64: tiny, seeded, good enough to decide where faults strike.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A run slowed down: from `from` on, its time passes `factor` times slower.
 #[derive(Debug, Clone)]
 struct Slow {
@@ -372,7 +349,7 @@ impl Injector {
     pub(super) fn new(faults: Faults) -> Self {
         Self {
             active: !faults.is_none(),
-            rng: SplitMix64(faults.seed),
+            rng: SplitMix64::new(faults.seed),
             faults,
             counts: [0; 12],
             oversize: None,

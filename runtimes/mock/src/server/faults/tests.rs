@@ -213,10 +213,9 @@ fn slow_stretches_a_run() {
                 frame: Frame::Text(t),
                 ..
             } = o
+                && t.contains("execution_start")
             {
-                if t.contains("execution_start") {
-                    starts.push(now);
-                }
+                starts.push(now);
             }
         }
     }

@@ -1,15 +1,10 @@
 //! The hidden `client` mode: M jobs on a pool over the given servers, one JSON line of figures.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use comfy_proxy::{ServerAddress, Workflow};
-use comfy_proxy_async_std::{AsyncStd, Surf};
-use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent};
-use comfy_proxy_driver::{ClientConfig, HttpClient, Runtime};
-use comfy_proxy_smol::Smol;
+use comfy_proxy_smol::{ClientConfig, JobReport, Pool, PoolConfig, PoolEvent, PoolEvents};
 use futures_util::StreamExt;
 
 use crate::figures::RunFigures;
@@ -50,16 +45,8 @@ pub fn main(args: &Args) -> Result<(), String> {
         write_dir: args.opt("write-dir").map(PathBuf::from),
     };
     let figures = match args.get("runtime")? {
-        "smol" => {
-            let rt: Arc<dyn Runtime> = Arc::new(Smol);
-            let http: Arc<dyn HttpClient> = Arc::new(Http1::new(rt.clone()));
-            smol::block_on(drive(rt, http, &job))?
-        }
-        "async-std" => {
-            let rt: Arc<dyn Runtime> = Arc::new(AsyncStd);
-            let http: Arc<dyn HttpClient> = Arc::new(Surf::default());
-            async_std::task::block_on(drive(rt, http, &job))?
-        }
+        "smol" => smol::block_on(drive(comfy_proxy_smol::pool, &job))?,
+        "async-std" => async_std::task::block_on(drive(comfy_proxy_async_std::pool, &job))?,
         other => return Err(format!("unknown runtime {other:?}")),
     };
     println!(
@@ -72,15 +59,14 @@ pub fn main(args: &Args) -> Result<(), String> {
 /// Submits every job, waits for every `Finished`, and measures from before the pool starts
 /// (its connections included) to the last report.
 async fn drive(
-    rt: Arc<dyn Runtime>,
-    http: Arc<dyn HttpClient>,
+    start_pool: fn(PoolConfig) -> (Pool, PoolEvents),
     job: &Job,
 ) -> Result<RunFigures, String> {
     let graph = graph();
     let before = usage()?;
     let start = Instant::now();
     let template = ClientConfig::new(job.servers[0].clone());
-    let (pool, mut events) = Pool::start(rt, http, PoolConfig::new(&job.servers, &template));
+    let (pool, mut events) = start_pool(PoolConfig::new(&job.servers, &template));
     for _ in 0..job.jobs {
         pool.submit(graph.clone());
     }

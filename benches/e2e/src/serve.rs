@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use comfy_proxy_driver::Runtime;
 use comfy_proxy_mock as mock;
 use comfy_proxy_mock::{ImageSpec, MockConfig, Renderer};
 use comfy_proxy_smol::Smol;
@@ -78,7 +77,7 @@ pub fn main(args: &Args) -> Result<(), String> {
     if instances == 0 || image_bytes < PNG_SIGNATURE.len() {
         return Err("serve needs at least one instance and images of 8 bytes or more".into());
     }
-    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    let rt = Arc::new(Smol);
     let handles = smol::block_on(async {
         let mut handles = Vec::new();
         for (i, ms) in times.iter().enumerate() {

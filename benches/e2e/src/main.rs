@@ -14,7 +14,7 @@
 //!   free loopback ports (smol), prints their addresses on one line and runs until its standard
 //!   input closes, so it dies with the harness;
 //! - `client --runtime smol|async-std --servers LIST --jobs M --image-bytes B [--write-dir D]`
-//!   runs M jobs on a [`Pool`](comfy_proxy_driver::pool::Pool) over those servers and prints one
+//!   runs M jobs on a [`Pool`](comfy_proxy_smol::Pool) over those servers and prints one
 //!   JSON line of figures (makespan, jobs per server, CPU time, peak RSS);
 //! - the Python original runs from a virtualenv under `target/` with a driver script that prints
 //!   the same JSON line.
