@@ -353,6 +353,9 @@ async fn connection(
             }
             return websocket(stream, conn, control, out_rx).await;
         }
+        let close = request
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let (reply, answer) = oneshot::channel();
         let input = Input::Request {
             method: request.method,
@@ -383,6 +386,7 @@ async fn connection(
         if http1::write_response(&mut stream, response.status, content_type, &response.body)
             .await
             .is_err()
+            || close
         {
             return;
         }
