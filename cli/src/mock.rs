@@ -40,8 +40,11 @@ pub struct MockArgs {
     #[arg(long, value_name = "MS", default_value_t = 20)]
     pub job_ms: u64,
     /// Faults to inject, as NAME=RATE items separated by commas (rates from 0 to 1): refuse,
-    /// drop-ws, stall, http500, restart, slow, oversize, bad-json, bad-utf8, unknown-type,
-    /// truncated, wrong-id. Example: `--faults drop-ws=0.05,http500=0.02,truncated=0.01`.
+    /// drop-ws, stall (any request), http500, restart, slow, oversize, bad-json, bad-utf8,
+    /// unknown-type, truncated, wrong-id, a stall per kind of request (stall-prompt,
+    /// stall-object-info, stall-history, stall-queue, stall-view, stall-upload, stall-health for
+    /// /system_stats), and stall-ws (the websocket goes silent mid-job). What struck, per fault:
+    /// `GET /mock/faults` on each instance. Example: `--faults drop-ws=0.05,stall-view=0.02`.
     #[arg(long, value_name = "LIST", default_value = "")]
     pub faults: String,
     /// Seed of the fault generator (instance i uses SEED + i), so a faulty run can be repeated.

@@ -873,6 +873,13 @@ fn thousands_of_jobs_on_four_hostile_servers() {
             .collect();
         let sum: u64 = per.iter().sum();
         total += sum;
+        if sim
+            .servers
+            .iter()
+            .all(|s| s.mock.faults().rate(fault) == 0.0)
+        {
+            continue; // a fault of the socket layer's this simulation does not play
+        }
         println!("  fault {:<44} {sum} (per server {per:?})", fault.name());
         assert!(sum > 0, "fault {fault} never struck");
     }

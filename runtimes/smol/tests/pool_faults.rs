@@ -226,6 +226,15 @@ fn dropped_mid_run(receiver: bool) {
                 }
                 smol::Timer::after(Duration::from_millis(20)).await;
             }
+            // The mock counted the cancels: its running prompt interrupted, its waiting one
+            // deleted (or interrupted once it started).
+            let mut counters = http::queue();
+            counters.path = "/mock/faults".to_owned();
+            let resp = probe.request(counters).await.unwrap();
+            let seen: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+            let cancels = seen["interrupts"].as_u64().unwrap() + seen["deletes"].as_u64().unwrap();
+            assert!(cancels >= 2, "{seen}");
+            assert!(seen["interrupts"].as_u64().unwrap() >= 1, "{seen}");
         }
     }));
 }

@@ -50,6 +50,8 @@ impl Renderer for Pictures {
 enum WsOut {
     Frame(Frame),
     Close,
+    /// `stall-ws`: stop reading and writing; hold the socket until the client closes it.
+    Silence,
 }
 
 enum Input {
@@ -230,6 +232,11 @@ async fn run(
                         let _ = out.unbounded_send(WsOut::Close);
                     }
                 }
+                MockOutput::Silence { conn } => {
+                    if let Some(out) = conns.remove(&conn) {
+                        let _ = out.unbounded_send(WsOut::Silence);
+                    }
+                }
             }
         }
         let input = match server.poll_timeout() {
@@ -253,7 +260,7 @@ async fn run(
                 body,
                 reply,
             }) => {
-                let response = if server.should_stall(now) {
+                let response = if server.should_stall_request(now, &method, &target) {
                     None
                 } else {
                     Some(server.handle_request(now, &method, &target, &body))
@@ -346,6 +353,9 @@ async fn connection(
             }
             return websocket(stream, conn, control, out_rx).await;
         }
+        let close = request
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let (reply, answer) = oneshot::channel();
         let input = Input::Request {
             method: request.method,
@@ -376,6 +386,7 @@ async fn connection(
         if http1::write_response(&mut stream, response.status, content_type, &response.body)
             .await
             .is_err()
+            || close
         {
             return;
         }
@@ -403,6 +414,17 @@ async fn websocket(
             }
             Either::Left((Some(WsOut::Close), _)) | Either::Left((None, _)) => {
                 let _ = sink.close().await;
+                break;
+            }
+            Either::Left((Some(WsOut::Silence), _)) => {
+                // Mute: the raw bytes the client sends (pings included) are read and dropped
+                // unanswered, until it gives up and closes.
+                if let Ok(mut socket) = sink.reunite(incoming) {
+                    let mut sink = [0u8; 4096];
+                    while matches!(futures_util::AsyncReadExt::read(socket.get_mut(), &mut sink).await, Ok(n) if n > 0)
+                    {
+                    }
+                }
                 break;
             }
             Either::Right((Some(Ok(Message::Text(text))), _)) => {

@@ -189,6 +189,7 @@ pub(super) fn route(
             content_type: JSON,
             body: server.system_stats_body.clone(),
         },
+        ("/mock/faults", true, _) => json_response(200, &server.counters()),
         ("/features", true, _) => json_response(
             200,
             &json!({
@@ -309,6 +310,7 @@ impl MockServer {
                 .retain(|j| !ids.iter().any(|i| i.as_str() == Some(j.id.as_str())));
         }
         if self.pending.len() != before {
+            self.deletes += (before - self.pending.len()) as u64;
             self.broadcast_status();
         }
         empty()
@@ -325,6 +327,7 @@ impl MockServer {
                 Some(id) => id.as_str() == Some(run.prompt_id()),
             };
             if hit {
+                self.interrupts += 1;
                 run.interrupt();
             }
         }

@@ -31,8 +31,9 @@
 //!
 //! With [`MockConfig::faults`] the server misbehaves on purpose: refused and stalled
 //! connections, 500s, restarts, dropped sockets, slow runs, damaged and hostile frames (see
-//! [`Faults`]). Two of them are the socket layer's to carry out: it asks
-//! [`MockServer::should_refuse`] and [`MockServer::should_stall`] for each connection.
+//! [`Faults`]). Refusals and stalls are the socket layer's to carry out: it asks
+//! [`MockServer::should_refuse`] for each connection and [`MockServer::should_stall_request`]
+//! for each request, and carries out [`MockOutput::Silence`].
 //!
 //! # Driving it
 //!
@@ -233,6 +234,13 @@ pub enum MockOutput {
         /// The connection.
         conn: ConnId,
     },
+    /// Keep the connection open but mute from now on: send nothing (not even pongs) and read
+    /// nothing, until the client closes it (the `stall-ws` fault). The mock has already
+    /// forgotten it.
+    Silence {
+        /// The connection.
+        conn: ConnId,
+    },
 }
 
 /// One open websocket.
@@ -289,6 +297,10 @@ pub struct MockServer {
     /// Ids made up so far.
     made_up: u64,
     faults: Injector,
+    /// Runs stopped by `POST /interrupt`.
+    interrupts: u64,
+    /// Waiting prompts removed by `POST /queue` (`delete` or `clear`).
+    deletes: u64,
 }
 
 impl fmt::Debug for MockServer {
@@ -334,6 +346,8 @@ impl MockServer {
             seq: 0,
             made_up: 0,
             faults: Injector::new(config.faults),
+            interrupts: 0,
+            deletes: 0,
         }
     }
 
@@ -492,6 +506,28 @@ impl MockServer {
         self.history.clear();
         self.number = 0;
         self.idle_since = now;
+    }
+
+    /// How many runs `POST /interrupt` stopped so far.
+    pub fn interrupts(&self) -> u64 {
+        self.interrupts
+    }
+
+    /// How many waiting prompts `POST /queue` removed so far (`delete` or `clear`).
+    pub fn deletes(&self) -> u64 {
+        self.deletes
+    }
+
+    /// What `GET /mock/faults` answers: `{"faults": {NAME: COUNT, ..}, "interrupts": N,
+    /// "deletes": N}`, every fault by name (0 when it never struck), so that a test over real
+    /// sockets can check the faults struck and the cancels arrived.
+    pub fn counters(&self) -> Value {
+        let faults: serde_json::Map<String, Value> = self
+            .faults_injected_all()
+            .into_iter()
+            .map(|(f, n)| (f.name().to_owned(), Value::from(n)))
+            .collect();
+        json!({"faults": faults, "interrupts": self.interrupts, "deletes": self.deletes})
     }
 
     /// Whether no prompt runs or waits.

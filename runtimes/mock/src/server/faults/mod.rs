@@ -44,11 +44,30 @@ pub enum Fault {
     Truncated,
     /// `wrong-id`: messages for a prompt id that is not the client's.
     WrongId,
+    /// `stall-prompt`: `POST /prompt` (and `GET /prompt`) never answered.
+    StallPrompt,
+    /// `stall-object-info`: `GET /object_info` and `/object_info/{class}` never answered.
+    StallObjectInfo,
+    /// `stall-history`: `/history` and `/history/{id}` never answered.
+    StallHistory,
+    /// `stall-queue`: `/queue` never answered.
+    StallQueue,
+    /// `stall-view`: `GET /view` never answered.
+    StallView,
+    /// `stall-upload`: `POST /upload/image` and `/upload/mask` never answered.
+    StallUpload,
+    /// `stall-health`: `GET /system_stats` (the pool's health check) never answered.
+    StallHealth,
+    /// `stall-ws`: the websocket goes silent mid-job: open, but no frame and no pong.
+    StallWs,
 }
+
+/// How many kinds of [`Fault`] there are.
+const KINDS: usize = Fault::ALL.len();
 
 impl Fault {
     /// Every fault, in the order [`Faults`] prints them.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 20] = [
         Fault::Refuse,
         Fault::DropWs,
         Fault::Stall,
@@ -61,6 +80,14 @@ impl Fault {
         Fault::UnknownType,
         Fault::Truncated,
         Fault::WrongId,
+        Fault::StallPrompt,
+        Fault::StallObjectInfo,
+        Fault::StallHistory,
+        Fault::StallQueue,
+        Fault::StallView,
+        Fault::StallUpload,
+        Fault::StallHealth,
+        Fault::StallWs,
     ];
 
     /// The name used in fault strings (`drop-ws`).
@@ -78,7 +105,35 @@ impl Fault {
             Self::UnknownType => "unknown-type",
             Self::Truncated => "truncated",
             Self::WrongId => "wrong-id",
+            Self::StallPrompt => "stall-prompt",
+            Self::StallObjectInfo => "stall-object-info",
+            Self::StallHistory => "stall-history",
+            Self::StallQueue => "stall-queue",
+            Self::StallView => "stall-view",
+            Self::StallUpload => "stall-upload",
+            Self::StallHealth => "stall-health",
+            Self::StallWs => "stall-ws",
         }
+    }
+
+    /// The request-kind stall that strikes `method path` (after any `/api` prefix), if any.
+    fn stall_for(method: &str, path: &str) -> Option<Self> {
+        let under = |root: &str| {
+            path == root
+                || path
+                    .strip_prefix(root)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        Some(match path {
+            "/prompt" => Self::StallPrompt,
+            "/queue" => Self::StallQueue,
+            "/view" => Self::StallView,
+            "/system_stats" => Self::StallHealth,
+            _ if under("/object_info") => Self::StallObjectInfo,
+            _ if under("/history") => Self::StallHistory,
+            _ if method == "POST" && path.starts_with("/upload/") => Self::StallUpload,
+            _ => return None,
+        })
     }
 
     /// The fault with this name, if there is one.
@@ -122,18 +177,30 @@ impl fmt::Display for Fault {
 /// | `bad-utf8` | a type 3 (text) binary frame whose text is not UTF-8 goes first | frame sent |
 /// | `unknown-type` | a message with a `type` no client knows goes first | frame sent |
 /// | `wrong-id` | a message or type 4 frame for a prompt id the client never had goes first | frame sent |
+/// | `stall-prompt` | the socket layer never answers `/prompt` | call of [`MockServer::should_stall_request`] for it |
+/// | `stall-object-info` | ... `/object_info`, `/object_info/{class}` | same |
+/// | `stall-history` | ... `/history`, `/history/{id}` | same |
+/// | `stall-queue` | ... `/queue` | same |
+/// | `stall-view` | ... `/view` | same |
+/// | `stall-upload` | ... `POST /upload/image`, `/upload/mask` | same |
+/// | `stall-health` | ... `/system_stats` (health checks) | same |
+/// | `stall-ws` | the socket stays open and goes silent: no frame, no pong ([`MockOutput::Silence`]) | frame sent while running |
 ///
 /// "While running" means while [`MockServer::handle_timeout`] carries out prompts: the frames
 /// of runs, and the `status` broadcasts at their starts and ends.
 ///
 /// # The socket layer's part
 ///
-/// Two faults are the socket layer's to carry out, since the core never sees a connection:
-/// before it accepts a connection (HTTP or websocket) it asks [`MockServer::should_refuse`],
-/// and then [`MockServer::should_stall`]. A stalled connection is held open and never
-/// answered: the request may be handed to [`MockServer::handle_request`] first (the server
-/// did the work, the answer is lost) or not at all (the request never got through); the
-/// response is not sent either way. This keeps `handle_request` total: every call answers.
+/// The refusals and stalls are the socket layer's to carry out, since the core never sees a
+/// connection: before it accepts a connection (HTTP or websocket) it asks
+/// [`MockServer::should_refuse`], and before it hands a request to the server
+/// [`MockServer::should_stall_request`] (`stall` on any request, or the stall of the request's
+/// kind). A stalled connection is held open and never answered: the request may be handed to
+/// [`MockServer::handle_request`] first (the server did the work, the answer is lost) or not
+/// at all (the request never got through); the response is not sent either way. This keeps
+/// `handle_request` total: every call answers. A silenced websocket ([`MockOutput::Silence`])
+/// is held open without reading or writing until the client closes it. Requests under
+/// `/mock/` (the counters, `GET /mock/faults`) are never stalled.
 ///
 /// A cut image payload (as opposed to a cut header) is left out on purpose: a websocket
 /// frame carries its length, and a shorter image inside a well-formed frame is a different
@@ -149,7 +216,7 @@ pub struct Faults {
     /// time: zeroed memory the operating system maps lazily, so it costs little until read.
     /// Tests pick a small client limit and a length just over it.
     pub oversize_len: usize,
-    rates: [f64; 12],
+    rates: [f64; KINDS],
 }
 
 impl Default for Faults {
@@ -164,7 +231,7 @@ impl Faults {
         Self {
             seed: 0,
             oversize_len: DEFAULT_MAX_FRAME_LEN + 1,
-            rates: [0.0; 12],
+            rates: [0.0; KINDS],
         }
     }
 
@@ -335,7 +402,7 @@ pub(super) struct Injector {
     faults: Faults,
     active: bool,
     rng: SplitMix64,
-    counts: [u64; 12],
+    counts: [u64; KINDS],
     oversize: Option<Bytes>,
     /// Inside `handle_timeout`: frames sent now belong to runs.
     running: bool,
@@ -351,7 +418,7 @@ impl Injector {
             active: !faults.is_none(),
             rng: SplitMix64::new(faults.seed),
             faults,
-            counts: [0; 12],
+            counts: [0; KINDS],
             oversize: None,
             running: false,
             restart_due: false,
@@ -402,6 +469,39 @@ impl MockServer {
     #[must_use]
     pub fn should_stall(&mut self, _now: Duration) -> bool {
         self.faults.active && self.faults.roll(Fault::Stall)
+    }
+
+    /// Asks whether to stall the request `method path_and_query` (`stall`, or the stall of its
+    /// kind: `stall-prompt`, `stall-object-info`, `stall-history`, `stall-queue`, `stall-view`,
+    /// `stall-upload`, `stall-health`). On `true` the socket layer never answers it. The
+    /// mock's own `/mock/` endpoints are never stalled.
+    #[must_use]
+    pub fn should_stall_request(
+        &mut self,
+        _now: Duration,
+        method: &str,
+        path_and_query: &str,
+    ) -> bool {
+        let path = path_and_query.split(['?', '#']).next().unwrap_or_default();
+        let path = match path.strip_prefix("/api") {
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => path,
+        };
+        if !self.faults.active || path.starts_with("/mock/") {
+            return false;
+        }
+        if self.faults.roll(Fault::Stall) {
+            return true;
+        }
+        Fault::stall_for(method, path).is_some_and(|kind| self.faults.roll(kind))
+    }
+
+    /// Every fault and how many times it struck so far, in [`Fault::ALL`]'s order.
+    pub fn faults_injected_all(&self) -> Vec<(Fault, u64)> {
+        Fault::ALL
+            .into_iter()
+            .map(|f| (f, self.faults.counts[f.index()]))
+            .collect()
     }
 
     /// The faults this server injects.
@@ -460,6 +560,12 @@ impl MockServer {
             if self.faults.roll(Fault::DropWs) {
                 self.forget_conn(conn);
                 self.outputs.push_back(MockOutput::Close { conn });
+                return;
+            }
+            if self.faults.roll(Fault::StallWs) {
+                // Forgotten as if closed; the socket layer holds it open and mute.
+                self.forget_conn(conn);
+                self.outputs.push_back(MockOutput::Silence { conn });
                 return;
             }
         }

@@ -141,6 +141,51 @@ fn socket_layer_faults_are_asked_for_and_counted() {
 }
 
 #[test]
+fn each_kind_of_request_has_its_own_stall() {
+    let z = Duration::ZERO;
+    for (fault, method, path) in [
+        (Fault::StallPrompt, "POST", "/prompt"),
+        (Fault::StallObjectInfo, "GET", "/object_info"),
+        (Fault::StallObjectInfo, "GET", "/api/object_info/KSampler"),
+        (Fault::StallHistory, "GET", "/history/abc"),
+        (Fault::StallHistory, "GET", "/history?max_items=3"),
+        (Fault::StallQueue, "GET", "/queue"),
+        (Fault::StallView, "GET", "/view?filename=a.png"),
+        (Fault::StallUpload, "POST", "/upload/image"),
+        (Fault::StallHealth, "GET", "/system_stats"),
+    ] {
+        let mut s = server(&format!("{fault}=1"), false);
+        assert!(s.should_stall_request(z, method, path), "{fault} {path}");
+        assert_eq!(s.faults_injected(fault), 1, "{fault}");
+        // Other kinds of request, and the mock's own counters, go through.
+        for (m, p) in [
+            ("GET", "/features"),
+            ("GET", "/mock/faults"),
+            ("POST", "/interrupt"),
+        ] {
+            assert!(!s.should_stall_request(z, m, p), "{fault} {p}");
+        }
+        let counters = s.handle_request(z, "GET", "/mock/faults", b"");
+        let counters: serde_json::Value = serde_json::from_slice(&counters.body).unwrap();
+        assert_eq!(counters["faults"][fault.name()], 1, "{counters}");
+        assert_eq!(counters["faults"]["refuse"], 0, "{counters}");
+    }
+}
+
+#[test]
+fn stall_ws_silences_the_socket_mid_run() {
+    let mut s = server("stall-ws=1", false);
+    let (status, out, _) = run(&mut s);
+    assert_eq!(status, 200);
+    let mute = out
+        .iter()
+        .position(|o| matches!(o, MockOutput::Silence { conn: ConnId(1) }))
+        .expect("a silence");
+    assert!(out[mute + 1..].is_empty(), "{:?}", &out[mute + 1..]);
+    assert!(s.faults_injected(Fault::StallWs) >= 1);
+}
+
+#[test]
 fn http500_queues_nothing() {
     let mut s = server("http500=1", false);
     let (status, out, _) = run(&mut s);
