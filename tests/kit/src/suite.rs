@@ -214,7 +214,9 @@ pub async fn websocket_dropped_and_recovered(kit: Kit) {
         5,
     ));
     let c = client(&kit, &mock, session);
-    let mut stream = c.submit(graph(2, 20)).await.unwrap();
+    // 60 steps of 20 ms: the drop at step 3 lands long before the images, even when a loaded
+    // machine delays the reader by half a second.
+    let mut stream = c.submit(graph(2, 60)).await.unwrap();
     let mut dropped = false;
     let mut outputs = 0;
     let mut last = None;
