@@ -210,6 +210,7 @@ impl http_client::HttpClient for Backend {
             headers,
             verify_tls,
             max_body,
+            timeout: self.config.timeout.unwrap_or(Duration::from_secs(120)),
         };
         let response = self
             .http

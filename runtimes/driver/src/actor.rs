@@ -53,6 +53,7 @@ impl Endpoint {
             headers,
             verify_tls: self.verify_tls,
             max_body: self.max_body,
+            timeout: self.timeouts.http,
         }
     }
 }

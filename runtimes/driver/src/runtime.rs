@@ -54,6 +54,11 @@ pub struct OutgoingRequest {
     pub verify_tls: bool,
     /// The largest response body to accept.
     pub max_body: usize,
+    /// One deadline for the whole exchange: connect, TLS, writing the request, reading the
+    /// response. Past it the exchange fails with [`TransportErrorKind::TimedOut`].
+    ///
+    /// [`TransportErrorKind::TimedOut`]: comfy_proxy::TransportErrorKind::TimedOut
+    pub timeout: Duration,
 }
 
 /// The HTTP seam: both runtime crates use the driver's HTTP/1.1 client; a program may supply
