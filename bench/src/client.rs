@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use comfy_proxy::{ServerAddress, Workflow};
-use comfy_proxy_async_std::{AsyncStd, Surf};
+use comfy_proxy_async_std::{AsyncStd, http_client};
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent};
 use comfy_proxy_driver::{ClientConfig, HttpClient, Runtime};
@@ -57,7 +57,7 @@ pub fn main(args: &Args) -> Result<(), String> {
         }
         "async-std" => {
             let rt: Arc<dyn Runtime> = Arc::new(AsyncStd);
-            let http: Arc<dyn HttpClient> = Arc::new(Surf::default());
+            let http: Arc<dyn HttpClient> = Arc::new(http_client());
             async_std::task::block_on(drive(rt, http, &job))?
         }
         other => return Err(format!("unknown runtime {other:?}")),
