@@ -11,16 +11,15 @@
 //! - [`session`]: the state machine of one websocket connection and the prompts it submitted.
 //! - [`pool`]: the scheduler of a pool of servers: dispatch, balancing, circuit breakers,
 //!   retries, exactly one end per job.
-//! - [`mock`]: a mock ComfyUI server's decisions (replaying recordings or simulating any graph),
-//!   for tests and demos without a GPU.
 //! - [`transcript`] and [`replay`]: recorded sessions (`comfy-transcript/1`) driven through the
 //!   same state machine.
+//! - [`text`]: text from a server made safe to print on a terminal (no escape sequences or
+//!   control characters).
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod address;
 pub mod error;
 pub mod ids;
-pub mod mock;
 pub mod pool;
 pub mod wire;
 pub mod workflow;
@@ -31,6 +30,7 @@ pub use ids::{ClientId, NodeId, PromptId};
 pub use workflow::{FluxParams, Link, Lora, ObjectInfo, QwenParams, Size, Workflow, WorkflowError};
 pub mod replay;
 pub mod session;
+pub mod text;
 pub mod transcript;
 
 /// The README's examples, compiled and run as doc tests so that they stay true.

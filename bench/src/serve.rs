@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use comfy_proxy::mock::{ImageSpec, MockConfig, Renderer};
 use comfy_proxy_driver::Runtime;
-use comfy_proxy_driver::mock;
+use comfy_proxy_mock as mock;
+use comfy_proxy_mock::{ImageSpec, MockConfig, Renderer};
 use comfy_proxy_smol::Smol;
 
 use crate::Args;

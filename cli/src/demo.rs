@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use comfy_proxy::ServerAddress;
-use comfy_proxy::mock::MockConfig;
 use comfy_proxy::session::Deadlines;
 use comfy_proxy::workflow::{FluxParams, Size};
 use comfy_proxy_driver::ClientConfig;
-use comfy_proxy_driver::mock::{self, MockHandle};
+use comfy_proxy_mock::MockConfig;
+use comfy_proxy_mock::{self as mock, MockHandle};
 
 use crate::error::{Result, runtime};
 use crate::jobs::{self, Plan};

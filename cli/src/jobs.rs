@@ -12,6 +12,7 @@ use clap::Args;
 use comfy_proxy::address::parse_addresses;
 use comfy_proxy::pool::JobId;
 use comfy_proxy::session::{Deadlines, Event};
+use comfy_proxy::text::{terminal_safe_json, terminal_safe_line};
 use comfy_proxy::{ServerAddress, Workflow};
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, Upload};
@@ -59,6 +60,9 @@ pub struct JobArgs {
     /// validation errors.
     #[arg(long)]
     pub no_validate: bool,
+    /// `--ca-cert`, `--insecure`.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
@@ -100,10 +104,12 @@ impl Plan {
             ));
         }
         let servers = parse_addresses(spec).map_err(|e| usage(format!("bad --server: {e}")))?;
-        let mut template = ClientConfig::new(servers[0].clone());
+        let mut template = args.tls.apply(ClientConfig::new(servers[0].clone()))?;
         let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
         if !token.trim().is_empty() {
-            template = template.with_auth(Auth::Bearer(token.trim().to_owned()));
+            template = template
+                .with_auth(Auth::Bearer(token.trim().to_owned()))
+                .map_err(|e| usage(format!("bad COMFY_TOKEN: {e}")))?;
         }
         if let Some(total) = args.timeout {
             template = template.with_deadlines(Deadlines::none().total(total));
@@ -252,11 +258,16 @@ async fn drive(
                     Ok(()) => tally.succeeded += 1,
                     Err(_) => tally.failed += 1,
                 }
+                // Error texts come from the servers: no escape sequence reaches the terminal.
                 let line = if plan.json {
-                    output::job_line(&report, &saved, outcome.as_ref().err().map(String::as_str))
-                        .to_string()
+                    let json = output::job_line(
+                        &report,
+                        &saved,
+                        outcome.as_ref().err().map(String::as_str),
+                    );
+                    terminal_safe_json(&json.to_string()).into_owned()
                 } else {
-                    sentence(&report, ran, &saved, &outcome)
+                    terminal_safe_line(&sentence(&report, ran, &saved, &outcome)).into_owned()
                 };
                 progress.result(&line);
             }

@@ -4,16 +4,19 @@
 //! Exit codes: 0 when every job succeeded, 1 when any failed (or the machinery broke), 2 for a
 //! usage or configuration error, with a message that says what to fix.
 
+mod convert;
 mod demo;
 mod error;
 mod generate;
 mod jobs;
 mod mock;
 mod model;
+mod ops;
 mod output;
 mod progress;
 mod replay;
 mod run;
+mod tls;
 mod validate;
 mod workflow;
 
@@ -37,13 +40,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print a built-in graph (API format) on stdout.
+    /// Print a built-in graph, or any workflow file converted (API format), on stdout.
     #[command(subcommand)]
-    Workflow(model::Model),
+    Workflow(convert::WorkflowCommand),
     /// Run --count jobs of a built-in graph on the servers and save their images.
     #[command(subcommand)]
     Generate(generate::Generate),
-    /// Run an exported API-format graph on the servers and save its images.
+    /// Run a workflow file (API or UI-format JSON, or a PNG/WebP saved by ComfyUI) on the
+    /// servers and save its images.
     Run(run::RunArgs),
     /// Check a graph against a server's object_info: exit 0 when valid, 1 with the errors.
     Validate(validate::ValidateArgs),
@@ -53,6 +57,9 @@ enum Command {
     Mock(mock::MockArgs),
     /// Four in-process mock servers, sixteen Flux jobs, images in ./comfy-proxy-demo/.
     Demo,
+    /// Server operations: queue, history, interrupt, free, models, stats, upload, view.
+    #[command(flatten)]
+    Ops(ops::Ops),
 }
 
 /// Adds which model a refused model-only flag belongs to.
@@ -84,18 +91,24 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Workflow(m) => workflow::run(&m),
+        Command::Workflow(convert::WorkflowCommand::Builtin(m)) => workflow::run(&m),
+        Command::Workflow(convert::WorkflowCommand::Convert(c)) => convert::run(&c),
         Command::Generate(g) => generate::run(g),
         Command::Run(r) => run::run(r),
         Command::Validate(v) => validate::run(&v),
         Command::Replay(r) => replay::run(&r),
         Command::Mock(m) => mock::run(&m),
         Command::Demo => demo::run(),
+        Command::Ops(o) => ops::run(o),
     };
     match result {
         Ok(code) => code,
         Err(fail) => {
-            eprintln!("error: {fail}");
+            // Messages may quote a server or a file: no escape sequence reaches the terminal.
+            eprintln!(
+                "error: {}",
+                comfy_proxy::text::terminal_safe(&fail.to_string())
+            );
             fail.exit_code()
         }
     }

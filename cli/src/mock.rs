@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use comfy_proxy::mock::{Faults, MockConfig};
 use comfy_proxy::transcript::Transcript;
-use comfy_proxy_driver::mock::{self, MockHandle};
+use comfy_proxy_mock::{self as mock, MockHandle};
+use comfy_proxy_mock::{Faults, MockConfig};
 
 use crate::error::{Result, usage};
 use crate::jobs;

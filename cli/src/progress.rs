@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use comfy_proxy::ServerAddress;
 use comfy_proxy::pool::JobId;
+use comfy_proxy::text::terminal_safe_line;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How progress is shown.
@@ -118,7 +119,7 @@ impl Progress {
             }
             Self::Plain => match outcome {
                 Ok(()) => eprintln!("job {job}: done, ran {:.2} s", ran.as_secs_f64()),
-                Err(e) => eprintln!("job {job}: failed: {e}"),
+                Err(e) => eprintln!("job {job}: failed: {}", terminal_safe_line(e)),
             },
             Self::Quiet => {}
         }

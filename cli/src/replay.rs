@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use comfy_proxy::replay::{self, Replay, ReplayedEvent};
 use comfy_proxy::session::{Event, Failure};
+use comfy_proxy::text::{terminal_safe_json, terminal_safe_line};
 use comfy_proxy::transcript::Transcript;
 use comfy_proxy::{NodeId, PromptId};
 use serde_json::{Map, Value, json};
@@ -41,17 +42,27 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode> {
     })?;
     let result = replay::replay(&transcript);
     if args.json {
+        // A recording holds a server's text: escaped so that it prints safely.
         for e in &result.events {
-            println!("{}", event_line(e));
+            println!("{}", terminal_safe_json(&event_line(e).to_string()));
         }
-        println!("{}", summary_line(&result)?);
+        println!(
+            "{}",
+            terminal_safe_json(&summary_line(&result)?.to_string())
+        );
     } else {
         for e in &result.events {
-            println!("{:>7} ms  conn {}  {}", e.t_ms, e.conn, e.event);
+            let event = e.event.to_string();
+            println!(
+                "{:>7} ms  conn {}  {}",
+                e.t_ms,
+                e.conn,
+                terminal_safe_line(&event)
+            );
         }
         for p in &result.prompts {
             let formats: Vec<&str> = p.outputs.iter().map(|o| o.format).collect();
-            println!(
+            let line = format!(
                 "prompt {}: {} with {} output(s) [{}], {} preview(s)",
                 p.prompt_id,
                 serde_json::to_value(p.outcome)
@@ -62,14 +73,17 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode> {
                 formats.join(", "),
                 p.previews
             );
+            println!("{}", terminal_safe_line(&line));
             if let Some(e) = &p.error {
                 let node = e.node_id.as_ref().map_or("-", NodeId::as_str);
                 let class = e.node_type.as_deref().unwrap_or("-");
-                println!("  error at node {node} ({class}): {}", e.exception_type);
+                let line = format!("  error at node {node} ({class}): {}", e.exception_type);
+                println!("{}", terminal_safe_line(&line));
             }
             if let Some(r) = &p.rejected {
                 let nodes: Vec<&str> = r.node_ids.iter().map(NodeId::as_str).collect();
-                println!("  rejected: {} at node(s) [{}]", r.kind, nodes.join(", "));
+                let line = format!("  rejected: {} at node(s) [{}]", r.kind, nodes.join(", "));
+                println!("{}", terminal_safe_line(&line));
             }
         }
     }

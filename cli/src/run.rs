@@ -1,9 +1,11 @@
-//! `comfy-proxy run GRAPH.json`: runs any exported API-format graph on the pool, with inputs
-//! set from the command line, a fresh seed per job, and uploads to the server that runs each job.
+//! `comfy-proxy run FILE`: runs any workflow file (API or UI-format JSON, or a PNG or WebP saved
+//! by ComfyUI) on the pool, with inputs set from the command line, a fresh seed per job, and
+//! uploads to the server that runs each job. A UI-format workflow is converted with the first
+//! server's object_info.
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -18,8 +20,9 @@ use crate::jobs::{self, JobArgs, Plan};
 /// The flags of `run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The graph, as exported by ComfyUI's "Export (API)".
-    #[arg(value_name = "GRAPH.json")]
+    /// The workflow: API-format JSON ("Export (API)"), UI-format JSON ("Save"), or a PNG or
+    /// WebP saved by ComfyUI.
+    #[arg(value_name = "FILE")]
     pub graph: PathBuf,
     /// Set an input: TARGET is a node id, title or class type; VALUE is read as JSON when it
     /// parses (42, 1.5, true, "text", [..]), else taken as a string. Repeatable.
@@ -69,28 +72,19 @@ fn resolve(wf: &Workflow, path: &str) -> Result<(NodeId, String)> {
     Ok((node.clone(), input.to_owned()))
 }
 
-pub fn load(path: &Path) -> Result<Workflow> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| usage(format!("cannot read the graph {}: {e}", path.display())))?;
-    Workflow::from_json(&text).map_err(|e| {
-        usage(format!(
-            "{} is not an API-format graph: {e} (export it with \"Export (API)\")",
-            path.display()
-        ))
-    })
-}
-
 /// Loads the graph, applies `--set` and `--upload`, and runs `--count` copies, each with fresh
 /// values in every literal `seed` and `noise_seed` input not set by `--set`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let mut wf = load(&args.graph)?;
+    let plan = Plan::from_args(&args.jobs)?;
+    let mut wf = crate::convert::load(&args.graph, || {
+        crate::convert::fetch_object_info(&plan.template).map(Some)
+    })?;
     let mut fixed: HashSet<(NodeId, String)> = HashSet::new();
     for (path, value) in &args.sets {
         fixed.insert(resolve(&wf, path)?);
         wf.set(path, value.clone())
             .map_err(|e| usage(format!("--set {path}: {e}")))?;
     }
-    let plan = Plan::from_args(&args.jobs)?;
     let uploads = read_uploads(&wf, &args.uploads)?;
     let seeds: Vec<(NodeId, String)> = wf
         .iter()

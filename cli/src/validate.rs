@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use comfy_proxy::ServerAddress;
+use comfy_proxy::text::{terminal_safe, terminal_safe_json};
 use comfy_proxy::wire::http;
 use comfy_proxy::workflow::{ObjectInfo, validate};
 use comfy_proxy_driver::ClientConfig;
@@ -18,8 +19,8 @@ use crate::error::{Result, runtime, usage};
 /// Arguments of `validate`.
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// The API-format graph to check.
-    #[arg(value_name = "GRAPH.json")]
+    /// The workflow to check: API or UI-format JSON, or a PNG or WebP saved by ComfyUI.
+    #[arg(value_name = "FILE")]
     pub graph: PathBuf,
     /// An object_info document saved from a server (`GET /object_info`).
     #[arg(
@@ -35,6 +36,9 @@ pub struct ValidateArgs {
     /// Print `{"valid", "error", "node_errors"}` as one JSON line instead of sentences.
     #[arg(long)]
     pub json: bool,
+    /// `--ca-cert`, `--insecure` (with --server).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Loads the object_info document named by the arguments.
@@ -49,22 +53,22 @@ fn object_info(args: &ValidateArgs) -> Result<ObjectInfo> {
         (None, Some(server)) => {
             let server =
                 ServerAddress::parse(server).map_err(|e| usage(format!("bad --server: {e}")))?;
-            fetch(&server)?
+            fetch(&args.tls.apply(ClientConfig::new(server))?)?
         }
         (None, None) => return Err(usage("give --object-info FILE or --server ADDR")),
     };
     ObjectInfo::from_value(&json).map_err(|e| usage(format!("not an object_info document: {e}")))
 }
 
-/// `GET /object_info` from one server.
-pub fn fetch(server: &ServerAddress) -> Result<serde_json::Value> {
+/// `GET /object_info` from the server of `config`.
+pub fn fetch(config: &ClientConfig) -> Result<serde_json::Value> {
     let rt: Arc<dyn Runtime> = Arc::new(Smol);
     let http = Http1::new(rt);
-    let request = ClientConfig::new(server.clone());
+    let server = &config.server;
     smol::block_on(async {
         let response = http
             .send(comfy_proxy_driver::client::outgoing(
-                &request,
+                config,
                 http::object_info(None),
             ))
             .await
@@ -76,15 +80,16 @@ pub fn fetch(server: &ServerAddress) -> Result<serde_json::Value> {
 
 /// Exit 0 when the graph is valid, 1 with the errors when not, 2 when it cannot be checked.
 pub fn run(args: &ValidateArgs) -> Result<ExitCode> {
-    let workflow = crate::run::load(&args.graph)?;
     let info = object_info(args)?;
+    let workflow = crate::convert::load(&args.graph, || Ok(Some(info.clone())))?;
     let report = validate(&workflow, &info);
+    // The report quotes the graph and the server's object_info: printed safely.
     if args.json {
-        println!("{}", report.to_json());
+        println!("{}", terminal_safe_json(&report.to_json().to_string()));
     } else if report.is_valid() {
         println!("valid");
     } else {
-        println!("invalid: {report}");
+        println!("invalid: {}", terminal_safe(&report.to_string()));
     }
     Ok(if report.is_valid() {
         ExitCode::SUCCESS

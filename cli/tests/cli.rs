@@ -197,6 +197,37 @@ fn replay_json_of_an_execution_error() {
 }
 
 #[test]
+fn replay_strips_escape_sequences_a_server_sent() {
+    let dir = TempDir::new("escapes");
+    let text = std::fs::read_to_string(fixture("exec_error.jsonl"))
+        .unwrap()
+        // Inside the recorded frames' JSON: ESC, BEL, CR and a C1 CSI, as a server could send.
+        .replace("RuntimeError", r"Runtime\\u001b[31mError\\u0007")
+        .replace(
+            "boom: intentional test failure",
+            r"boom\\u001b]0;pwned\\u0007\\u001b[2J\\r\\u009b31m!",
+        );
+    let hostile = dir.path().join("hostile.jsonl");
+    std::fs::write(&hostile, text).unwrap();
+    let hostile = hostile.to_str().unwrap();
+    let unsafe_char = |c: char| c.is_control() && c != '\n';
+    let plain = quick(&["replay", hostile]);
+    assert!(plain.status.success(), "{}", plain.stderr);
+    assert!(!plain.stdout.chars().any(unsafe_char), "{:?}", plain.stdout);
+    assert!(plain.stdout.contains("RuntimeError"), "{}", plain.stdout);
+    let json = quick(&["replay", "--json", hostile]);
+    assert!(json.status.success(), "{}", json.stderr);
+    assert!(!json.stdout.chars().any(unsafe_char), "{:?}", json.stdout);
+    // JSON keeps the data, escaped: the summary still says what the server sent.
+    let summary: Value = serde_json::from_str(json.stdout.lines().last().unwrap()).unwrap();
+    let error = &summary["summary"]["prompts"][0]["error"];
+    assert_eq!(
+        error["exception_type"], "Runtime\u{1b}[31mError\u{7}",
+        "{error}"
+    );
+}
+
+#[test]
 fn demo_writes_sixteen_pngs() {
     let dir = TempDir::new("demo");
     let mut cmd = bin();
@@ -388,6 +419,51 @@ fn bad_input_exits_2_with_a_message() {
         (&["workflow", "flux", "--size", "huge"], "square-1k"),
         (&["replay", missing], "cannot read"),
         (&["replay", bad], "comfy-transcript/1"),
+        (
+            &[
+                "run",
+                graph,
+                "--server",
+                "https://h:1",
+                "--ca-cert",
+                missing,
+            ],
+            "missing.json",
+        ),
+        (
+            &[
+                "generate",
+                "flux",
+                "--server",
+                "https://h:1",
+                "--ca-cert",
+                bad,
+            ],
+            "no CERTIFICATE",
+        ),
+        (
+            &[
+                "validate",
+                graph,
+                "--server",
+                "https://h:1",
+                "--ca-cert",
+                bad,
+            ],
+            "bad.json",
+        ),
+        (
+            &[
+                "run",
+                graph,
+                "--server",
+                "h:1",
+                "--ca-cert",
+                bad,
+                "--insecure",
+            ],
+            "--insecure",
+        ),
     ];
     for (args, needle) in cases {
         let out = quick(args);

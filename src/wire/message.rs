@@ -6,7 +6,9 @@
 //! message types as it evolves. Numbers are accepted as integers or floats wherever the server
 //! mixes them (`1` and `1.0`).
 
-use serde::de::{self, Deserializer};
+use std::borrow::Cow;
+
+use serde::de::{self, DeserializeSeed, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -57,7 +59,7 @@ pub struct NodeProgress {
 }
 
 /// The `execution_error` message: a node raised while running.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct ExecutionError {
     /// The prompt that failed.
@@ -78,12 +80,55 @@ pub struct ExecutionError {
     /// The Python traceback, one frame per item.
     #[serde(default)]
     pub traceback: Vec<String>,
-    /// The node's inputs at the time, as the server summarised them.
-    #[serde(default)]
-    pub current_inputs: Value,
-    /// The node's outputs at the time.
-    #[serde(default)]
-    pub current_outputs: Value,
+    /// The node's inputs at the time, as the server summarised them (an object of input name
+    /// to a list of printed values), kept as the JSON text it came in: it can be large (printed
+    /// tensors) and is rarely read. [`ExecutionError::inputs`] parses it.
+    #[serde(default = "raw_null")]
+    pub current_inputs: Box<RawValue>,
+    /// The nodes that had outputs at the time (a list of node ids), as JSON text.
+    /// [`ExecutionError::outputs`] parses it.
+    #[serde(default = "raw_null")]
+    pub current_outputs: Box<RawValue>,
+}
+
+fn raw_null() -> Box<RawValue> {
+    RawValue::NULL.to_owned()
+}
+
+impl ExecutionError {
+    /// The node's inputs at the time, parsed from [`ExecutionError::current_inputs`] on each
+    /// call (`null` when the server sent none).
+    pub fn inputs(&self) -> Value {
+        serde_json::from_str(self.current_inputs.get()).unwrap_or(Value::Null)
+    }
+
+    /// The node's outputs at the time, parsed from [`ExecutionError::current_outputs`] on each
+    /// call (`null` when the server sent none).
+    pub fn outputs(&self) -> Value {
+        serde_json::from_str(self.current_outputs.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// Two errors are equal when their fields are; the raw inputs and outputs compare as the
+/// values they hold, whatever their spacing.
+impl PartialEq for ExecutionError {
+    fn eq(&self, other: &Self) -> bool {
+        self.prompt_id == other.prompt_id
+            && self.node_id == other.node_id
+            && self.node_type == other.node_type
+            && self.executed == other.executed
+            && self.exception_message == other.exception_message
+            && self.exception_type == other.exception_type
+            && self.traceback == other.traceback
+            && raw_eq(&self.current_inputs, &other.current_inputs)
+            && raw_eq(&self.current_outputs, &other.current_outputs)
+    }
+}
+
+fn raw_eq(a: &RawValue, b: &RawValue) -> bool {
+    a.get() == b.get()
+        || serde_json::from_str::<Value>(a.get()).ok()
+            == serde_json::from_str::<Value>(b.get()).ok()
 }
 
 /// The `execution_interrupted` message.
@@ -185,12 +230,159 @@ pub enum ServerMessage {
     },
 }
 
-#[derive(Deserialize)]
+/// The envelope, read in one pass: when `type` comes before `data` (as the server writes it),
+/// `data` is decoded straight into the variant `type` names; otherwise it is borrowed as raw
+/// JSON and decoded once `type` is known.
 struct Envelope<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+    /// Set while `data` is being decoded, so that its errors name it.
+    in_data: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> de::Visitor<'de> for Envelope<'_> {
+    type Value = ServerMessage;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with `type` and `data`")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ServerMessage, A::Error> {
+        let mut kind: Option<Str<'de>> = None;
+        let mut decoded: Option<ServerMessage> = None;
+        let mut raw: Option<&'de RawValue> = None;
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            match key.0.as_ref() {
+                "type" if kind.is_some() => return Err(de::Error::duplicate_field("type")),
+                "type" => kind = Some(map.next_value()?),
+                "data" if decoded.is_some() || raw.is_some() => {
+                    return Err(de::Error::duplicate_field("data"));
+                }
+                "data" => match &kind {
+                    Some(Str(k)) => {
+                        self.in_data.set(true);
+                        decoded = Some(map.next_value_seed(Data(k))?);
+                        self.in_data.set(false);
+                    }
+                    None => raw = Some(map.next_value()?),
+                },
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        let Str(kind) = kind.ok_or_else(|| de::Error::missing_field("type"))?;
+        match decoded {
+            Some(msg) => Ok(msg),
+            None => {
+                self.in_data.set(true);
+                let msg = Data(&kind)
+                    .deserialize(raw.unwrap_or(RawValue::NULL))
+                    .map_err(de::Error::custom)?;
+                self.in_data.set(false);
+                Ok(msg)
+            }
+        }
+    }
+}
+
+/// A string, borrowed from the text unless it has escapes.
+struct Str<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Decodes a `data` payload as the variant of type `.0`.
+struct Data<'k>(&'k str);
+
+impl<'de> de::DeserializeSeed<'de> for Data<'_> {
+    type Value = ServerMessage;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ServerMessage, D::Error> {
+        use ServerMessage as M;
+        Ok(match self.0 {
+            "status" => {
+                let d = data::Status::deserialize(d)?;
+                M::Status {
+                    queue_remaining: d.status.exec_info.queue_remaining,
+                    sid: d.sid,
+                }
+            }
+            "execution_start" => M::ExecutionStart {
+                prompt_id: data::PromptOnly::deserialize(d)?.prompt_id,
+            },
+            "execution_cached" => {
+                let d = data::Cached::deserialize(d)?;
+                M::ExecutionCached {
+                    prompt_id: d.prompt_id,
+                    nodes: d.nodes,
+                }
+            }
+            "executing" => {
+                let d = data::Executing::deserialize(d)?;
+                M::Executing {
+                    prompt_id: d.prompt_id,
+                    node: d.node,
+                }
+            }
+            "progress" => {
+                let d = data::Progress::deserialize(d)?;
+                M::Progress {
+                    prompt_id: d.prompt_id,
+                    node: d.node,
+                    value: d.value,
+                    max: d.max,
+                }
+            }
+            "progress_state" => {
+                let d = data::ProgressState::deserialize(d)?;
+                M::ProgressState {
+                    prompt_id: d.prompt_id,
+                    nodes: d.nodes.0,
+                }
+            }
+            "executed" => {
+                let d = data::Executed::deserialize(d)?;
+                M::Executed {
+                    prompt_id: d.prompt_id,
+                    node: d.node,
+                    output: d.output.unwrap_or_default(),
+                }
+            }
+            "execution_success" => M::ExecutionSuccess {
+                prompt_id: data::PromptOnly::deserialize(d)?.prompt_id,
+            },
+            "execution_error" => M::ExecutionError(Box::new(ExecutionError::deserialize(d)?)),
+            "execution_interrupted" => {
+                M::ExecutionInterrupted(ExecutionInterrupted::deserialize(d)?)
+            }
+            "feature_flags" => {
+                let d = data::FeatureFlags::deserialize(d)?;
+                M::FeatureFlags {
+                    supports_preview_metadata: d.supports_preview_metadata,
+                    max_upload_size: d.max_upload_size,
+                }
+            }
+            other => M::Unknown {
+                kind: other.to_owned(),
+                data: Value::deserialize(d)?,
+            },
+        })
+    }
 }
 
 /// Accepts a JSON number written as an integer or a float.
@@ -315,11 +507,6 @@ mod data {
     }
 }
 
-fn parse<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Result<T, ProtocolError> {
-    let text = raw.map_or("null", RawValue::get);
-    serde_json::from_str(text).map_err(|e| ProtocolError::json("websocket message data", &e))
-}
-
 impl ServerMessage {
     /// Decodes one text frame.
     ///
@@ -332,79 +519,18 @@ impl ServerMessage {
     /// assert!(matches!(new, ServerMessage::Unknown { ref kind, .. } if kind == "shiny_new"));
     /// ```
     pub fn decode(text: &str) -> Result<Self, ProtocolError> {
-        let env: Envelope<'_> =
-            serde_json::from_str(text).map_err(|e| ProtocolError::json("websocket message", &e))?;
-        let raw = env.data;
-        Ok(match env.kind.as_ref() {
-            "status" => {
-                let d: data::Status = parse(raw)?;
-                Self::Status {
-                    queue_remaining: d.status.exec_info.queue_remaining,
-                    sid: d.sid,
-                }
-            }
-            "execution_start" => Self::ExecutionStart {
-                prompt_id: parse::<data::PromptOnly>(raw)?.prompt_id,
-            },
-            "execution_cached" => {
-                let d: data::Cached = parse(raw)?;
-                Self::ExecutionCached {
-                    prompt_id: d.prompt_id,
-                    nodes: d.nodes,
-                }
-            }
-            "executing" => {
-                let d: data::Executing = parse(raw)?;
-                Self::Executing {
-                    prompt_id: d.prompt_id,
-                    node: d.node,
-                }
-            }
-            "progress" => {
-                let d: data::Progress = parse(raw)?;
-                Self::Progress {
-                    prompt_id: d.prompt_id,
-                    node: d.node,
-                    value: d.value,
-                    max: d.max,
-                }
-            }
-            "progress_state" => {
-                let d: data::ProgressState = parse(raw)?;
-                Self::ProgressState {
-                    prompt_id: d.prompt_id,
-                    nodes: d.nodes.0,
-                }
-            }
-            "executed" => {
-                let d: data::Executed = parse(raw)?;
-                Self::Executed {
-                    prompt_id: d.prompt_id,
-                    node: d.node,
-                    output: d.output.unwrap_or_default(),
-                }
-            }
-            "execution_success" => Self::ExecutionSuccess {
-                prompt_id: parse::<data::PromptOnly>(raw)?.prompt_id,
-            },
-            "execution_error" => Self::ExecutionError(Box::new(parse(raw)?)),
-            "execution_interrupted" => Self::ExecutionInterrupted(parse(raw)?),
-            "feature_flags" => {
-                let d: data::FeatureFlags = parse(raw)?;
-                Self::FeatureFlags {
-                    supports_preview_metadata: d.supports_preview_metadata,
-                    max_upload_size: d.max_upload_size,
-                }
-            }
-            other => Self::Unknown {
-                kind: other.to_owned(),
-                data: match raw {
-                    Some(r) => serde_json::from_str(r.get())
-                        .map_err(|e| ProtocolError::json("websocket message data", &e))?,
-                    None => Value::Null,
-                },
-            },
-        })
+        let in_data = std::cell::Cell::new(false);
+        let mut de = serde_json::Deserializer::from_str(text);
+        de.deserialize_map(Envelope { in_data: &in_data })
+            .and_then(|msg| de.end().map(|()| msg))
+            .map_err(|e| {
+                let context = if in_data.get() {
+                    "websocket message data"
+                } else {
+                    "websocket message"
+                };
+                ProtocolError::json(context, &e)
+            })
     }
 
     /// The message's `type` name.
@@ -576,6 +702,56 @@ mod tests {
                 "{bad:?} should not decode"
             );
         }
+    }
+
+    #[test]
+    fn data_before_type_decodes_the_same() {
+        let first = d(r#"{"type":"progress","data":{"value":1,"max":4,"node":"2"}}"#);
+        let last = d(r#"{"data":{"value":1,"max":4,"node":"2"},"type":"progress","x":[1]}"#);
+        assert_eq!(first, last);
+        assert!(matches!(first, ServerMessage::Progress { value: 1.0, .. }));
+        for bad in [
+            r#"{"type":"status","type":"status","data":{}}"#,
+            r#"{"type":"x","data":1,"data":2}"#,
+            r#"{"data":{"value":1,"max":4},"data":{},"type":"progress"}"#,
+            r#"{"data":{"value":"x","max":4},"type":"progress"}"#,
+            r#"{"type":"progress","data":{"value":1,"max":4}} x"#,
+        ] {
+            assert!(ServerMessage::decode(bad).is_err(), "{bad}");
+        }
+        let e = ServerMessage::decode(r#"{"type":"progress","data":{"value":"x","max":4}}"#);
+        assert!(
+            matches!(&e, Err(ProtocolError::BadJson { context, .. }) if *context == "websocket message data"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn execution_error_keeps_inputs_raw() {
+        let text = r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"2","node_type":"T","exception_message":"boom","exception_type":"E","traceback":["a\n","b"],"current_inputs":{"images":["tensor(\n[1])"]},"current_outputs":["1", "2"]}}"#;
+        let ServerMessage::ExecutionError(e) = d(text) else {
+            panic!()
+        };
+        assert_eq!(e.traceback, ["a\n", "b"]);
+        assert_eq!(e.current_outputs.get(), r#"["1", "2"]"#);
+        assert_eq!(e.outputs(), serde_json::json!(["1", "2"]));
+        assert_eq!(e.inputs()["images"][0], "tensor(\n[1])");
+        // From a parsed value (as /history holds it), with other spacing: equal.
+        let value: Value = serde_json::from_str(text).unwrap();
+        let again = ExecutionError::deserialize(&value["data"]).unwrap();
+        assert_eq!(again.current_outputs.get(), r#"["1","2"]"#);
+        assert_eq!(*e, again);
+        let mut other = again.clone();
+        other.current_inputs = RawValue::from_string("{}".into()).unwrap();
+        assert_ne!(*e, other);
+        // Absent: null.
+        let bare =
+            r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"2","node_type":"T"}}"#;
+        let ServerMessage::ExecutionError(e) = d(bare) else {
+            panic!()
+        };
+        assert_eq!((e.inputs(), e.outputs()), (Value::Null, Value::Null));
+        assert!(e.traceback.is_empty());
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!   node with id [`SAVE_NODE_ID`].
 //! - [`ObjectInfo`]: a typed view of the server's `GET /object_info`, and [`check_structure`],
 //!   which checks a graph's classes, required inputs, links and link types against it.
+//! - [`load_any`]: any workflow file a user has: API-format JSON, UI-format JSON (converted with
+//!   [`ui::to_api`] and the server's `object_info`), or a PNG or WebP written by ComfyUI (its
+//!   `prompt`, else its converted `workflow`; see [`image`]).
 //!
 //! ```
 //! use comfy_proxy::workflow::{FluxParams, Lora, Size, Workflow};
@@ -60,16 +63,20 @@ macro_rules! setters {
 mod error;
 mod flux;
 mod graph;
+pub mod image;
 pub mod limits;
+mod load;
 mod node;
 mod object_info;
 mod presets;
 mod qwen;
+pub mod ui;
 pub mod validate;
 
 pub use error::WorkflowError;
 pub use flux::FluxParams;
 pub use graph::Workflow;
+pub use load::{FileKind, LoadError, LoadedWorkflow, detect, load_any};
 pub use node::{Input, Inputs, Link, Node};
 pub use object_info::{
     InputSpec, NodeClass, ObjectInfo, SlotType, StructuralError, check_structure,

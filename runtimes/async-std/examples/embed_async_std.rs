@@ -8,7 +8,7 @@ use std::sync::Arc;
 use comfy_proxy::ServerAddress;
 use comfy_proxy::workflow::{QwenParams, Size};
 use comfy_proxy_async_std::{AsyncStd, ClientConfig, connect};
-use comfy_proxy_driver::mock;
+use comfy_proxy_mock as mock;
 
 fn main() {
     async_std::task::block_on(async {

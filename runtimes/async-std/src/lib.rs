@@ -22,12 +22,11 @@
 //! ```
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{BoxFuture, Listener, Runtime, Stream};
+use comfy_proxy_driver::{BoxFuture, Runtime, Stream};
 
 #[cfg(feature = "surf")]
 mod surf_client;
@@ -56,29 +55,6 @@ impl Runtime for AsyncStd {
             tcp.set_nodelay(true)?;
             Ok(Box::new(tcp) as Box<dyn Stream>)
         })
-    }
-
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let listener = async_std::net::TcpListener::bind(addr).await?;
-            Ok(Box::new(AsyncStdListener(listener)) as Box<dyn Listener>)
-        })
-    }
-}
-
-struct AsyncStdListener(async_std::net::TcpListener);
-
-impl Listener for AsyncStdListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Box<dyn Stream>>> {
-        Box::pin(async move {
-            let (tcp, _) = self.0.accept().await?;
-            tcp.set_nodelay(true)?;
-            Ok(Box::new(tcp) as Box<dyn Stream>)
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
     }
 }
 

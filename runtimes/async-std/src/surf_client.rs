@@ -45,7 +45,7 @@ impl HttpClient for SurfClient {
     fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, TransportError>> {
         let client = self.0.clone();
         Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.url);
+            let what = format!("{} {}", o.request.method.as_str(), o.shown_url);
             let limit = o.timeout;
             let sleep = Box::pin(async_std::task::sleep(limit));
             let result = match select(Box::pin(send(client, o)), sleep).await {
@@ -99,8 +99,11 @@ async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, 
         _ => surf::http::Method::Get,
     };
     let mut request = surf::Request::new(method, url);
-    for (name, value) in &o.headers {
-        let (name, value) = header(name, value)?;
+    for (name, value) in o.headers.iter() {
+        let value = value
+            .to_str()
+            .map_err(|_| invalid(format!("value of header {name}")))?;
+        let (name, value) = header(name.as_str(), value)?;
         request.insert_header(name, value);
     }
     if let Some(body) = o.request.body {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use comfy_proxy_async_std::{AsyncStd, http_client};
-use comfy_proxy_driver::testsuite::Kit;
+use comfy_proxy_testkit::Kit;
 
 fn kit() -> Kit {
     Kit {
@@ -12,4 +12,4 @@ fn kit() -> Kit {
     }
 }
 
-comfy_proxy_driver::integration_suite!(kit(), async_std::task::block_on);
+comfy_proxy_testkit::integration_suite!(kit(), async_std::task::block_on);

@@ -16,8 +16,10 @@ use futures_util::future::{Either, select};
 use futures_util::stream::{SplitSink, StreamExt};
 
 use crate::auth::Auth;
+use crate::headers::Headers;
 use crate::record::Recorder;
 use crate::runtime::{HttpClient, OutgoingRequest, Runtime};
+use crate::tls::TlsConfig;
 use crate::ws::{self, Socket, WsOptions};
 
 /// How long one websocket write, connect or HTTP exchange may take before it counts as failed.
@@ -33,8 +35,9 @@ pub(crate) struct Timeouts {
 pub(crate) struct Endpoint {
     pub server: ServerAddress,
     pub auth: Auth,
-    pub headers: Vec<(String, String)>,
-    pub verify_tls: bool,
+    /// The auth's headers, then the user's; checked when the config was built.
+    pub headers: Headers,
+    pub tls: TlsConfig,
     pub max_frame_len: usize,
     pub max_body: usize,
     pub timeouts: Timeouts,
@@ -42,16 +45,15 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn outgoing(&self, request: comfy_proxy::wire::HttpRequest) -> OutgoingRequest {
-        let mut headers = self.auth.headers();
-        headers.extend(self.headers.iter().cloned());
         let path = self.auth.apply_query(&request.path);
         OutgoingRequest {
             server: self.server.clone(),
             url: self.server.http_url(&path),
+            shown_url: self.server.http_url(&self.auth.shown_query(&request.path)),
             target: format!("{}{path}", self.server.base_path()),
             request,
-            headers,
-            verify_tls: self.verify_tls,
+            headers: self.headers.clone(),
+            tls: self.tls.clone(),
             max_body: self.max_body,
             timeout: self.timeouts.http,
         }
@@ -303,7 +305,7 @@ impl Actor {
                 server: &endpoint.server,
                 auth: &endpoint.auth,
                 headers: &endpoint.headers,
-                verify_tls: endpoint.verify_tls,
+                tls: &endpoint.tls,
                 max_frame_len: endpoint.max_frame_len,
             };
             let opened = select(
@@ -362,7 +364,11 @@ impl Actor {
         let limit = self.endpoint.timeouts.http;
         let control = self.control.clone();
         self.rt.spawn(Box::pin(async move {
-            let what = format!("{} {}", outgoing.request.method.as_str(), outgoing.url);
+            let what = format!(
+                "{} {}",
+                outgoing.request.method.as_str(),
+                outgoing.shown_url
+            );
             let result = match select(http.send(outgoing), rt.sleep(limit)).await {
                 Either::Left((result, _)) => result,
                 Either::Right(_) => Err(TransportError::new(

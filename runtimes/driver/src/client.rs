@@ -21,8 +21,10 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::stream::{Stream, StreamExt};
 
 use crate::actor::{Actor, Endpoint, Input, Route, Timeouts};
-use crate::auth::Auth;
+use crate::auth::{Auth, ConfigError, Redactor};
+use crate::headers::Headers;
 use crate::runtime::{HttpClient, Runtime};
+use crate::tls::TlsConfig;
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -30,12 +32,16 @@ use crate::runtime::{HttpClient, Runtime};
 pub struct ClientConfig {
     /// The server.
     pub server: ServerAddress,
-    /// Authentication, for HTTP and the websocket alike.
-    pub auth: Auth,
-    /// Extra headers, for HTTP and the websocket alike.
-    pub headers: Vec<(String, String)>,
-    /// Verify TLS certificates (default). Turning this off is for self-signed private servers.
-    pub verify_tls: bool,
+    /// Authentication, for HTTP and the websocket alike (see [`ClientConfig::with_auth`]).
+    auth: Auth,
+    /// The headers `auth` adds, checked when it was set.
+    auth_headers: Headers,
+    /// Extra headers, for HTTP and the websocket alike, checked when they were added.
+    headers: Headers,
+    /// TLS for `https`/`wss`: built once, shared by every connection of the client. Verifies
+    /// certificates against webpki's roots by default; see [`ClientConfig::with_root_ca_pem`]
+    /// and [`ClientConfig::danger_accept_invalid_certs`].
+    pub tls: TlsConfig,
     /// The core session's settings (feature flags, file fetching, frame limit, reconnects).
     pub session: SessionConfig,
     /// Deadlines applied to every prompt.
@@ -60,8 +66,9 @@ impl ClientConfig {
         Self {
             server,
             auth: Auth::None,
-            headers: Vec::new(),
-            verify_tls: true,
+            auth_headers: Headers::new(),
+            headers: Headers::new(),
+            tls: TlsConfig::default(),
             session: SessionConfig::default(),
             deadlines: Deadlines::none(),
             events_buffer: 64,
@@ -80,10 +87,41 @@ impl ClientConfig {
         self
     }
 
-    /// Sets the authentication.
-    pub fn with_auth(mut self, auth: Auth) -> Self {
+    /// Sets the authentication, for HTTP and the websocket alike. A token or header that
+    /// cannot go in a header (CR, LF, control bytes, non-ASCII) is refused here, naming the
+    /// header and never the secret.
+    pub fn with_auth(mut self, auth: Auth) -> Result<Self, ConfigError> {
+        self.auth_headers = auth.headers()?;
         self.auth = auth;
-        self
+        Ok(self)
+    }
+
+    /// The authentication.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The extra headers (without the ones the auth adds).
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// Every header sent with each request and the websocket handshake: the auth's, then the
+    /// extra ones.
+    pub fn all_headers(&self) -> Headers {
+        let mut all = self.auth_headers.clone();
+        all.extend(&self.headers);
+        all
+    }
+
+    /// Scrubs this config's secrets (tokens, passwords, secret header values) from text.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(
+            self.auth
+                .secrets()
+                .into_iter()
+                .chain(self.headers.secret_values().map(str::to_owned)),
+        )
     }
 
     /// Sets the deadlines of every prompt.
@@ -98,16 +136,50 @@ impl ClientConfig {
         self
     }
 
-    /// Adds a header to every request and the websocket handshake.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+    /// Adds a header to every request and the websocket handshake. The name and value are
+    /// checked now (see [`crate::headers::check`]): CR, LF, control bytes and non-ASCII are
+    /// refused, as are headers the client writes itself (`Host`, `Content-Length`...). Values
+    /// of secret-looking headers (`Authorization`, `Cookie`, `X-Api-Key`, `*token*`...) are
+    /// redacted wherever the config is shown.
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
+        self.headers.push(name, value)?;
+        Ok(self)
+    }
+
+    /// Like [`ClientConfig::with_header`], the value redacted whatever the header's name.
+    pub fn with_secret_header(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
+        self.headers.push_secret(name, value)?;
+        Ok(self)
+    }
+
+    /// Accepts any TLS certificate. Only for servers trusted by other means; prefer
+    /// [`ClientConfig::with_root_ca_pem`] for a private CA.
+    pub fn danger_accept_invalid_certs(mut self) -> Self {
+        self.tls = self.tls.danger_accept_invalid_certs();
         self
     }
 
-    /// Accepts any TLS certificate. Only for servers trusted by other means.
-    pub fn danger_accept_invalid_certs(mut self) -> Self {
-        self.verify_tls = false;
-        self
+    /// Trusts the root CAs in `pem` (one or more `CERTIFICATE` sections) besides webpki's, for
+    /// servers with certificates from a private CA. Certificates stay verified.
+    pub fn with_root_ca_pem(mut self, pem: &[u8]) -> Result<Self, ConfigError> {
+        self.tls = self.tls.with_root_ca_pem("PEM bytes", pem)?;
+        Ok(self)
+    }
+
+    /// Like [`ClientConfig::with_root_ca_pem`], reading the PEM file at `path`.
+    pub fn with_root_ca_file(
+        mut self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path).map_err(|source| ConfigError::ReadCaFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.tls = self
+            .tls
+            .with_root_ca_pem(&path.display().to_string(), &pem)?;
+        Ok(self)
     }
 
     /// The settings for HTTP exchanges outside a session (lookups, health checks).
@@ -115,8 +187,8 @@ impl ClientConfig {
         Endpoint {
             server: self.server.clone(),
             auth: self.auth.clone(),
-            headers: self.headers.clone(),
-            verify_tls: self.verify_tls,
+            headers: self.all_headers(),
+            tls: self.tls.clone(),
             max_frame_len: self.session.max_frame_len,
             max_body: self.max_body,
             timeouts: Timeouts {
@@ -240,6 +312,8 @@ impl Drop for CloseOnDrop {
 #[derive(Clone)]
 pub struct Client {
     control: mpsc::UnboundedSender<Input>,
+    /// The runtime, for the deadlines of the server operations (`ops.rs`).
+    pub(crate) rt: Arc<dyn Runtime>,
     http: Arc<dyn HttpClient>,
     config: Arc<ClientConfig>,
     _close: Arc<CloseOnDrop>,
@@ -274,7 +348,13 @@ impl Client {
         let client_id = ClientId::from_random(fastrand::u128(..));
         // A recording that cannot be created is not a reason to refuse to run.
         let recorder = config.record.as_ref().and_then(|dir| {
-            crate::record::Recorder::create(dir, &config.server, client_id.as_str()).ok()
+            crate::record::Recorder::create(
+                dir,
+                &config.server,
+                client_id.as_str(),
+                config.redactor(),
+            )
+            .ok()
         });
         let session = Session::new(client_id, config.session.clone());
         let actor = Actor {
@@ -293,6 +373,7 @@ impl Client {
         Self {
             _close: Arc::new(CloseOnDrop(control.clone())),
             control,
+            rt,
             http,
             config: Arc::new(config),
         }

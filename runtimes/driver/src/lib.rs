@@ -9,16 +9,18 @@
 mod actor;
 pub mod auth;
 pub mod client;
+pub mod headers;
 pub mod http1;
-pub mod mock;
+mod ops;
 pub mod pool;
 mod record;
 pub mod runtime;
-#[doc(hidden)]
-pub mod testsuite;
 pub mod tls;
 mod ws;
 
-pub use auth::Auth;
+pub use auth::{Auth, CertificateProblem, ConfigError, Redactor};
 pub use client::{Client, ClientConfig, ClientError, PromptStream, RunResult};
-pub use runtime::{BoxFuture, HttpClient, Listener, OutgoingRequest, Runtime, Stream};
+pub use headers::Headers;
+pub use ops::UploadOptions;
+pub use runtime::{BoxFuture, HttpClient, OutgoingRequest, Runtime, Stream};
+pub use tls::TlsConfig;

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -25,33 +24,29 @@ pub trait Runtime: Send + Sync + 'static {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
     /// Opens a TCP connection to `host:port`.
     fn connect(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
-    /// Listens on `addr` (the mock server; port 0 picks a free port).
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;
-}
-
-/// A bound TCP listener.
-pub trait Listener: Send + 'static {
-    /// Waits for the next connection.
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Box<dyn Stream>>>;
-    /// The address it listens on.
-    fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
 /// One HTTP request to a server, with everything the adapter adds to the core's description.
-#[derive(Debug, Clone)]
+/// Its `Debug` shows no secret: the URL with the query token redacted, secret headers redacted.
+#[derive(Clone)]
 pub struct OutgoingRequest {
     /// The server.
     pub server: comfy_proxy::ServerAddress,
-    /// The full URL (scheme, authority, base path, path and query, auth query token).
+    /// The full URL (scheme, authority, base path, path and query, auth query token). It may
+    /// carry a secret: send it, never show it; messages use `shown_url`.
     pub url: String,
-    /// The request target in origin form: base path, path and query, auth query token.
+    /// `url` with the auth query token replaced by `<redacted>`: for errors and logs.
+    pub shown_url: String,
+    /// The request target in origin form: base path, path and query, auth query token. Like
+    /// `url`, never shown.
     pub target: String,
     /// The core's request (method, path, body).
     pub request: HttpRequest,
-    /// Headers to add (auth, user headers).
-    pub headers: Vec<(String, String)>,
-    /// Whether to verify TLS certificates.
-    pub verify_tls: bool,
+    /// Headers to add (auth, user headers), checked when the config was built; secret values
+    /// are marked sensitive.
+    pub headers: crate::headers::Headers,
+    /// The client's TLS settings (shared, built once per client).
+    pub tls: crate::tls::TlsConfig,
     /// The largest response body to accept.
     pub max_body: usize,
     /// One deadline for the whole exchange: connect, TLS, writing the request, reading the
@@ -59,6 +54,19 @@ pub struct OutgoingRequest {
     ///
     /// [`TransportErrorKind::TimedOut`]: comfy_proxy::TransportErrorKind::TimedOut
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for OutgoingRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingRequest")
+            .field("method", &self.request.method.as_str())
+            .field("url", &self.shown_url)
+            .field("headers", &self.headers)
+            .field("body", &self.request.body.as_ref().map(|b| b.bytes.len()))
+            .field("tls", &self.tls)
+            .field("max_body", &self.max_body)
+            .finish()
+    }
 }
 
 /// The HTTP seam: both runtime crates use the driver's HTTP/1.1 client; a program may supply

@@ -3,12 +3,13 @@
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Error as WsError;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use comfy_proxy::{ServerAddress, TransportError, TransportErrorKind};
 
 use crate::auth::Auth;
+use crate::headers::Headers;
 use crate::runtime::{Runtime, Stream};
+use crate::tls::TlsConfig;
 
 /// An open websocket.
 pub(crate) type Socket = WebSocketStream<Box<dyn Stream>>;
@@ -17,8 +18,9 @@ pub(crate) type Socket = WebSocketStream<Box<dyn Stream>>;
 pub(crate) struct WsOptions<'a> {
     pub server: &'a ServerAddress,
     pub auth: &'a Auth,
-    pub headers: &'a [(String, String)],
-    pub verify_tls: bool,
+    /// The auth's headers and the user's, checked when the config was built.
+    pub headers: &'a Headers,
+    pub tls: &'a TlsConfig,
     pub max_frame_len: usize,
 }
 
@@ -35,11 +37,9 @@ pub(crate) async fn open(
         .await
         .map_err(|e| TransportError::from_io(what.as_str(), e))?;
     let stream = if server.tls() {
-        crate::tls::connect(server.host(), tcp, o.verify_tls)
-            .await
-            .map_err(|e| {
-                TransportError::new(TransportErrorKind::Tls, what.as_str()).with_source(e)
-            })?
+        o.tls.connect(server.host(), tcp).await.map_err(|e| {
+            TransportError::new(TransportErrorKind::Tls, what.as_str()).with_source(e)
+        })?
     } else {
         tcp
     };
@@ -48,16 +48,13 @@ pub(crate) async fn open(
         TransportError::new(TransportErrorKind::Handshake, what.as_str()).with_detail(detail)
     };
     let url = server.ws_url(&o.auth.apply_query(path));
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| refused(format!("websocket URL: {e}")))?;
-    for (name, value) in o.auth.headers().iter().chain(o.headers) {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|e| refused(format!("header name {name:?}: {e}")))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|e| refused(format!("header value for {name}: {e}")))?;
-        request.headers_mut().insert(name, value);
+    let mut request = url.as_str().into_client_request().map_err(|e| {
+        // The URL carries the query token, if any: show the redacted form.
+        let shown = server.ws_url(&o.auth.shown_query(path));
+        refused(format!("websocket URL {shown}: {e}"))
+    })?;
+    for (name, value) in o.headers.iter() {
+        request.headers_mut().append(name.clone(), value.clone());
     }
     let config = WebSocketConfig::default()
         .max_message_size(Some(o.max_frame_len))

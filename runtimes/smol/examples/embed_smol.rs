@@ -8,7 +8,7 @@ use std::sync::Arc;
 use comfy_proxy::ServerAddress;
 use comfy_proxy::session::Event;
 use comfy_proxy::workflow::{FluxParams, Lora, Size};
-use comfy_proxy_driver::mock;
+use comfy_proxy_mock as mock;
 use comfy_proxy_smol::{ClientConfig, Smol, connect};
 use smol::stream::StreamExt;
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use comfy_proxy::address::parse_addresses;
 use comfy_proxy::workflow::{FluxParams, Size};
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::mock::{self, MockHandle};
 use comfy_proxy_driver::pool::{Pool, PoolConfig, PoolEvent};
 use comfy_proxy_driver::{ClientConfig, Runtime};
+use comfy_proxy_mock::{self as mock, MockHandle};
 use comfy_proxy_smol::Smol;
 use smol::stream::StreamExt;
 

@@ -19,12 +19,11 @@
 //! ```
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{BoxFuture, Listener, Runtime, Stream};
+use comfy_proxy_driver::{BoxFuture, Runtime, Stream};
 
 pub use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, PromptStream, RunResult};
 
@@ -50,29 +49,6 @@ impl Runtime for Smol {
             tcp.set_nodelay(true)?;
             Ok(Box::new(tcp) as Box<dyn Stream>)
         })
-    }
-
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let listener = smol::net::TcpListener::bind(addr).await?;
-            Ok(Box::new(SmolListener(listener)) as Box<dyn Listener>)
-        })
-    }
-}
-
-struct SmolListener(smol::net::TcpListener);
-
-impl Listener for SmolListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Box<dyn Stream>>> {
-        Box::pin(async move {
-            let (tcp, _) = self.0.accept().await?;
-            tcp.set_nodelay(true)?;
-            Ok(Box::new(tcp) as Box<dyn Stream>)
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
     }
 }
 

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_proxy::mock::MockConfig;
 use comfy_proxy::session::Deadlines;
 use comfy_proxy::{ServerAddress, Workflow};
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::mock;
 use comfy_proxy_driver::pool::{Pool, PoolConfig, PoolEvent};
 use comfy_proxy_driver::{ClientConfig, Runtime};
+use comfy_proxy_mock as mock;
+use comfy_proxy_mock::MockConfig;
 use comfy_proxy_smol::Smol;
 use smol::stream::StreamExt;
 

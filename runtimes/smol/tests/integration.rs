@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use comfy_proxy_driver::Runtime;
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::testsuite::Kit;
 use comfy_proxy_smol::Smol;
+use comfy_proxy_testkit::Kit;
 
 fn kit() -> Kit {
     let rt: Arc<dyn Runtime> = Arc::new(Smol);
@@ -15,4 +15,4 @@ fn kit() -> Kit {
     }
 }
 
-comfy_proxy_driver::integration_suite!(kit(), smol::block_on);
+comfy_proxy_testkit::integration_suite!(kit(), smol::block_on);

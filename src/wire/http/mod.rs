@@ -14,8 +14,10 @@
 //! | `POST /queue` | [`queue_delete`], [`queue_clear`] | [`decode_queue_edit`] |
 //! | `GET /history/{id}` | [`history`] | [`decode_history`] -> [`HistoryEntry`] |
 //! | `GET /history?max_items=` | [`history_recent`] | [`decode_history_all`] |
+//! | `POST /history` | [`history_delete`], [`history_clear`] | [`decode_history_edit`] |
 //! | `GET /view` | [`view`] | [`decode_view`] (the bytes, not copied) |
 //! | `POST /upload/image` | [`upload_image`] | [`decode_upload`] -> [`UploadedFile`] |
+//! | `POST /upload/mask` | [`upload_mask`] | [`decode_upload`] -> [`UploadedFile`] |
 //! | `GET /object_info` | [`object_info`] | [`decode_object_info`] |
 //! | `GET /system_stats` | [`system_stats`] | [`decode_system_stats`] -> [`SystemStats`] |
 //! | `GET /features` | [`features`] | [`decode_features`] -> [`ServerFeatures`] |
@@ -46,14 +48,14 @@ pub use prompt::{
     ErrorInfo, NodeError, NodeErrors, PromptAccepted, PromptOutcome, PromptRejected, decode_prompt,
 };
 pub use requests::{
-    PromptRequest, UploadError, embeddings, features, free, history, history_recent, interrupt,
-    models, object_info, queue, queue_clear, queue_delete, system_stats, upload_image, view,
-    websocket_path,
+    PromptRequest, UploadError, embeddings, features, free, history, history_clear, history_delete,
+    history_recent, interrupt, models, object_info, queue, queue_clear, queue_delete, system_stats,
+    upload_image, upload_mask, view, websocket_path,
 };
 pub use responses::{
     Device, ServerFeatures, SystemStats, UploadedFile, decode_embeddings, decode_features,
-    decode_free, decode_interrupt, decode_models, decode_object_info, decode_queue_edit,
-    decode_system_stats, decode_upload, decode_view,
+    decode_free, decode_history_edit, decode_interrupt, decode_models, decode_object_info,
+    decode_queue_edit, decode_system_stats, decode_upload, decode_view,
 };
 
 /// An HTTP method the ComfyUI API uses.

@@ -203,6 +203,24 @@ pub fn history_recent(max_items: u32) -> HttpRequest {
     get(format!("/history?max_items={max_items}"))
 }
 
+/// `POST /history` with `{"delete": ids}`: forget finished prompts (their files stay on disk).
+pub fn history_delete(ids: &[PromptId]) -> HttpRequest {
+    #[derive(Serialize)]
+    struct Delete<'a> {
+        delete: &'a [PromptId],
+    }
+    post_json("/history", &Delete { delete: ids })
+}
+
+/// `POST /history` with `{"clear": true}`: forget every finished prompt, of every client.
+pub fn history_clear() -> HttpRequest {
+    #[derive(Serialize)]
+    struct Clear {
+        clear: bool,
+    }
+    post_json("/history", &Clear { clear: true })
+}
+
 /// `GET /view?filename=&subfolder=&type=`: the bytes of a file the server wrote or holds.
 pub fn view(file: &FileRef) -> HttpRequest {
     let mut path = "/view?filename=".to_owned();
@@ -262,7 +280,7 @@ pub fn free(unload_models: bool, free_memory: bool) -> HttpRequest {
     )
 }
 
-/// Why [`upload_image`] refused to build a request. Nothing was sent.
+/// Why [`upload_image`] or [`upload_mask`] refused to build a request. Nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UploadError {
@@ -335,6 +353,78 @@ pub fn upload_image(
     overwrite: bool,
     boundary: &str,
 ) -> Result<HttpRequest, UploadError> {
+    let overwrite = if overwrite { "true" } else { "false" };
+    let fields = [
+        ("type", kind),
+        ("subfolder", subfolder.unwrap_or("")),
+        ("overwrite", overwrite),
+    ];
+    multipart("/upload/image", file_name, bytes, &fields, boundary)
+}
+
+/// `POST /upload/mask`: a mask painted over an image the server holds. The server takes the
+/// alpha channel of `bytes` (a PNG with transparency), puts it on the image `original` names,
+/// and stores the result as `file_name` in `kind`/`subfolder`, like [`upload_image`]. The parts
+/// are those of [`upload_image`] plus `original_ref`, the JSON
+/// `{"filename", "subfolder", "type"}` of `original`. Refusals are those of [`upload_image`].
+///
+/// The server answers with the stored name even when `original` does not exist (it then
+/// stores nothing), so check the original first if that matters (`GET /view`).
+///
+/// ```
+/// use comfy_proxy::wire::FileRef;
+/// use comfy_proxy::wire::http::upload_mask;
+/// let original = FileRef {
+///     filename: "cat.png".into(),
+///     subfolder: String::new(),
+///     kind: "input".into(),
+/// };
+/// let req = upload_mask("cat-mask.png", b"\x89PNG", &original, None, "input", true, "B0")
+///     .unwrap();
+/// assert_eq!(req.path, "/upload/mask");
+/// let body = String::from_utf8_lossy(&req.body.unwrap().bytes).into_owned();
+/// assert!(body.contains(r#"{"filename":"cat.png","subfolder":"","type":"input"}"#));
+/// ```
+pub fn upload_mask(
+    file_name: &str,
+    bytes: &[u8],
+    original: &FileRef,
+    subfolder: Option<&str>,
+    kind: &str,
+    overwrite: bool,
+    boundary: &str,
+) -> Result<HttpRequest, UploadError> {
+    #[derive(Serialize)]
+    struct OriginalRef<'a> {
+        filename: &'a str,
+        subfolder: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+    }
+    let original_ref = serde_json::to_string(&OriginalRef {
+        filename: &original.filename,
+        subfolder: &original.subfolder,
+        kind: &original.kind,
+    })
+    .unwrap_or_default();
+    let overwrite = if overwrite { "true" } else { "false" };
+    let fields = [
+        ("type", kind),
+        ("subfolder", subfolder.unwrap_or("")),
+        ("overwrite", overwrite),
+        ("original_ref", original_ref.as_str()),
+    ];
+    multipart("/upload/mask", file_name, bytes, &fields, boundary)
+}
+
+/// A `multipart/form-data` POST to `path`: the file as the part `image`, then `fields` in order.
+fn multipart(
+    path: &str,
+    file_name: &str,
+    bytes: &[u8],
+    fields: &[(&str, &str)],
+    boundary: &str,
+) -> Result<HttpRequest, UploadError> {
     let b = boundary.as_bytes();
     let boundary_ok = !b.is_empty()
         && b.len() <= 70
@@ -350,13 +440,6 @@ pub fn upload_image(
     {
         return Err(UploadError::BadFileName);
     }
-    let subfolder = subfolder.unwrap_or("");
-    let overwrite = if overwrite { "true" } else { "false" };
-    let fields = [
-        ("type", kind),
-        ("subfolder", subfolder),
-        ("overwrite", overwrite),
-    ];
     if contains(bytes, b)
         || contains(file_name.as_bytes(), b)
         || fields.iter().any(|(_, v)| contains(v.as_bytes(), b))
@@ -393,7 +476,7 @@ pub fn upload_image(
 
     Ok(HttpRequest {
         method: Method::Post,
-        path: "/upload/image".to_owned(),
+        path: path.to_owned(),
         body: Some(Body {
             content_type: format!("multipart/form-data; boundary={boundary}"),
             bytes: out,
@@ -486,6 +569,24 @@ mod tests {
             ),
             (embeddings(), Method::Get, "/embeddings", "<none>"),
             (
+                history_delete(std::slice::from_ref(&id)),
+                Method::Post,
+                "/history",
+                r#"{"delete":["a/b c"]}"#,
+            ),
+            (
+                history_clear(),
+                Method::Post,
+                "/history",
+                r#"{"clear":true}"#,
+            ),
+            (
+                free(false, true),
+                Method::Post,
+                "/free",
+                r#"{"unload_models":false,"free_memory":true}"#,
+            ),
+            (
                 free(true, false),
                 Method::Post,
                 "/free",
@@ -546,6 +647,65 @@ true\r\n\
         assert!(text.contains("Content-Type: application/octet-stream\r\n"));
         assert!(text.contains("name=\"subfolder\"\r\n\r\n\r\n"));
         assert!(text.contains("false\r\n--Q7--\r\n"));
+    }
+
+    #[test]
+    fn mask_layout() {
+        let original = FileRef {
+            filename: "cat \"1\".png".into(),
+            subfolder: "pets".into(),
+            kind: "input".into(),
+        };
+        let req = upload_mask(
+            "m.png",
+            b"\x89",
+            &original,
+            Some("masks"),
+            "input",
+            false,
+            "BND",
+        )
+        .unwrap();
+        assert_eq!(req.path, "/upload/mask");
+        let body = req.body.unwrap();
+        assert_eq!(body.content_type, "multipart/form-data; boundary=BND");
+        let expected: &[u8] = b"--BND\r\n\
+Content-Disposition: form-data; name=\"image\"; filename=\"m.png\"\r\n\
+Content-Type: image/png\r\n\
+\r\n\
+\x89\r\n\
+--BND\r\n\
+Content-Disposition: form-data; name=\"type\"\r\n\
+\r\n\
+input\r\n\
+--BND\r\n\
+Content-Disposition: form-data; name=\"subfolder\"\r\n\
+\r\n\
+masks\r\n\
+--BND\r\n\
+Content-Disposition: form-data; name=\"overwrite\"\r\n\
+\r\n\
+false\r\n\
+--BND\r\n\
+Content-Disposition: form-data; name=\"original_ref\"\r\n\
+\r\n\
+{\"filename\":\"cat \\\"1\\\".png\",\"subfolder\":\"pets\",\"type\":\"input\"}\r\n\
+--BND--\r\n";
+        assert_eq!(body.bytes, expected);
+        // The original's reference is a field like the others: the boundary may not occur in it.
+        let clash = FileRef {
+            filename: "BND.png".into(),
+            subfolder: String::new(),
+            kind: "input".into(),
+        };
+        assert_eq!(
+            upload_mask("m.png", b"x", &clash, None, "input", false, "BND"),
+            Err(UploadError::BoundaryInContent)
+        );
+        assert_eq!(
+            upload_mask("", b"x", &original, None, "input", false, "BND"),
+            Err(UploadError::BadFileName)
+        );
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub fn decode_queue_edit(resp: &HttpResponse) -> Result<(), ProtocolError> {
     check_status(resp, "POST /queue response")
 }
 
+/// Decodes `POST /history` ([`history_delete`](super::history_delete),
+/// [`history_clear`](super::history_clear)): any 2xx, whatever the body.
+pub fn decode_history_edit(resp: &HttpResponse) -> Result<(), ProtocolError> {
+    check_status(resp, "POST /history response")
+}
+
 /// Decodes `POST /free` ([`free`](super::free)): any 2xx, whatever the body.
 pub fn decode_free(resp: &HttpResponse) -> Result<(), ProtocolError> {
     check_status(resp, "/free response")
@@ -30,7 +36,7 @@ pub fn decode_free(resp: &HttpResponse) -> Result<(), ProtocolError> {
 // ---------------------------------------------------------------------------------------------
 // Files
 
-/// Where `/upload/image` stored a file.
+/// Where `/upload/image` or `/upload/mask` stored a file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[non_exhaustive]
 pub struct UploadedFile {
@@ -69,7 +75,8 @@ impl UploadedFile {
     }
 }
 
-/// Decodes `POST /upload/image` ([`upload_image`](super::upload_image)).
+/// Decodes `POST /upload/image` ([`upload_image`](super::upload_image)) and `POST /upload/mask`
+/// ([`upload_mask`](super::upload_mask)), whose answers have the same shape.
 pub fn decode_upload(resp: &HttpResponse) -> Result<UploadedFile, ProtocolError> {
     parse_ok(resp, "/upload/image response")
 }

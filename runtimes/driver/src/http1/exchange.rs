@@ -19,6 +19,8 @@ const READ_CHUNK: usize = 64 << 10;
 pub(crate) struct Conn {
     pub stream: Box<dyn Stream>,
     pub buf: Vec<u8>,
+    /// Where the socket is read into: allocated once per connection.
+    scratch: Vec<u8>,
 }
 
 impl Conn {
@@ -26,17 +28,15 @@ impl Conn {
         Self {
             stream,
             buf: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
         }
     }
 
     /// Reads what the socket has into `buf`; 0 at the end of the stream.
     async fn read_some(&mut self) -> std::io::Result<usize> {
-        let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
-        let read = self.stream.read(&mut self.buf[start..]).await;
-        let n = *read.as_ref().unwrap_or(&0);
-        self.buf.truncate(start + n);
-        read
+        let n = self.stream.read(&mut self.scratch).await?;
+        self.buf.extend_from_slice(&self.scratch[..n]);
+        Ok(n)
     }
 }
 
@@ -93,10 +93,27 @@ fn request(o: &OutgoingRequest) -> Result<http::Request<()>, Failed> {
         }
         None => {}
     }
-    for (name, value) in &o.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+    // Checked when the config was built; a secret value keeps its sensitive mark.
+    for (name, value) in o.headers.iter() {
+        builder = builder.header(name, value);
     }
     builder.body(()).map_err(invalid)
+}
+
+/// The bytes `exchange` writes for `o`: its head as ureq-proto encodes it, then its body.
+#[cfg(test)]
+pub(crate) fn encode_request(o: &OutgoingRequest) -> Result<Vec<u8>, Failed> {
+    let mut call = Call::new(request(o)?).map_err(invalid)?.proceed();
+    let mut out = vec![0u8; MAX_HEAD];
+    let mut sent = Vec::new();
+    while !call.can_proceed() {
+        let n = call.write(&mut out).map_err(invalid)?;
+        sent.extend_from_slice(&out[..n]);
+    }
+    if let Some(body) = &o.request.body {
+        sent.extend_from_slice(&body.bytes);
+    }
+    Ok(sent)
 }
 
 /// Whether `bytes` hold the blank line that ends a head (`\n\r\n`, or a bare `\n\n`).

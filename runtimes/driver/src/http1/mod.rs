@@ -24,6 +24,8 @@ use comfy_proxy::{TransportError, TransportErrorKind};
 use futures_util::future::{Either, select};
 
 use crate::runtime::{BoxFuture, HttpClient, OutgoingRequest, Runtime};
+#[cfg(test)]
+pub(crate) use exchange::encode_request;
 use exchange::{Conn, Failed, exchange};
 use idle::IdlePool;
 
@@ -112,7 +114,9 @@ impl Http1 {
         if !server.tls() {
             return Ok(Conn::new(tcp));
         }
-        let tls = crate::tls::connect(server.host(), tcp, o.verify_tls)
+        let tls = o
+            .tls
+            .connect(server.host(), tcp)
             .await
             .map_err(|e| TransportError::new(TransportErrorKind::Tls, "").with_source(e))?;
         Ok(Conn::new(tls))
@@ -121,8 +125,14 @@ impl Http1 {
     /// The exchange, on a kept connection if there is one, tried once more on a fresh one when
     /// that is safe.
     async fn run(&self, o: &OutgoingRequest) -> Result<HttpResponse, TransportError> {
-        // Connections are kept apart by whether they verified the server's certificate.
-        let key = format!("{}#{}", o.server.http_url(""), o.verify_tls);
+        // TLS connections are kept apart by the TLS settings they were opened with (roots,
+        // verification): one client's connection never serves another's settings.
+        let key = if o.server.tls() {
+            let tls = Arc::as_ptr(o.tls.rustls()) as usize;
+            format!("{}#{tls:x}", o.server.http_url(""))
+        } else {
+            o.server.http_url("")
+        };
         let mut kept = self.take(&key);
         loop {
             let reused = kept.is_some();
@@ -156,7 +166,7 @@ impl HttpClient for Http1 {
     fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, TransportError>> {
         let this = self.clone();
         Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.url);
+            let what = format!("{} {}", o.request.method.as_str(), o.shown_url);
             let limit = o.timeout;
             // On the deadline the exchange is dropped, and its connection with it.
             let result = match select(Box::pin(this.run(&o)), this.rt.sleep(limit)).await {

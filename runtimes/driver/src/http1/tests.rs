@@ -58,13 +58,16 @@ impl AsyncWrite for Scripted {
 
 fn outgoing(request: HttpRequest, max_body: usize) -> OutgoingRequest {
     let server = ServerAddress::parse("127.0.0.1:8188").unwrap();
+    let mut headers = crate::headers::Headers::new();
+    headers.push("x-user", "yes").unwrap();
     OutgoingRequest {
         url: server.http_url(&request.path),
+        shown_url: server.http_url(&request.path),
         target: request.path.clone(),
         server,
         request,
-        headers: vec![("x-user".into(), "yes".into())],
-        verify_tls: true,
+        headers,
+        tls: crate::tls::TlsConfig::default(),
         max_body,
         timeout: Duration::from_secs(5),
     }
@@ -255,9 +258,10 @@ fn the_request_as_written() {
     assert!(lower.contains("\r\nx-user: yes"), "{head}");
     assert_eq!(sent_body.as_bytes(), &body[..]);
 
+    // Headers are checked when the config is built; what can still be unsendable is the URL.
     let mut bad = outgoing(comfy_proxy::wire::http::queue(), 100);
-    bad.headers
-        .push(("x-evil".into(), "a\r\nInjected: 1".into()));
+    assert!(bad.headers.push("x-evil", "a\r\nInjected: 1").is_err());
+    bad.url = "http://127.0.0.1:8188/a b".into();
     let run = run_with(b"", 1, None, &bad);
     assert_eq!(
         run.result.unwrap_err().error.kind,

@@ -1,0 +1,116 @@
+//! Secrets over real sockets: a client configured with a query token, a bearer token and a
+//! secret header runs its jobs, yet no secret appears in an error's `Display`, a config's or
+//! client's `Debug`, or a `--record` transcript.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use comfy_proxy::ServerAddress;
+use comfy_proxy::Workflow;
+use comfy_proxy::session::{Backoff, Deadlines, SessionConfig};
+use comfy_proxy_driver::Runtime;
+use comfy_proxy_mock::{self as mock, MockConfig};
+use comfy_proxy_smol::{Auth, ClientConfig, Smol, connect};
+
+const QUERY_SECRET: &str = "q-s3cret/value";
+const BEARER_SECRET: &str = "b-s3cret-value";
+const HEADER_SECRET: &str = "h-s3cret-value";
+
+fn graph() -> Workflow {
+    Workflow::from_json(
+        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},
+            "save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}}}"#,
+    )
+    .unwrap()
+}
+
+fn config(server: ServerAddress, auth: Auth) -> ClientConfig {
+    let quick = SessionConfig::default().with_backoff(Backoff::new(
+        Duration::from_millis(5),
+        Duration::from_millis(20),
+        2,
+    ));
+    ClientConfig::new(server)
+        .with_session(quick)
+        .with_deadlines(Deadlines::none().total(Duration::from_secs(20)))
+        .with_auth(auth)
+        .unwrap()
+        .with_header("X-Api-Key", HEADER_SECRET)
+        .unwrap()
+}
+
+fn assert_no_secret(text: &str) {
+    for secret in [
+        QUERY_SECRET,
+        "q-s3cret%2Fvalue",
+        BEARER_SECRET,
+        HEADER_SECRET,
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+}
+
+#[test]
+fn a_refused_request_names_the_url_without_its_token() {
+    smol::block_on(async {
+        // A port nothing listens on: bind one, then let it go.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let server = ServerAddress::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let auth = Auth::Query {
+            name: "token".into(),
+            value: QUERY_SECRET.into(),
+        };
+        let config = config(server, auth);
+        assert_no_secret(&format!("{config:?}"));
+        let client = connect(config);
+        assert_no_secret(&format!("{client:?}"));
+        let error = client
+            .request(comfy_proxy::wire::http::system_stats())
+            .await
+            .unwrap_err();
+        let shown = error.to_string();
+        assert_no_secret(&shown);
+        assert_no_secret(&format!("{error:?}"));
+        assert!(shown.contains("token=<redacted>"), "{shown}");
+        assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+    });
+}
+
+#[test]
+fn a_recorded_transcript_holds_no_secret() {
+    smol::block_on(async {
+        let rt: Arc<dyn Runtime> = Arc::new(Smol);
+        let mut c = MockConfig::default();
+        c.step = Duration::from_millis(1);
+        c.job = Duration::from_millis(2);
+        let mock = mock::serve(rt, "127.0.0.1:0".parse().unwrap(), c)
+            .await
+            .unwrap();
+        let server = ServerAddress::parse(&mock.address()).unwrap();
+        let dir = std::env::temp_dir().join(format!("comfy-proxy-secrets-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for auth in [
+            Auth::Query {
+                name: "token".into(),
+                value: QUERY_SECRET.into(),
+            },
+            Auth::Bearer(BEARER_SECRET.into()),
+        ] {
+            let client = connect(config(server.clone(), auth).with_recording(&dir));
+            let result = client.run(graph()).await.expect("the job runs");
+            assert_eq!(result.outputs.len(), 1);
+        }
+        let mut transcripts = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            assert!(text.contains("/prompt"), "{text}");
+            assert_no_secret(&text);
+            transcripts += 1;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(transcripts, 2);
+    });
+}
