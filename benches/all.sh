@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --bench decode
+cargo bench --bench scheduler
 cargo run --release -p comfy-proxy-bench --bin e2e "$@"

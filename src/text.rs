@@ -26,7 +26,7 @@ pub fn terminal_safe_line(text: &str) -> Cow<'_, str> {
     clean(text, true)
 }
 
-/// Compact JSON text (one document, as `serde_json` writes it) with every character
+/// JSON text (one document, as `serde_json` writes it, compact or pretty) with every character
 /// [`terminal_safe`] would remove written as a `\uXXXX` escape instead: the document means the
 /// same, and prints safely. Such characters can only occur inside JSON strings (`serde_json`
 /// escapes C0 controls itself, but writes DEL, C1 controls and bidirectional controls raw).

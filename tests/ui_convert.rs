@@ -418,3 +418,77 @@ fn frontend_inputs_only(mut graph: Value, info: &ObjectInfo) -> Value {
     }
     graph
 }
+
+#[test]
+fn dynamic_prompts_as_the_frontend_sends_them() {
+    let doc = serde_json::json!({
+        "nodes": [
+            {"id": 1, "type": "CLIPTextEncode", "mode": 0,
+             "widgets_values": ["a {red|blue} fox /* sly */// in the snow\nat dusk"]},
+            {"id": 2, "type": "PrimitiveNode", "mode": 0, "widgets_values": ["{one|two}"]},
+            {"id": 3, "type": "CLIPTextEncode", "mode": 0,
+             "inputs": [{"name": "text", "type": "STRING", "link": 1, "widget": {"name": "text"}}],
+             "widgets_values": [""]},
+            // Not marked dynamicPrompts: kept as it is.
+            {"id": 4, "type": "PrimitiveString", "mode": 0, "widgets_values": ["{x|y} // z"]},
+        ],
+        "links": [[1, 2, 0, 3, 0, "STRING"]],
+    });
+    let info = object_info();
+    let mut seen = std::collections::HashSet::new();
+    for seed in 0..32 {
+        let wf = ui::to_api_seeded(&doc, &info, seed).unwrap();
+        let first = input(&wf, "1", "text");
+        assert!(
+            first == "a red fox \nat dusk" || first == "a blue fox \nat dusk",
+            "{first}"
+        );
+        let second = input(&wf, "3", "text");
+        assert!(second == "one" || second == "two", "{second}");
+        assert_eq!(input(&wf, "4", "value"), "{x|y} // z");
+        seen.insert((first, second));
+        assert_eq!(wf, ui::to_api_seeded(&doc, &info, seed).unwrap());
+    }
+    assert_eq!(seen.len(), 4, "every combination is reachable: {seen:?}");
+}
+
+#[test]
+fn subgraph_links_are_followed_by_id_and_promoted_values_may_be_by_name() {
+    // The definition's link records name the wrong target slots (older saves did): the inner
+    // inputs' link ids are what counts. The instance's widget values come as an object.
+    let def = serde_json::json!({
+        "id": "sg", "name": "Sized image",
+        "inputs": [{"name": "width", "type": "INT", "linkIds": [1]},
+                   {"name": "height", "type": "INT", "linkIds": [2]}],
+        "outputs": [{"name": "IMAGE", "type": "IMAGE", "linkIds": [3]}],
+        "nodes": [{"id": 7, "type": "EmptyImage", "mode": 0,
+                   "inputs": [{"name": "width", "type": "INT", "link": 1, "widget": {"name": "width"}},
+                              {"name": "height", "type": "INT", "link": 2, "widget": {"name": "height"}}],
+                   "widgets_values": [512, 512, 1, 0]}],
+        "links": [
+            {"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 7, "target_slot": 3, "type": "INT"},
+            {"id": 2, "origin_id": -10, "origin_slot": 1, "target_id": 7, "target_slot": 0, "type": "INT"},
+            {"id": 3, "origin_id": 7, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "IMAGE"},
+        ],
+    });
+    let wf = convert(serde_json::json!({
+        "nodes": [
+            {"id": 1, "type": "sg", "mode": 0,
+             "inputs": [{"name": "width", "type": "INT", "link": null, "widget": {"name": "width"}},
+                        {"name": "height", "type": "INT", "link": 9, "widget": {"name": "height"}}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [4]}],
+             "widgets_values": {"width": 24, "height": 99}},
+            {"id": 2, "type": "PrimitiveInt", "mode": 0, "widgets_values": [40, "fixed"]},
+            {"id": 3, "type": "PreviewImage", "mode": 0,
+             "inputs": [{"name": "images", "type": "IMAGE", "link": 4}]},
+        ],
+        "links": [[4, 1, 0, 3, 0, "IMAGE"], [9, 2, 0, 1, 1, "INT"]],
+        "definitions": {"subgraphs": [def]},
+    }))
+    .unwrap();
+    assert_eq!(input(&wf, "1:7", "width"), 24);
+    // Linked on the instance: the link wins over the instance's value.
+    assert_eq!(input(&wf, "1:7", "height"), serde_json::json!(["2", 0]));
+    assert_eq!(input(&wf, "3", "images"), serde_json::json!(["1:7", 0]));
+    assert!(validate(&wf, &object_info()).is_valid());
+}

@@ -49,6 +49,9 @@ pub struct InfoSource {
     /// A server to fetch object_info from (needed only for UI-format workflows).
     #[arg(long, value_name = "ADDR")]
     pub server: Option<String>,
+    /// TLS for an `https://` --server: a private root CA, or no verification at all.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Reads an object_info document from a file.
@@ -119,14 +122,16 @@ pub fn load(path: &Path, info: impl FnOnce() -> Result<Option<ObjectInfo>>) -> R
 }
 
 impl InfoSource {
-    /// The object_info these flags name, if any: the file, or a fetch from the server.
+    /// The object_info these flags name, if any: the file, or a fetch from the server (with
+    /// `$COMFY_TOKEN` as a bearer token when set).
     pub fn get(&self) -> Result<Option<ObjectInfo>> {
         match (&self.object_info, &self.server) {
             (Some(file), _) => read_object_info(file).map(Some),
             (None, Some(server)) => {
                 let server = ServerAddress::parse(server)
                     .map_err(|e| usage(format!("bad --server: {e}")))?;
-                fetch_object_info(&ClientConfig::new(server)).map(Some)
+                let config = crate::tls::client_config(server, &self.tls)?;
+                fetch_object_info(&config).map(Some)
             }
             (None, None) => Ok(None),
         }

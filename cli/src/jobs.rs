@@ -16,7 +16,7 @@ use comfy_proxy::text::{terminal_safe_json, terminal_safe_line};
 use comfy_proxy::{ServerAddress, Workflow};
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, Upload};
-use comfy_proxy_driver::{Auth, ClientConfig, HttpClient, Runtime};
+use comfy_proxy_driver::{ClientConfig, HttpClient, Runtime};
 use comfy_proxy_smol::Smol;
 use futures_util::StreamExt;
 
@@ -104,13 +104,7 @@ impl Plan {
             ));
         }
         let servers = parse_addresses(spec).map_err(|e| usage(format!("bad --server: {e}")))?;
-        let mut template = args.tls.apply(ClientConfig::new(servers[0].clone()))?;
-        let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
-        if !token.trim().is_empty() {
-            template = template
-                .with_auth(Auth::Bearer(token.trim().to_owned()))
-                .map_err(|e| usage(format!("bad COMFY_TOKEN: {e}")))?;
-        }
+        let mut template = crate::tls::client_config(servers[0].clone(), &args.tls)?;
         if let Some(total) = args.timeout {
             template = template.with_deadlines(Deadlines::none().total(total));
             // No single exchange may outlast the job's own deadline.
@@ -233,6 +227,11 @@ async fn drive(
                 server,
                 attempt,
             } => progress.dispatched(job, &plan.servers[server], attempt),
+            PoolEvent::Accepted {
+                job,
+                server,
+                attempt,
+            } => progress.sent(job, &plan.servers[server], attempt),
             PoolEvent::Progress {
                 job,
                 event: Event::Progress { value, max, .. },
@@ -244,7 +243,7 @@ async fn drive(
                         Ok(saved) => (saved, Ok(())),
                         Err(e) => (Vec::new(), Err(e)),
                     },
-                    Err(e) => (Vec::new(), Err(e.clone())),
+                    Err(e) => (Vec::new(), Err(e.to_string())),
                 };
                 let ran = running
                     .remove(&report.job)

@@ -13,10 +13,29 @@ use comfy_proxy::address::parse_addresses;
 use comfy_proxy::wire::FileRef;
 use comfy_proxy::wire::http::{HistoryEntry, QueueItem, QueuePosition, QueueState, SystemStats};
 use comfy_proxy::{PromptId, ProtocolError};
-use comfy_proxy_driver::{Auth, Client, ClientConfig, ClientError, UploadOptions};
+use comfy_proxy_driver::{Client, ClientError, UploadOptions};
 use serde_json::{Value, json};
 
 use crate::error::{Result, runtime, usage};
+
+/// Prints a line that may quote the server (names, messages, file names) without its escape
+/// sequences or control characters.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", comfy_proxy::text::terminal_safe(&format!($($arg)*)))
+    };
+}
+
+/// Prints a JSON document with the characters a terminal would act on written as `\u` escapes:
+/// the same document, printed safely.
+macro_rules! say_json {
+    ($value:expr) => {
+        println!(
+            "{}",
+            comfy_proxy::text::terminal_safe_json(&$value.to_string())
+        )
+    };
+}
 
 /// The flags every operation takes.
 #[derive(Args, Debug, Clone)]
@@ -220,13 +239,7 @@ fn client(common: &Common) -> Result<Client> {
     if !common.timeout.is_finite() || common.timeout <= 0.0 || common.timeout > 1e9 {
         return Err(usage("--timeout: give a positive number of seconds"));
     }
-    let mut config = common.tls.apply(ClientConfig::new(servers[0].clone()))?;
-    let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
-    if !token.trim().is_empty() {
-        config = config
-            .with_auth(Auth::Bearer(token.trim().to_owned()))
-            .map_err(|e| usage(format!("bad COMFY_TOKEN: {e}")))?;
-    }
+    let mut config = crate::tls::client_config(servers[0].clone(), &common.tls)?;
     config.http_timeout = Duration::from_secs_f64(common.timeout);
     config.connect_timeout = config.connect_timeout.min(config.http_timeout);
     let (rt, http) = crate::jobs::kit();
@@ -275,12 +288,12 @@ fn queue_json(q: &QueueState) -> Value {
 }
 
 fn print_queue(q: &QueueState) {
-    println!("{} running, {} pending", q.running.len(), q.pending.len());
+    say!("{} running, {} pending", q.running.len(), q.pending.len());
     let rows =
         (q.running.iter().map(|i| ("running", i))).chain(q.pending.iter().map(|i| ("pending", i)));
     for (state, item) in rows {
         let client = item.client_id.as_ref().map_or("-", |c| c.as_str());
-        println!(
+        say!(
             "  {state}  #{}  {}  client {client}",
             number(item.number),
             item.prompt_id
@@ -312,18 +325,15 @@ fn queue(a: &QueueArgs) -> Result<ExitCode> {
         };
         if a.common.json {
             let state = (state != "not queued").then_some(state);
-            println!(
-                "{}",
-                json!({"prompt_id": id.as_str(), "position": state, "ahead": ahead})
-            );
+            say_json!(json!({"prompt_id": id.as_str(), "position": state, "ahead": ahead}));
         } else {
             match ahead {
-                Some(n) => println!("{id}: pending, {n} ahead"),
-                None => println!("{id}: {state}"),
+                Some(n) => say!("{id}: pending, {n} ahead"),
+                None => say!("{id}: {state}"),
             }
         }
     } else if a.common.json {
-        println!("{}", queue_json(&q));
+        say_json!(queue_json(&q));
     } else {
         print_queue(&q);
     }
@@ -372,7 +382,7 @@ fn entry_json(e: &HistoryEntry) -> Value {
 
 fn print_entry(e: &HistoryEntry) {
     let files = e.files();
-    println!(
+    say!(
         "{}  #{}  {}  {} output node(s), {} file(s)",
         e.prompt_id,
         number(e.number),
@@ -381,9 +391,12 @@ fn print_entry(e: &HistoryEntry) {
         files.len()
     );
     if let Some(x) = e.execution_error() {
-        println!(
+        say!(
             "    error in node {} ({}): {}: {}",
-            x.node_id, x.node_type, x.exception_type, x.exception_message
+            x.node_id,
+            x.node_type,
+            x.exception_type,
+            x.exception_message
         );
     }
     for (node, f) in files {
@@ -392,7 +405,7 @@ fn print_entry(e: &HistoryEntry) {
         } else {
             format!("{}/", f.subfolder)
         };
-        println!("    node {node}: {}/{sub}{}", f.kind, f.filename);
+        say!("    node {node}: {}/{sub}{}", f.kind, f.filename);
     }
 }
 
@@ -417,19 +430,19 @@ fn history(a: &HistoryArgs) -> Result<ExitCode> {
         (Some(id), false, _) => {
             let entry = with_client(&a.common, async |c| c.history(&id).await)?;
             match (&entry, json) {
-                (Some(e), true) => println!("{}", entry_json(e)),
+                (Some(e), true) => say_json!(entry_json(e)),
                 (Some(e), false) => print_entry(e),
-                (None, true) => println!("null"),
-                (None, false) => println!("{id}: no history (not finished, or unknown)"),
+                (None, true) => say!("null"),
+                (None, false) => say!("{id}: no history (not finished, or unknown)"),
             }
         }
         (None, _, false) => {
             let entries = with_client(&a.common, async |c| c.recent_history(a.max_items).await)?;
             if json {
                 let all: Vec<Value> = entries.iter().map(entry_json).collect();
-                println!("{}", Value::Array(all));
+                say_json!(Value::Array(all));
             } else if entries.is_empty() {
-                println!("no history");
+                say!("no history");
             } else {
                 entries.iter().for_each(print_entry);
             }
@@ -441,9 +454,9 @@ fn history(a: &HistoryArgs) -> Result<ExitCode> {
 /// Prints `value` with `--json`, else `sentence`.
 fn done(json: bool, value: Value, sentence: &str) {
     if json {
-        println!("{value}");
+        say_json!(value);
     } else {
-        println!("{sentence}");
+        say!("{sentence}");
     }
 }
 
@@ -490,14 +503,14 @@ fn models(a: &ModelsArgs) -> Result<ExitCode> {
         Err(e) => return Err(runtime(format!("{}: {e}", client.server()))),
     };
     if a.common.json {
-        println!("{}", json!(names));
+        say_json!(json!(names));
     } else if names.is_empty() {
         match &a.folder {
-            Some(f) => println!("no files in {f}"),
-            None => println!("no model folders"),
+            Some(f) => say!("no files in {f}"),
+            None => say!("no model folders"),
         }
     } else {
-        names.iter().for_each(|n| println!("{n}"));
+        names.iter().for_each(|n| say!("{n}"));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -526,16 +539,16 @@ fn gib(bytes: u64) -> String {
 fn stats(a: &StatsArgs) -> Result<ExitCode> {
     let s = with_client(&a.common, async |c| c.system_stats().await)?;
     if a.common.json {
-        println!("{}", stats_json(&s));
+        say_json!(stats_json(&s));
         return Ok(ExitCode::SUCCESS);
     }
     let unknown = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".to_owned());
-    println!("ComfyUI {}", unknown(&s.comfyui_version));
-    println!("Python  {}", unknown(&s.python_version));
-    println!("PyTorch {}", unknown(&s.pytorch_version));
-    println!("RAM     {} free of {}", gib(s.ram_free), gib(s.ram_total));
+    say!("ComfyUI {}", unknown(&s.comfyui_version));
+    say!("Python  {}", unknown(&s.python_version));
+    say!("PyTorch {}", unknown(&s.pytorch_version));
+    say!("RAM     {} free of {}", gib(s.ram_free), gib(s.ram_total));
     for d in &s.devices {
-        println!(
+        say!(
             "device  {} ({}): {} free of {}",
             d.name,
             d.kind,
@@ -628,12 +641,9 @@ fn object_info(a: &ObjectInfoArgs) -> Result<ExitCode> {
         return Err(runtime(format!("the server has no node class {class:?}")));
     }
     if a.common.json {
-        println!("{info}");
+        say_json!(info);
     } else if a.class.is_some() {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&info).unwrap_or_default()
-        );
+        say_json!(serde_json::to_string_pretty(&info).unwrap_or_default());
     } else {
         let mut names: Vec<&String> = info
             .as_object()
@@ -642,7 +652,7 @@ fn object_info(a: &ObjectInfoArgs) -> Result<ExitCode> {
             .map(|(k, _)| k)
             .collect();
         names.sort();
-        names.iter().for_each(|n| println!("{n}"));
+        names.iter().for_each(|n| say!("{n}"));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -60,13 +60,9 @@ impl Progress {
         })
     }
 
-    /// Job `job` was sent to `server`.
+    /// Job `job` was handed to `server` (uploads, then the post): not sent yet.
     pub fn dispatched(&mut self, job: JobId, server: &ServerAddress, attempt: u32) {
-        let again = if attempt > 1 {
-            format!(" (attempt {attempt})")
-        } else {
-            String::new()
-        };
+        let again = again(attempt);
         match self {
             Self::Bars(b) => {
                 let bar = b.jobs.remove(&job).unwrap_or_else(|| {
@@ -76,8 +72,21 @@ impl Progress {
                 });
                 bar.set_style(style(WAITING));
                 bar.set_length(0);
-                bar.set_message(format!("queued on {}{again}", server.authority()));
+                bar.set_message(format!("sending to {}{again}", server.authority()));
                 b.jobs.insert(job, bar);
+            }
+            Self::Plain | Self::Quiet => {}
+        }
+    }
+
+    /// Job `job` was accepted by `server` (`POST /prompt` answered): now it was sent.
+    pub fn sent(&mut self, job: JobId, server: &ServerAddress, attempt: u32) {
+        let again = again(attempt);
+        match self {
+            Self::Bars(b) => {
+                if let Some(bar) = b.jobs.get(&job) {
+                    bar.set_message(format!("queued on {}{again}", server.authority()));
+                }
             }
             Self::Plain => eprintln!("job {job}: sent to {server}{again}"),
             Self::Quiet => {}
@@ -151,5 +160,13 @@ impl Progress {
             b.overall.finish_and_clear();
             let _ = b.multi.clear();
         }
+    }
+}
+
+fn again(attempt: u32) -> String {
+    if attempt > 1 {
+        format!(" (attempt {attempt})")
+    } else {
+        String::new()
     }
 }

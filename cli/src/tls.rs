@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use comfy_proxy_driver::ClientConfig;
+use comfy_proxy::ServerAddress;
+use comfy_proxy_driver::{Auth, ClientConfig};
 
 use crate::error::{Result, usage};
 
@@ -35,4 +36,17 @@ impl TlsArgs {
         }
         Ok(config)
     }
+}
+
+/// A client configuration for `server`: these TLS settings, and `$COMFY_TOKEN` as a bearer
+/// token when it is set. Every command that connects builds its configuration here.
+pub fn client_config(server: ServerAddress, tls: &TlsArgs) -> Result<ClientConfig> {
+    let mut config = tls.apply(ClientConfig::new(server))?;
+    let token = std::env::var("COMFY_TOKEN").unwrap_or_default();
+    if !token.trim().is_empty() {
+        config = config
+            .with_auth(Auth::Bearer(token.trim().to_owned()))
+            .map_err(|e| usage(format!("bad COMFY_TOKEN: {e}")))?;
+    }
+    Ok(config)
 }

@@ -246,4 +246,21 @@ fn run_converts_with_the_servers_object_info() {
         let line: Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
         assert_eq!(line["outcome"], "success", "{line}");
     }
+
+    // `workflow convert --server` fetches the node classes from the server.
+    let out = quick(&[
+        "workflow",
+        "convert",
+        &dir.file("c.json", UI.as_bytes()),
+        "--server",
+        &address,
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let printed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        printed["2"]["inputs"]["images"],
+        serde_json::json!(["1", 0])
+    );
+    assert_eq!(printed["1"]["inputs"]["height"], 48);
+    assert!(printed.get("3").is_none(), "the note is dropped: {printed}");
 }

@@ -319,6 +319,9 @@ impl Scheduler {
 
     /// When every server has been out long enough for queued jobs to fail.
     pub(super) fn all_down_deadline(&self) -> Option<Duration> {
+        if !self.servers.all_down() {
+            return None;
+        }
         let mut latest = Duration::ZERO;
         for s in &self.servers {
             latest = latest.max(s.down_since?);
@@ -364,16 +367,20 @@ impl Scheduler {
                 break;
             }
             let job = self.queue[i];
-            let (avoid, eligible) = match self.jobs.get(&job) {
-                Some(j) => (j.avoid, j.eligible.clone()),
-                None => (None, None),
+            self.servers.reindex(self.config.per_server);
+            let (pick, restricted) = match self.jobs.get(&job) {
+                Some(j) => (
+                    self.pick_server_for(j.avoid, j.eligible.as_deref()),
+                    j.eligible.is_some(),
+                ),
+                None => (self.pick_server_for(None, None), false),
             };
-            match self.pick_server_for(avoid, eligible.as_deref()) {
+            match pick {
                 Some(server) => {
                     self.queue.remove(i);
                     self.dispatch(now, job, server);
                 }
-                None if eligible.is_none() => break,
+                None if !restricted => break,
                 None => i += 1,
             }
         }
@@ -395,18 +402,7 @@ impl Scheduler {
         avoid: Option<usize>,
         eligible: Option<&[usize]>,
     ) -> Option<usize> {
-        let k = self.config.per_server;
-        let allowed = |i: &usize| eligible.is_none_or(|e| e.contains(i));
-        let key = |&i: &usize| {
-            let s = &self.servers[i];
-            (s.load(), s.ewma.unwrap_or(Duration::ZERO), i)
-        };
-        let free = |&i: &usize| self.servers[i].has_slot(k) && allowed(&i);
-        (0..self.servers.len())
-            .filter(free)
-            .filter(|&i| Some(i) != avoid)
-            .min_by_key(key)
-            .or_else(|| avoid.filter(free))
+        self.servers.pick(self.config.per_server, avoid, eligible)
     }
 
     /// How long until the work already on `server` is done, by its mean job time.
@@ -425,53 +421,13 @@ impl Scheduler {
 
     /// With nothing queued, lets each server with a free slot take back a job that waits, not
     /// started, where it would finish clearly later. One steal per free slot.
+    ///
+    /// Of all (thief, job) pairs it takes the one that gains the most time, the lowest thief,
+    /// victim and place in the victim's queue on a tie. A job's gain is largest with the thief
+    /// that would finish it first, so each job is weighed against that thief only: the cost is
+    /// one look at each server's jobs, not one per thief.
     fn steal_pass(&mut self, now: Duration) {
-        let k = self.config.per_server;
-        loop {
-            let mut best: Option<(Duration, JobId, usize, usize)> = None;
-            for to in 0..self.servers.len() {
-                let thief = &self.servers[to];
-                let Some(fast) = thief.ewma else { continue };
-                if !thief.has_slot(k) {
-                    continue;
-                }
-                let there = self.backlog(now, to, fast).saturating_add(fast);
-                for from in (0..self.servers.len()).filter(|&f| f != to) {
-                    let victim = &self.servers[from];
-                    let Some(slow) = victim.ewma else { continue };
-                    if !victim.is_closed() {
-                        continue;
-                    }
-                    let mut ahead = Duration::ZERO;
-                    for &job in &victim.jobs {
-                        let Some(State::Running(run)) = self.jobs.get(&job).map(|j| &j.state)
-                        else {
-                            ahead = ahead.saturating_add(slow);
-                            continue;
-                        };
-                        let here = ahead.saturating_add(slow);
-                        let thief_can_run = self
-                            .jobs
-                            .get(&job)
-                            .and_then(|j| j.eligible.as_ref())
-                            .is_none_or(|e| e.contains(&to));
-                        if run.started_at.is_none()
-                            && thief_can_run
-                            && run.steal == Steal::Open
-                            && there.saturating_mul(STEAL_DEN) < here.saturating_mul(STEAL_NUM)
-                        {
-                            let gain = here.saturating_sub(there);
-                            if best.is_none_or(|b| gain > b.0) {
-                                best = Some((gain, job, from, to));
-                            }
-                        }
-                        ahead = ahead.saturating_add(remaining(run, slow, now));
-                    }
-                }
-            }
-            let Some((_, job, from, to)) = best else {
-                return;
-            };
+        while let Some((job, from, to)) = self.steal_choice(now) {
             let Some(run) = self.run_mut(job) else {
                 return;
             };
@@ -487,26 +443,74 @@ impl Scheduler {
         }
     }
 
+    /// The next steal: the job, the server it waits on, the server to take it.
+    pub(super) fn steal_choice(&mut self, now: Duration) -> Option<(JobId, usize, usize)> {
+        self.servers.reindex(self.config.per_server);
+        // Thieves by when they would finish one more job, then by id.
+        let mut thieves: Vec<(Duration, usize)> = self
+            .servers
+            .with_slot()
+            .into_iter()
+            .filter_map(|to| {
+                let fast = self.servers[to].ewma?;
+                Some((self.backlog(now, to, fast).saturating_add(fast), to))
+            })
+            .collect();
+        if thieves.is_empty() {
+            return None;
+        }
+        thieves.sort_unstable();
+        // (gain, thief, job, victim)
+        let mut best: Option<(Duration, usize, JobId, usize)> = None;
+        for (from, victim) in self.servers.iter().enumerate() {
+            let Some(slow) = victim.ewma else { continue };
+            if !victim.is_closed() {
+                continue;
+            }
+            let mut ahead = Duration::ZERO;
+            for &job in &victim.jobs {
+                let j = self.jobs.get(&job);
+                let Some(State::Running(run)) = j.map(|j| &j.state) else {
+                    ahead = ahead.saturating_add(slow);
+                    continue;
+                };
+                let here = ahead.saturating_add(slow);
+                ahead = ahead.saturating_add(remaining(run, slow, now));
+                if run.started_at.is_some() || run.steal != Steal::Open {
+                    continue;
+                }
+                let eligible = j.and_then(|j| j.eligible.as_ref());
+                let Some(&(there, to)) = thieves
+                    .iter()
+                    .find(|&&(_, to)| to != from && eligible.is_none_or(|e| e.contains(&to)))
+                else {
+                    continue;
+                };
+                if there.saturating_mul(STEAL_DEN) < here.saturating_mul(STEAL_NUM) {
+                    let gain = here.saturating_sub(there);
+                    if best.is_none_or(|b| gain > b.0 || (gain == b.0 && to < b.1)) {
+                        best = Some((gain, to, job, from));
+                    }
+                }
+            }
+        }
+        best.map(|(_, to, job, from)| (job, from, to))
+    }
+
     /// Arms periodic health checks of servers in service that have none armed.
     fn start_health_timers(&mut self, now: Duration) {
         let Some(every) = self.config.health_interval else {
             return;
         };
-        for s in &mut self.servers {
-            if s.is_closed() && s.next_health.is_none() {
-                s.next_health = Some(now.saturating_add(every));
-            }
+        self.servers.reindex(self.config.per_server);
+        for i in self.servers.unarmed() {
+            self.servers[i].next_health = Some(now.saturating_add(every));
         }
     }
 
     /// The earliest timer.
     pub(super) fn next_timer(&self) -> Option<Duration> {
-        use super::server::Breaker;
-        let servers = self.servers.iter().filter_map(|s| match s.breaker {
-            Breaker::Open { until, .. } => Some(until),
-            Breaker::Closed => s.next_health,
-            Breaker::HalfOpen { .. } => None,
-        });
+        let servers = self.servers.next_timer();
         let give_up = self.config.lookup_give_up;
         let jobs = self.uncertain.iter().flat_map(|job| {
             let mut at = [None, None];
@@ -526,14 +530,16 @@ impl Scheduler {
         } else {
             self.all_down_deadline()
         };
-        servers.chain(jobs).chain(all_down).min()
+        servers.into_iter().chain(jobs).chain(all_down).min()
     }
 
     /// Fires every timer due at `now`.
     pub(super) fn fire_timers(&mut self, now: Duration) {
         use super::server::Breaker;
         let every = self.config.health_interval;
-        for (i, s) in self.servers.iter_mut().enumerate() {
+        self.servers.reindex(self.config.per_server);
+        for i in self.servers.due(now) {
+            let s = &mut self.servers[i];
             match s.breaker {
                 Breaker::Open { until, backoff } if until <= now => {
                     s.breaker = Breaker::HalfOpen { backoff };

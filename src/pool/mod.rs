@@ -82,10 +82,19 @@
 //! assert_eq!(pool.stats().finished, 5);
 //! ```
 
+mod caps;
 mod engine;
+mod exchange;
+mod index;
+mod inputs;
+mod machine;
+mod report;
+mod routing;
 mod server;
 mod types;
 
+#[cfg(test)]
+mod machine_tests;
 #[cfg(test)]
 mod tests;
 
@@ -97,6 +106,9 @@ pub use types::{
     PoolConfig, PoolMisuse, PoolStats, ServerId, ServerStats,
 };
 
+pub use machine::{HttpId, Io, Pool, PoolSettings};
+pub use report::{JobError, JobReport, PoolEvent, Upload};
+
 use engine::{Ask, Job, State, Steal};
 use server::{Breaker, Server};
 
@@ -106,7 +118,7 @@ pub struct Scheduler {
     config: PoolConfig,
     /// Unconsumed plus in-flight jobs at most.
     limit: usize,
-    servers: Vec<Server>,
+    servers: index::Servers,
     /// Every job from submission until consumed. Ordered, so that the core is deterministic.
     jobs: BTreeMap<JobId, Job>,
     /// Jobs waiting for a server, in the order they go out.

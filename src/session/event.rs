@@ -29,9 +29,10 @@ impl RequestId {
 #[non_exhaustive]
 pub enum Transmit {
     /// Open the websocket at this path and query (`/ws?clientId=ID`), below the server's base
-    /// path, replacing any socket that is still open. Report the outcome with
+    /// path, replacing any socket that is still open, within
+    /// [`Timeouts::connect`](super::Timeouts::connect). Report the outcome with
     /// [`Session::handle_connected`](super::Session::handle_connected) or
-    /// [`Session::handle_disconnect`](super::Session::handle_disconnect).
+    /// [`Session::handle_connect_failed`](super::Session::handle_connect_failed).
     Connect {
         /// Path and query of the websocket endpoint.
         path: String,
@@ -40,7 +41,8 @@ pub enum Transmit {
     Text(String),
     /// Send a websocket ping (keepalive through proxies that cut idle sockets).
     Ping,
-    /// Send this HTTP request and report its outcome with
+    /// Send this HTTP request within [`Timeouts::http`](super::Timeouts::http) and report its
+    /// outcome with
     /// [`Session::handle_response`](super::Session::handle_response) or
     /// [`Session::handle_http_error`](super::Session::handle_http_error).
     Http {
@@ -49,7 +51,10 @@ pub enum Transmit {
         /// The request.
         request: HttpRequest,
     },
-    /// Close the websocket; the session wants no more frames.
+    /// Close the websocket (the close handshake within
+    /// [`Timeouts::close`](super::Timeouts::close)); the session wants no more frames from it.
+    /// It follows [`Session::close`](super::Session::close), and a socket that stayed silent
+    /// past [`Timeouts::silence`](super::Timeouts::silence) (a [`Transmit::Connect`] follows).
     Close,
 }
 
@@ -504,7 +509,11 @@ impl fmt::Display for Event {
 }
 
 /// Deadlines for one prompt, measured on the session's clock. `None` means no deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// The default bounds what a server can leave unanswered (accept: 120 s; idle: 600 s of
+/// silence about a running prompt) and sets no total, since a long job is no fault;
+/// [`Deadlines::none`] turns them all off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Deadlines {
     /// From submission until the server accepts the prompt.
@@ -515,10 +524,24 @@ pub struct Deadlines {
     pub total: Option<Duration>,
 }
 
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            accept: Some(Duration::from_secs(120)),
+            idle: Some(Duration::from_secs(600)),
+            total: None,
+        }
+    }
+}
+
 impl Deadlines {
     /// No deadlines.
     pub fn none() -> Self {
-        Self::default()
+        Self {
+            accept: None,
+            idle: None,
+            total: None,
+        }
     }
 
     /// Sets the accept deadline.

@@ -138,7 +138,7 @@ impl Session {
                 self.touch(&id, now);
                 if self.config.fetch_files {
                     for file in crate::wire::message::files_in_output(&output) {
-                        self.fetch_file(&id, &node, file);
+                        self.fetch_file(now, &id, &node, file);
                     }
                 }
                 self.events.push_back(Event::NodeOutput {
@@ -171,29 +171,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// Asks for a file output with `/view`, once per file; only outputs, not temp previews.
-    fn fetch_file(&mut self, id: &PromptId, node: &NodeId, file: FileRef) {
-        if file.kind != "output" {
-            return;
-        }
-        let Some(p) = self.prompts.get_mut(id) else {
-            return;
-        };
-        if !p.files_requested.insert(file.clone()) {
-            return;
-        }
-        p.files_pending += 1;
-        let request = http::view(&file);
-        self.request(
-            request,
-            Pending::View {
-                prompt: id.clone(),
-                node: node.clone(),
-                file,
-            },
-        );
     }
 
     /// The server signalled the prompt's end: report it now, or once its files are fetched.
@@ -335,20 +312,29 @@ impl Session {
 
     pub(super) fn on_response(
         &mut self,
-        _now: Duration,
+        now: Duration,
         pending: Pending,
         result: Result<HttpResponse, TransportError>,
     ) {
         match pending {
             Pending::FireAndForget => {}
-            Pending::Post(id) => self.on_post(&id, result),
-            Pending::View { prompt, node, file } => self.on_view(&prompt, node, file, result),
-            Pending::History(id) => self.on_history(&id, result),
-            Pending::Queue(id) => self.on_queue(&id, result),
+            Pending::Post(id) => self.on_post(now, &id, result),
+            Pending::View { prompt, node, file } => {
+                self.view_done();
+                self.on_view(&prompt, node, file, result);
+                self.start_views(now);
+            }
+            Pending::History(id) => self.on_history(now, &id, result),
+            Pending::Queue(id) => self.on_queue(now, &id, result),
         }
     }
 
-    fn on_post(&mut self, id: &PromptId, result: Result<HttpResponse, TransportError>) {
+    fn on_post(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         if !self.prompts.contains_key(id) {
             return;
         }
@@ -358,7 +344,7 @@ impl Session {
                 // The server may have queued it anyway: the id is ours, so ask it.
                 if let Some(mut p) = self.prompts.remove(id) {
                     p.phase = Phase::Accepted;
-                    self.ask_history(&mut p);
+                    self.ask_history(now, &mut p);
                     p.reconcile_after_post = Some(error);
                     self.prompts.insert(id.clone(), p);
                 }
@@ -390,7 +376,7 @@ impl Session {
                 });
                 if gap && self.is_connected() {
                     if let Some(mut p) = self.prompts.remove(id) {
-                        self.ask_history(&mut p);
+                        self.ask_history(now, &mut p);
                         self.prompts.insert(id.clone(), p);
                     }
                 }
@@ -449,7 +435,12 @@ impl Session {
         self.release(id);
     }
 
-    fn on_history(&mut self, id: &PromptId, result: Result<HttpResponse, TransportError>) {
+    fn on_history(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         let Some(step) = self.prompts.get(id).and_then(|p| p.reconcile) else {
             return;
         };
@@ -473,7 +464,7 @@ impl Session {
                 if let Some(p) = self.prompts.get_mut(id) {
                     p.reconcile = Some(Reconcile::Queue);
                 }
-                self.request(http::queue(), Pending::Queue(id.clone()));
+                self.request(now, http::queue(), Pending::Queue(id.clone()));
             } else {
                 self.not_found(id);
             }
@@ -497,7 +488,7 @@ impl Session {
         }
         if self.config.fetch_files {
             for (node, file) in entry.files() {
-                self.fetch_file(id, &node, file);
+                self.fetch_file(now, id, &node, file);
             }
         }
         if let Some(p) = self.prompts.get_mut(id) {
@@ -509,7 +500,12 @@ impl Session {
         self.finish(id, Ending::Completed);
     }
 
-    fn on_queue(&mut self, id: &PromptId, result: Result<HttpResponse, TransportError>) {
+    fn on_queue(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        result: Result<HttpResponse, TransportError>,
+    ) {
         if self.prompts.get(id).and_then(|p| p.reconcile) != Some(Reconcile::Queue) {
             return;
         }
@@ -538,7 +534,7 @@ impl Session {
             if let Some(p) = self.prompts.get_mut(id) {
                 p.reconcile = Some(Reconcile::HistoryAgain);
             }
-            self.request(http::history(id), Pending::History(id.clone()));
+            self.request(now, http::history(id), Pending::History(id.clone()));
         }
     }
 

@@ -15,11 +15,21 @@
 //! File outputs named by `executed` (SaveImage, video, audio) are fetched with `/view` before
 //! the prompt completes, when [`SessionConfig::fetch_files`] is on.
 //!
+//! Every wait it hands to the adapter has a deadline from [`Timeouts`], kept as a timer of its
+//! own: a connect that fails or does not finish in time fails every prompt not yet posted with
+//! [`Failure::Unreachable`] at once (see [`Session::handle_connect_failed`]); an HTTP exchange
+//! that does not end in time counts as failed in transport; an open websocket that stays
+//! silent (no frame, no pong) is given up and replaced.
+//!
 //! When the websocket drops, prompts in flight are not failed: the session asks for a
 //! reconnect (with backoff) and then asks `/history/{id}` (and `/queue`) what became of each.
 //! A prompt that finished meanwhile completes from its history; one whose websocket-only
 //! images were sent while nobody listened fails with [`Failure::LostOutputs`], so that a pool
 //! can run it again. It never reports success with images missing.
+//!
+//! `/view` downloads are capped per session ([`SessionConfig::max_views`]) and wait while their
+//! prompt's reader lags ([`Session::handle_reader_lag`]); [`Outbox`] is the per-prompt queue
+//! an adapter keeps between the session and a reader, and says when it lags.
 //!
 //! # Driving it
 //!
@@ -45,17 +55,23 @@
 //! }
 //! ```
 
+mod config;
 mod event;
 mod handle;
+mod link;
+mod outbox;
 mod prompt;
+mod views;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+pub use config::{Backoff, SessionConfig, Timeouts};
 pub use event::{Deadline, Deadlines, Event, Failure, Image, RequestId, Transmit};
+pub use outbox::{Outbox, OutboxStats};
 pub use prompt::SAVE_IMAGE_WEBSOCKET;
 
 use crate::error::{Misuse, ProtocolError, TransportError};
@@ -68,110 +84,6 @@ use prompt::{Phase, Prompt, Reconcile};
 
 /// How many ended prompt ids a session remembers, to ignore their late messages quietly.
 const ENDED_MEMORY: usize = 1024;
-
-/// Reconnect backoff: `initial`, doubled per attempt up to `max`, at most `attempts` times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Backoff {
-    /// Delay before the first reconnect attempt.
-    pub initial: Duration,
-    /// The longest delay between attempts.
-    pub max: Duration,
-    /// Attempts before prompts in flight fail with [`Failure::Disconnected`].
-    pub attempts: u32,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(250),
-            max: Duration::from_secs(10),
-            attempts: 8,
-        }
-    }
-}
-
-impl Backoff {
-    fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-}
-
-/// Settings of a [`Session`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct SessionConfig {
-    /// Send the `feature_flags` hello so that images arrive as type 4 frames with their prompt
-    /// and node ids. Default: on.
-    pub feature_flags: bool,
-    /// Fetch file outputs named by `executed` messages with `/view` and deliver them as
-    /// [`Event::Output`] or [`Event::File`] before the prompt completes. Default: on.
-    pub fetch_files: bool,
-    /// The largest binary frame accepted. Default: 64 MiB.
-    pub max_frame_len: usize,
-    /// Reconnect policy.
-    pub backoff: Backoff,
-    /// Interval of websocket pings; `None` for none. Default: 20 s.
-    pub keepalive: Option<Duration>,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            feature_flags: true,
-            fetch_files: true,
-            max_frame_len: crate::wire::frame::DEFAULT_MAX_FRAME_LEN,
-            backoff: Backoff::default(),
-            keepalive: Some(Duration::from_secs(20)),
-        }
-    }
-}
-
-impl SessionConfig {
-    /// Sets [`SessionConfig::feature_flags`].
-    pub fn with_feature_flags(mut self, on: bool) -> Self {
-        self.feature_flags = on;
-        self
-    }
-
-    /// Sets [`SessionConfig::fetch_files`].
-    pub fn with_fetch_files(mut self, on: bool) -> Self {
-        self.fetch_files = on;
-        self
-    }
-
-    /// Sets [`SessionConfig::max_frame_len`].
-    pub fn with_max_frame_len(mut self, bytes: usize) -> Self {
-        self.max_frame_len = bytes;
-        self
-    }
-
-    /// Sets [`SessionConfig::backoff`].
-    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// Sets [`SessionConfig::keepalive`].
-    pub fn with_keepalive(mut self, every: Option<Duration>) -> Self {
-        self.keepalive = every;
-        self
-    }
-}
-
-impl Backoff {
-    /// A backoff from `initial` doubling up to `max`, for at most `attempts` attempts.
-    pub fn new(initial: Duration, max: Duration, attempts: u32) -> Self {
-        Self {
-            initial,
-            max,
-            attempts,
-        }
-    }
-}
 
 /// One prompt to run: the graph, the id the caller chose for it, and how to post it.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,13 +135,18 @@ impl Submission {
 /// The state of the websocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
-    /// Asked the adapter to connect; waiting for the outcome.
-    Connecting { attempt: u32 },
+    /// Asked the adapter to connect; waiting for the outcome until `deadline` (unknown until
+    /// the session first hears the clock, for the connect [`Session::new`] asks for).
+    Connecting {
+        attempt: u32,
+        deadline: Option<Duration>,
+    },
     /// Open and announced.
     Open,
     /// Down; the next attempt is due at `at`.
     Backoff { attempt: u32, at: Duration },
-    /// Down for good (attempts exhausted); the next submission connects again.
+    /// Down for good (attempts exhausted, or nothing left to reconnect for); the next
+    /// submission connects again.
     Down,
     /// Closed by the caller.
     Closed,
@@ -250,6 +167,27 @@ enum Pending {
     FireAndForget,
 }
 
+impl Pending {
+    /// The exchange, for error messages.
+    fn what(&self) -> String {
+        match self {
+            Self::Post(_) => "POST /prompt".to_owned(),
+            Self::View { file, .. } => format!("GET /view {:?}", file.filename),
+            Self::History(id) => format!("GET /history/{id}"),
+            Self::Queue(_) => "GET /queue".to_owned(),
+            Self::FireAndForget => "a queue delete or interrupt".to_owned(),
+        }
+    }
+}
+
+/// A `/view` download waiting for its turn (see [`SessionConfig::max_views`]).
+#[derive(Debug, Clone)]
+struct ViewJob {
+    prompt: PromptId,
+    node: NodeId,
+    file: FileRef,
+}
+
 /// The state machine of one websocket connection. See the [module docs](self).
 #[derive(Debug)]
 pub struct Session {
@@ -263,11 +201,20 @@ pub struct Session {
     aliases: HashMap<PromptId, PromptId>,
     ended: VecDeque<PromptId>,
     running: Option<PromptId>,
-    requests: HashMap<RequestId, Pending>,
+    /// Requests in flight: what each is for, and when it counts as failed.
+    requests: HashMap<RequestId, (Pending, Option<Duration>)>,
     next_request: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     keepalive_at: Option<Duration>,
+    /// When the open websocket last delivered a frame or a pong.
+    heard_at: Duration,
+    /// `/view` downloads not yet started, in the order they were asked for.
+    views: VecDeque<ViewJob>,
+    /// `/view` downloads started and not yet answered.
+    views_in_flight: usize,
+    /// Prompts whose reader lags: their downloads wait until it catches up.
+    lagging: HashSet<PromptId>,
 }
 
 impl Session {
@@ -276,7 +223,10 @@ impl Session {
         let mut session = Self {
             client_id,
             config,
-            link: Link::Connecting { attempt: 0 },
+            link: Link::Connecting {
+                attempt: 0,
+                deadline: None,
+            },
             prompts: HashMap::new(),
             order: Vec::new(),
             aliases: HashMap::new(),
@@ -287,6 +237,10 @@ impl Session {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             keepalive_at: None,
+            heard_at: Duration::ZERO,
+            views: VecDeque::new(),
+            views_in_flight: 0,
+            lagging: HashSet::new(),
         };
         session.transmits.push_back(session.connect_transmit());
         session
@@ -295,6 +249,12 @@ impl Session {
     /// The client id this session announces.
     pub fn client_id(&self) -> &ClientId {
         &self.client_id
+    }
+
+    /// The deadlines of the waits this session hands to the adapter. The adapter bounds its own
+    /// connects, exchanges and closes by them; the session's timers decide what an expiry means.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.config.timeouts
     }
 
     /// Whether the websocket is open and announced.
@@ -308,23 +268,24 @@ impl Session {
     }
 
     /// Submits a prompt. It is posted as soon as the websocket is open and announced; until
-    /// then it waits (its accept deadline runs from now).
+    /// then it waits (its accept deadline runs from now). If the websocket cannot be opened,
+    /// it fails with [`Failure::Unreachable`] at once.
     pub fn submit(&mut self, now: Duration, submission: Submission) -> Result<(), Misuse> {
         if self.link == Link::Closed {
             return Err(Misuse::Closed);
         }
+        self.clock(now);
         let id = submission.prompt_id.clone();
         if self.prompts.contains_key(&id) || self.ended.contains(&id) {
             return Err(Misuse::DuplicatePrompt(id));
         }
         let mut prompt = Prompt::new(id.clone(), submission.workflow, submission.deadlines, now);
         if self.link == Link::Open {
-            self.post(&mut prompt, submission.extra_data, submission.front);
+            self.post(now, &mut prompt, submission.extra_data, submission.front);
         } else {
             prompt.pending_post = Some((submission.extra_data, submission.front));
             if self.link == Link::Down {
-                self.link = Link::Connecting { attempt: 0 };
-                self.transmits.push_back(self.connect_transmit());
+                self.connect(now, 0);
             }
         }
         self.order.push(id.clone());
@@ -334,12 +295,12 @@ impl Session {
 
     /// Cancels a prompt: removes it from the server's queue, or interrupts it if it runs.
     /// [`Event::Cancelled`] follows at once; nothing more is reported for it.
-    pub fn cancel(&mut self, _now: Duration, prompt: &PromptId) -> Result<(), Misuse> {
+    pub fn cancel(&mut self, now: Duration, prompt: &PromptId) -> Result<(), Misuse> {
         let Some(p) = self.prompts.get(prompt) else {
             return Err(Misuse::UnknownPrompt(prompt.clone()));
         };
         let phase = p.phase;
-        self.stop_on_server(prompt, phase);
+        self.stop_on_server(now, prompt, phase);
         self.end(
             prompt,
             Event::Cancelled {
@@ -354,16 +315,18 @@ impl Session {
     pub fn close(&mut self, _now: Duration) {
         if self.link != Link::Closed {
             self.link = Link::Closed;
+            self.keepalive_at = None;
             self.transmits.push_back(Transmit::Close);
         }
     }
 
-    /// The adapter opened the websocket asked for by [`Transmit::Connect`].
+    /// The websocket is open and announced to the adapter asked for by [`Transmit::Connect`].
     pub fn handle_connected(&mut self, now: Duration) {
         if self.link == Link::Closed {
             return;
         }
         self.link = Link::Open;
+        self.heard_at = now;
         if self.config.feature_flags {
             self.transmits
                 .push_back(Transmit::Text(FEATURE_FLAGS_HELLO.to_owned()));
@@ -375,56 +338,18 @@ impl Session {
                 continue;
             };
             if let Some((extra, front)) = p.pending_post.take() {
-                self.post(&mut p, extra, front);
+                self.post(now, &mut p, extra, front);
             } else if p.gap && matches!(p.phase, Phase::Accepted | Phase::Running) {
-                self.ask_history(&mut p);
+                self.ask_history(now, &mut p);
             }
             self.prompts.insert(id, p);
-        }
-    }
-
-    /// The websocket closed, or a connect attempt failed. Prompts in flight wait for the
-    /// reconnect; after [`Backoff::attempts`] failures they fail.
-    pub fn handle_disconnect(&mut self, now: Duration) {
-        let attempt = match self.link {
-            Link::Closed | Link::Down => return,
-            Link::Open => {
-                self.events.push_back(Event::Disconnected);
-                1
-            }
-            Link::Connecting { attempt } | Link::Backoff { attempt, .. } => attempt + 1,
-        };
-        self.keepalive_at = None;
-        for p in self.prompts.values_mut() {
-            if p.phase != Phase::Waiting {
-                p.mark_gap();
-            }
-        }
-        if attempt > self.config.backoff.attempts {
-            self.link = Link::Down;
-            let failure = Failure::Disconnected {
-                attempts: attempt - 1,
-            };
-            for id in self.order.clone() {
-                self.end(
-                    &id,
-                    Event::Failed {
-                        prompt: id.clone(),
-                        failure: failure.clone(),
-                    },
-                );
-            }
-        } else {
-            self.link = Link::Backoff {
-                attempt,
-                at: now + self.config.backoff.delay(attempt),
-            };
         }
     }
 
     /// A text frame from the server. A frame that does not decode changes nothing and is
     /// returned as the error.
     pub fn handle_text(&mut self, now: Duration, text: &str) -> Result<(), ProtocolError> {
+        self.heard(now);
         let msg = crate::wire::ServerMessage::decode(text)?;
         self.on_message(now, msg);
         Ok(())
@@ -434,72 +359,23 @@ impl Session {
     /// A frame that does not decode is returned as the error; if it arrived while a
     /// `SaveImageWebsocket` node ran, its prompt fails, since an output was damaged.
     pub fn handle_binary(&mut self, now: Duration, frame: Bytes) -> Result<(), ProtocolError> {
+        self.heard(now);
         self.on_binary(now, frame)
     }
 
     /// The response to the request `id`.
     pub fn handle_response(&mut self, now: Duration, id: RequestId, response: HttpResponse) {
-        if let Some(pending) = self.requests.remove(&id) {
+        self.clock(now);
+        if let Some((pending, _)) = self.requests.remove(&id) {
             self.on_response(now, pending, Ok(response));
         }
     }
 
     /// The request `id` failed in transport (refused, reset, timed out in the adapter).
     pub fn handle_http_error(&mut self, now: Duration, id: RequestId, error: TransportError) {
-        if let Some(pending) = self.requests.remove(&id) {
+        self.clock(now);
+        if let Some((pending, _)) = self.requests.remove(&id) {
             self.on_response(now, pending, Err(error));
-        }
-    }
-
-    /// When [`Session::handle_timeout`] should next be called, if ever.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Duration> {
-        let link = match self.link {
-            Link::Backoff { at, .. } => Some(at),
-            _ => None,
-        };
-        let prompts = self
-            .prompts
-            .values()
-            .filter_map(|p| p.next_deadline().map(|(at, _)| at));
-        link.into_iter()
-            .chain(self.keepalive_at)
-            .chain(prompts)
-            .min()
-    }
-
-    /// Fires every timer due at `now`. A spurious call is a no-op.
-    pub fn handle_timeout(&mut self, now: Duration) {
-        if let Link::Backoff { attempt, at } = self.link {
-            if at <= now {
-                self.link = Link::Connecting { attempt };
-                self.transmits.push_back(self.connect_transmit());
-            }
-        }
-        if let Some(at) = self.keepalive_at {
-            if at <= now {
-                self.transmits.push_back(Transmit::Ping);
-                self.keepalive_at = self.config.keepalive.map(|k| now + k);
-            }
-        }
-        let expired: Vec<(PromptId, Deadline, Phase)> = self
-            .order
-            .iter()
-            .filter_map(|id| self.prompts.get(id))
-            .filter_map(|p| match p.next_deadline() {
-                Some((at, which)) if at <= now => Some((p.id.clone(), which, p.phase)),
-                _ => None,
-            })
-            .collect();
-        for (id, deadline, phase) in expired {
-            self.stop_on_server(&id, phase);
-            self.end(
-                &id,
-                Event::TimedOut {
-                    prompt: id.clone(),
-                    deadline,
-                },
-            );
         }
     }
 
@@ -521,15 +397,22 @@ impl Session {
         }
     }
 
-    fn request(&mut self, request: HttpRequest, pending: Pending) -> RequestId {
+    fn request(&mut self, now: Duration, request: HttpRequest, pending: Pending) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        self.requests.insert(id, pending);
+        let deadline = self.config.timeouts.http.map(|d| now + d + link::GRACE);
+        self.requests.insert(id, (pending, deadline));
         self.transmits.push_back(Transmit::Http { id, request });
         id
     }
 
-    fn post(&mut self, p: &mut Prompt, extra_data: Option<Map<String, Value>>, front: bool) {
+    fn post(
+        &mut self,
+        now: Duration,
+        p: &mut Prompt,
+        extra_data: Option<Map<String, Value>>,
+        front: bool,
+    ) {
         let request = http::PromptRequest {
             prompt: serde_json::to_value(&p.workflow).unwrap_or(Value::Null),
             client_id: self.client_id.clone(),
@@ -539,28 +422,29 @@ impl Session {
             number: None,
             partial_execution_targets: None,
         };
-        self.request(request.to_request(), Pending::Post(p.id.clone()));
+        self.request(now, request.to_request(), Pending::Post(p.id.clone()));
         p.phase = Phase::Posted;
     }
 
-    fn ask_history(&mut self, p: &mut Prompt) {
+    fn ask_history(&mut self, now: Duration, p: &mut Prompt) {
         p.reconcile = Some(Reconcile::History);
-        self.request(http::history(&p.id), Pending::History(p.id.clone()));
+        self.request(now, http::history(&p.id), Pending::History(p.id.clone()));
     }
 
     /// Asks the server to drop the prompt: from the queue if it may still wait there, and an
     /// interrupt (which only acts if that very prompt runs).
-    fn stop_on_server(&mut self, id: &PromptId, phase: Phase) {
+    fn stop_on_server(&mut self, now: Duration, id: &PromptId, phase: Phase) {
         if phase == Phase::Waiting {
             return;
         }
         if phase != Phase::Running {
             self.request(
+                now,
                 http::queue_delete(std::slice::from_ref(id)),
                 Pending::FireAndForget,
             );
         }
-        self.request(http::interrupt(Some(id)), Pending::FireAndForget);
+        self.request(now, http::interrupt(Some(id)), Pending::FireAndForget);
     }
 
     /// Ends a prompt with its terminal event: it is forgotten, and later signals are no-ops.
@@ -570,6 +454,8 @@ impl Session {
         }
         self.order.retain(|o| o != id);
         self.aliases.retain(|_, ours| ours != id);
+        self.views.retain(|v| &v.prompt != id);
+        self.lagging.remove(id);
         if self.running.as_ref() == Some(id) {
             self.running = None;
         }

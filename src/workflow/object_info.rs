@@ -325,6 +325,12 @@ impl ObjectInfo {
         Ok(Self { classes })
     }
 
+    /// Adds every class of `other` (a one-class answer of `/object_info/{class}`), replacing a
+    /// class of the same name.
+    pub fn extend(&mut self, other: ObjectInfo) {
+        self.classes.extend(other.classes);
+    }
+
     /// The class called `name`.
     pub fn class(&self, name: &str) -> Option<&NodeClass> {
         self.classes.get(name)

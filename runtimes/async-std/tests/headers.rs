@@ -7,24 +7,31 @@ use std::net::TcpListener;
 use comfy_proxy::ServerAddress;
 use comfy_proxy_async_std::{Auth, ClientConfig, connect};
 
-/// Answers one request with `200 {}` and returns its head.
+/// Answers requests with `200 {}` until one for `/system_stats` came, and returns its head.
+/// Other connections (the client's websocket, which may open first) are answered the same way
+/// and closed.
 fn one_request(listener: TcpListener) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-                break;
+        for _ in 0..8 {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
             }
-            head.push_str(&line);
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            );
+            if head.starts_with("GET /system_stats") {
+                return head;
+            }
         }
-        let mut stream = stream;
-        let _ = stream.write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-        );
-        head
+        panic!("no request for /system_stats in 8 connections");
     })
 }
 

@@ -1,19 +1,37 @@
 //! The task that owns one [`Session`] and moves its bytes: the websocket, HTTP requests,
 //! timers. Callers talk to it through channels; it never shares its state.
+//!
+//! # Waits
+//!
+//! The actor itself awaits only its inputs and the session's next timer. Everything that waits
+//! on the network runs in a task of its own, bounded by the deadline the session chose
+//! ([`Session::timeouts`]):
+//!
+//! | task | waits on | bound |
+//! | --- | --- | --- |
+//! | connect | TCP, TLS, websocket handshake | `connect` |
+//! | reader | the next frame | the session's silence timer, then the connection is dropped |
+//! | writer | each write, the close handshake | `close` |
+//! | HTTP | one exchange | `http` |
+//!
+//! A connection is dropped by dropping its [`Conn`]: the reader stops at once, the writer
+//! closes the socket within `close`. Events go to each prompt's [`Mailbox`] without waiting,
+//! so a reader that does not read never stalls the socket, other prompts or timers.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use bytes::Bytes;
-use comfy_proxy::session::{Event, RequestId, Session, Submission, Transmit};
+use comfy_proxy::session::{Event, Outbox, OutboxStats, RequestId, Session, Submission, Transmit};
 use comfy_proxy::wire::HttpResponse;
 use comfy_proxy::{Misuse, PromptId, ServerAddress, TransportError, TransportErrorKind};
 use futures_channel::{mpsc, oneshot};
-use futures_util::SinkExt;
 use futures_util::future::{Either, select};
 use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::{Future, SinkExt};
 
 use crate::auth::Auth;
 use crate::headers::Headers;
@@ -22,13 +40,9 @@ use crate::runtime::{HttpClient, OutgoingRequest, Runtime};
 use crate::tls::TlsConfig;
 use crate::ws::{self, Socket, WsOptions};
 
-/// How long one websocket write, connect or HTTP exchange may take before it counts as failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Timeouts {
-    pub connect: Duration,
-    pub write: Duration,
-    pub http: Duration,
-}
+/// Websocket messages queued for the writer. The session sends a hello and pings; a socket
+/// whose writes back up this far is wedged and is given up.
+const WRITE_QUEUE: usize = 16;
 
 /// Everything the actor needs to reach its server.
 #[derive(Clone)]
@@ -40,7 +54,6 @@ pub(crate) struct Endpoint {
     pub tls: TlsConfig,
     pub max_frame_len: usize,
     pub max_body: usize,
-    pub timeouts: Timeouts,
 }
 
 impl Endpoint {
@@ -60,27 +73,127 @@ impl Endpoint {
     }
 }
 
-/// Where the actor sends events.
-pub(crate) enum Route {
-    /// Each prompt's events to its own channel; events of no prompt to `others`, if set.
-    PerPrompt(
-        HashMap<PromptId, mpsc::Sender<Event>>,
-        Option<mpsc::UnboundedSender<Event>>,
-    ),
+/// Awaits `future`, or gives up after `limit` (`None`: no limit) with `None`.
+pub(crate) async fn bounded<T>(
+    rt: &dyn Runtime,
+    limit: Option<Duration>,
+    future: impl Future<Output = T>,
+) -> Option<T> {
+    let future = std::pin::pin!(future);
+    match limit {
+        None => Some(future.await),
+        Some(limit) => match select(future, rt.sleep(limit)).await {
+            Either::Left((value, _)) => Some(value),
+            Either::Right(_) => None,
+        },
+    }
+}
+
+/// One prompt's events between the actor and its [`PromptStream`](crate::PromptStream): the
+/// core's [`Outbox`] decides what is kept; the actor pushes without waiting, the reader takes.
+pub(crate) struct Mailbox {
+    shared: Mutex<Shared>,
+}
+
+struct Shared {
+    outbox: Outbox,
+    waker: Option<Waker>,
+    /// The actor will push nothing more.
+    closed: bool,
+    /// The actor told the session that this reader lags.
+    lag_reported: bool,
+}
+
+impl Mailbox {
+    pub(crate) fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Self {
+            shared: Mutex::new(Shared {
+                outbox: Outbox::new(cap),
+                waker: None,
+                closed: false,
+                lag_reported: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // Nothing panics while holding the lock; a poisoned one still holds a sound queue.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an event; `true` when the reader has just started to lag.
+    fn push(&self, event: Event) -> bool {
+        let mut s = self.lock();
+        s.outbox.push(event);
+        let report = s.outbox.is_lagging() && !s.lag_reported;
+        s.lag_reported |= report;
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        report
+    }
+
+    fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The next event, `None` once the actor closed it and it is empty; and whether the reader
+    /// has just caught up after a reported lag.
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> (Poll<Option<Event>>, bool) {
+        let mut s = self.lock();
+        match s.outbox.pop() {
+            Some(event) => {
+                let caught_up = s.lag_reported && !s.outbox.is_lagging();
+                if caught_up {
+                    s.lag_reported = false;
+                }
+                (Poll::Ready(Some(event)), caught_up)
+            }
+            None if s.closed => (Poll::Ready(None), false),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                (Poll::Pending, false)
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> OutboxStats {
+        self.lock().outbox.stats()
+    }
+}
+
+/// The actor's end of a [`Mailbox`]: dropping it tells the reader nothing more comes.
+struct MailboxTx(Arc<Mailbox>);
+
+impl Drop for MailboxTx {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// What reaches the actor.
 pub(crate) enum Input {
     Submit {
         submission: Submission,
-        events: Option<mpsc::Sender<Event>>,
+        events: Option<Arc<Mailbox>>,
         ack: oneshot::Sender<Result<(), Misuse>>,
     },
     Cancel(PromptId),
     Close,
+    /// The reader of a prompt took its mailbox down after a reported lag.
+    CaughtUp(PromptId),
     Opened {
         generation: u64,
-        sink: SplitSink<Socket, Message>,
+        writer: mpsc::Sender<Message>,
+        stop: oneshot::Sender<()>,
+    },
+    ConnectFailed {
+        generation: u64,
+        error: TransportError,
     },
     Frame {
         generation: u64,
@@ -96,30 +209,70 @@ pub(crate) enum Input {
 pub(crate) enum Frame {
     Text(String),
     Binary(Bytes),
+    Pong,
     Closed(String),
-    /// The websocket could not be opened (refused, timed out, TLS, handshake).
-    ConnectFailed(TransportError),
+}
+
+/// An open websocket: dropping it stops its reader and closes it.
+struct Conn {
+    writer: mpsc::Sender<Message>,
+    _stop: oneshot::Sender<()>,
 }
 
 pub(crate) struct Actor {
-    pub rt: Arc<dyn Runtime>,
-    pub http: Arc<dyn HttpClient>,
-    pub endpoint: Endpoint,
-    pub session: Session,
-    pub route: Route,
+    rt: Arc<dyn Runtime>,
+    http: Arc<dyn HttpClient>,
+    endpoint: Endpoint,
+    session: Session,
+    /// Each prompt's mailbox.
+    routes: HashMap<PromptId, MailboxTx>,
+    /// Where events of no prompt go, if anywhere.
+    others: Option<mpsc::UnboundedSender<Event>>,
     /// Inputs from handles, HTTP tasks and connect tasks.
-    pub control: mpsc::UnboundedSender<Input>,
+    control: mpsc::UnboundedSender<Input>,
     /// Frames from the reader task; bounded, so a slow actor slows the socket.
-    pub frames: mpsc::Sender<Input>,
+    frames: mpsc::Sender<Input>,
     /// Writes the traffic as a transcript, when asked to.
-    pub recorder: Option<Recorder>,
+    recorder: Option<Recorder>,
     /// Requests awaiting their response, kept for the recorder.
-    pub recorded: HashMap<RequestId, comfy_proxy::wire::HttpRequest>,
+    recorded: HashMap<RequestId, comfy_proxy::wire::HttpRequest>,
     /// The websocket path last asked for, for the recorder.
-    pub ws_path: String,
+    ws_path: String,
+    /// The connection whose frames count; older ones' reports are ignored.
+    generation: u64,
+    conn: Option<Conn>,
 }
 
 impl Actor {
+    /// An actor for `session`; run it with [`Actor::run`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        rt: Arc<dyn Runtime>,
+        http: Arc<dyn HttpClient>,
+        endpoint: Endpoint,
+        session: Session,
+        others: Option<mpsc::UnboundedSender<Event>>,
+        control: mpsc::UnboundedSender<Input>,
+        frames: mpsc::Sender<Input>,
+        recorder: Option<Recorder>,
+    ) -> Self {
+        Self {
+            rt,
+            http,
+            endpoint,
+            session,
+            routes: HashMap::new(),
+            others,
+            control,
+            frames,
+            recorder,
+            recorded: HashMap::new(),
+            ws_path: String::new(),
+            generation: 0,
+            conn: None,
+        }
+    }
+
     /// Runs until closed and every prompt in flight has ended.
     pub(crate) async fn run(
         mut self,
@@ -128,32 +281,14 @@ impl Actor {
     ) {
         let epoch = Instant::now();
         let mut inputs = futures_util::stream::select(control, frames);
-        let mut generation = 0u64;
-        let mut sink: Option<SplitSink<Socket, Message>> = None;
         let mut closing = false;
         loop {
             let now = epoch.elapsed();
-            // Drain until both queues are empty: routing an event may cancel a prompt, which
-            // queues transmits.
-            loop {
-                let mut progressed = false;
-                while let Some(t) = self.session.poll_transmit() {
-                    progressed = true;
-                    self.transmit(t, now, &mut generation, &mut sink).await;
-                }
-                while let Some(event) = self.session.poll_event() {
-                    progressed = true;
-                    self.route(now, event).await;
-                }
-                if !progressed {
-                    break;
-                }
-            }
+            self.drain(now);
             if closing && self.session.in_flight().next().is_none() {
                 self.session.close(now);
-                if let Some(mut s) = sink.take() {
-                    let _ = s.close().await;
-                }
+                self.drain(now);
+                self.conn = None;
                 return;
             }
             let next = match self.session.poll_timeout() {
@@ -172,6 +307,7 @@ impl Actor {
             let now = epoch.elapsed();
             let Some(input) = next else { return };
             match input {
+                Input::Close => closing = true,
                 Input::Submit {
                     submission,
                     events,
@@ -183,86 +319,111 @@ impl Actor {
                     } else {
                         self.session.submit(now, submission)
                     };
-                    if let (true, Route::PerPrompt(routes, _), Some(events)) =
-                        (result.is_ok(), &mut self.route, events)
-                    {
-                        routes.insert(id, events);
+                    if let (true, Some(events)) = (result.is_ok(), events) {
+                        self.routes.insert(id, MailboxTx(events));
                     }
                     let _ = ack.send(result);
                 }
-                Input::Cancel(id) => {
-                    let _ = self.session.cancel(now, &id);
-                }
-                Input::Close => closing = true,
-                Input::Opened {
-                    generation: g,
-                    sink: s,
-                } => {
-                    if g == generation {
-                        if let Some(r) = &mut self.recorder {
-                            r.ws_open(&self.ws_path);
-                        }
-                        sink = Some(s);
-                        self.session.handle_connected(now);
-                    }
-                }
-                Input::Frame {
-                    generation: g,
-                    frame,
-                } => {
-                    if g != generation {
-                        continue;
-                    }
+                other => self.handle(now, other),
+            }
+        }
+    }
+
+    /// Drains the session until both queues are empty: routing an event may cancel a prompt,
+    /// which queues transmits.
+    fn drain(&mut self, now: Duration) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.session.poll_transmit() {
+                progressed = true;
+                self.transmit(t, now);
+            }
+            while let Some(event) = self.session.poll_event() {
+                progressed = true;
+                self.route(now, event);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, now: Duration, input: Input) {
+        match input {
+            Input::Close | Input::Submit { .. } => {}
+            Input::Cancel(id) => drop(self.session.cancel(now, &id)),
+            Input::CaughtUp(id) => self.session.handle_reader_lag(now, &id, false),
+            Input::Opened {
+                generation,
+                writer,
+                stop,
+            } => {
+                if generation == self.generation {
                     if let Some(r) = &mut self.recorder {
-                        match &frame {
-                            Frame::Text(text) => r.ws_text(text),
-                            Frame::Binary(data) => r.ws_binary(data),
-                            Frame::Closed(reason) => r.ws_close(reason, "server"),
-                            Frame::ConnectFailed(e) => r.ws_close(&e.to_string(), "server"),
-                        }
+                        r.ws_open(&self.ws_path);
                     }
-                    match frame {
-                        // A frame the core cannot decode changes nothing; the core has already
-                        // failed any prompt whose output it damaged.
-                        Frame::Text(text) => drop(self.session.handle_text(now, &text)),
-                        Frame::Binary(data) => drop(self.session.handle_binary(now, data)),
-                        Frame::Closed(_) | Frame::ConnectFailed(_) => {
-                            sink = None;
-                            self.session.handle_disconnect(now);
-                        }
+                    self.conn = Some(Conn {
+                        writer,
+                        _stop: stop,
+                    });
+                    self.session.handle_connected(now);
+                }
+            }
+            Input::ConnectFailed { generation, error } => {
+                if generation == self.generation {
+                    self.session.handle_connect_failed(now, error);
+                }
+            }
+            Input::Frame { generation, frame } => {
+                if generation != self.generation {
+                    return;
+                }
+                if let Some(r) = &mut self.recorder {
+                    match &frame {
+                        Frame::Text(text) => r.ws_text(text),
+                        Frame::Binary(data) => r.ws_binary(data),
+                        Frame::Closed(reason) => r.ws_close(reason, "server"),
+                        Frame::Pong => {}
                     }
                 }
-                Input::Http { id, result } => {
-                    if let (Some(r), Some(request)) =
-                        (&mut self.recorder, self.recorded.remove(&id))
-                    {
-                        let shown = result.as_ref().map_err(ToString::to_string);
-                        r.http(&request, shown.as_ref().map_err(String::as_str).copied());
+                match frame {
+                    // A frame the core cannot decode changes nothing; the core has already
+                    // failed any prompt whose output it damaged.
+                    Frame::Text(text) => drop(self.session.handle_text(now, &text)),
+                    Frame::Binary(data) => drop(self.session.handle_binary(now, data)),
+                    Frame::Pong => self.session.handle_pong(now),
+                    Frame::Closed(_reason) => {
+                        self.drop_conn();
+                        self.session.handle_disconnect(now);
                     }
-                    match result {
-                        Ok(response) => self.session.handle_response(now, id, response),
-                        Err(error) => self.session.handle_http_error(now, id, error),
-                    }
+                }
+            }
+            Input::Http { id, result } => {
+                if let (Some(r), Some(request)) = (&mut self.recorder, self.recorded.remove(&id)) {
+                    let shown = result.as_ref().map_err(ToString::to_string);
+                    r.http(&request, shown.as_ref().map_err(String::as_str).copied());
+                }
+                match result {
+                    Ok(response) => self.session.handle_response(now, id, response),
+                    Err(error) => self.session.handle_http_error(now, id, error),
                 }
             }
         }
     }
 
-    async fn transmit(
-        &mut self,
-        t: Transmit,
-        now: Duration,
-        generation: &mut u64,
-        sink: &mut Option<SplitSink<Socket, Message>>,
-    ) {
+    /// Forgets the current connection: its reader stops, its writer closes it within the close
+    /// deadline, and its late reports are ignored.
+    fn drop_conn(&mut self) {
+        self.conn = None;
+        self.generation += 1;
+    }
+
+    fn transmit(&mut self, t: Transmit, now: Duration) {
         let message = match t {
             Transmit::Connect { path } => {
-                if let Some(mut old) = sink.take() {
-                    let _ = old.close().await;
-                }
-                *generation += 1;
+                self.drop_conn();
                 self.ws_path = path.clone();
-                self.spawn_connect(*generation, path);
+                self.spawn_connect(self.generation, path);
                 return;
             }
             Transmit::Http { id, request } => {
@@ -272,12 +433,7 @@ impl Actor {
                 self.spawn_http(id, request);
                 return;
             }
-            Transmit::Close => {
-                if let Some(mut s) = sink.take() {
-                    let _ = s.close().await;
-                }
-                return;
-            }
+            Transmit::Close => return self.drop_conn(),
             Transmit::Text(text) => {
                 if let Some(r) = &mut self.recorder {
                     r.ws_send_text(&text);
@@ -287,10 +443,12 @@ impl Actor {
             Transmit::Ping => Message::Ping(Bytes::new()),
             _ => return,
         };
-        let Some(s) = sink.as_mut() else { return };
-        let write = select(s.send(message), self.rt.sleep(self.endpoint.timeouts.write)).await;
-        if !matches!(write, Either::Left((Ok(()), _))) {
-            *sink = None;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if conn.writer.try_send(message).is_err() {
+            // The writer is gone or wedged: the socket is as good as closed.
+            self.drop_conn();
             self.session.handle_disconnect(now);
         }
     }
@@ -300,6 +458,7 @@ impl Actor {
         let endpoint = self.endpoint.clone();
         let control = self.control.clone();
         let frames = self.frames.clone();
+        let timeouts = *self.session.timeouts();
         self.rt.spawn(Box::pin(async move {
             let options = WsOptions {
                 server: &endpoint.server,
@@ -308,52 +467,47 @@ impl Actor {
                 tls: &endpoint.tls,
                 max_frame_len: endpoint.max_frame_len,
             };
-            let opened = select(
-                Box::pin(ws::open(rt.as_ref(), &options, &path)),
-                rt.sleep(endpoint.timeouts.connect),
+            let opened = bounded(
+                rt.as_ref(),
+                timeouts.connect,
+                ws::open(rt.as_ref(), &options, &path),
             )
             .await;
             let socket = match opened {
-                Either::Left((Ok(socket), _)) => socket,
-                Either::Left((Err(e), _)) => {
-                    return report(frames, generation, Frame::ConnectFailed(e)).await;
+                Some(Ok(socket)) => socket,
+                Some(Err(error)) => {
+                    let _ = control.unbounded_send(Input::ConnectFailed { generation, error });
+                    return;
                 }
-                Either::Right(_) => {
-                    let e = TransportError::new(
-                        TransportErrorKind::TimedOut(endpoint.timeouts.connect),
-                        format!("connect to {}", endpoint.server.authority()),
-                    );
-                    return report(frames, generation, Frame::ConnectFailed(e)).await;
-                }
-            };
-            let (sink, mut stream) = StreamExt::split(socket);
-            if control
-                .unbounded_send(Input::Opened { generation, sink })
-                .is_err()
-            {
-                return;
-            }
-            let mut frames = frames;
-            let reason = loop {
-                let frame = match stream.next().await {
-                    Some(Ok(Message::Text(text))) => Frame::Text(text.as_str().to_owned()),
-                    Some(Ok(Message::Binary(data))) => Frame::Binary(data),
-                    Some(Ok(Message::Close(close))) => {
-                        break format!("closed by the server: {close:?}");
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => break e.to_string(),
-                    None => break "connection ended".to_owned(),
-                };
-                if frames
-                    .send(Input::Frame { generation, frame })
-                    .await
-                    .is_err()
-                {
+                None => {
+                    let kind = TransportErrorKind::TimedOut(timeouts.connect.unwrap_or_default());
+                    let what = format!("connect to {}", endpoint.server.authority());
+                    let error = TransportError::new(kind, what);
+                    let _ = control.unbounded_send(Input::ConnectFailed { generation, error });
                     return;
                 }
             };
-            report(frames, generation, Frame::Closed(reason)).await;
+            let (sink, stream) = StreamExt::split(socket);
+            let (writer, queue) = mpsc::channel(WRITE_QUEUE);
+            let (stop, stopped) = oneshot::channel();
+            rt.spawn(Box::pin(write(
+                rt.clone(),
+                sink,
+                queue,
+                timeouts.close,
+                control.clone(),
+                generation,
+            )));
+            let opened = Input::Opened {
+                generation,
+                writer,
+                stop,
+            };
+            // On the frames' channel, so that the actor hears of the socket before its frames.
+            let mut frames = frames;
+            if frames.send(opened).await.is_ok() {
+                read(stream, stopped, frames, generation).await;
+            }
         }));
     }
 
@@ -361,7 +515,7 @@ impl Actor {
         let rt = self.rt.clone();
         let http = self.http.clone();
         let outgoing = self.endpoint.outgoing(request);
-        let limit = self.endpoint.timeouts.http;
+        let limit = self.session.timeouts().http;
         let control = self.control.clone();
         self.rt.spawn(Box::pin(async move {
             let what = format!(
@@ -369,10 +523,10 @@ impl Actor {
                 outgoing.request.method.as_str(),
                 outgoing.shown_url
             );
-            let result = match select(http.send(outgoing), rt.sleep(limit)).await {
-                Either::Left((result, _)) => result,
-                Either::Right(_) => Err(TransportError::new(
-                    TransportErrorKind::TimedOut(limit),
+            let result = match bounded(rt.as_ref(), limit, http.send(outgoing)).await {
+                Some(result) => result,
+                None => Err(TransportError::new(
+                    TransportErrorKind::TimedOut(limit.unwrap_or_default()),
                     what,
                 )),
             };
@@ -380,31 +534,77 @@ impl Actor {
         }));
     }
 
-    async fn route(&mut self, now: Duration, event: Event) {
-        match &mut self.route {
-            Route::PerPrompt(routes, others) => {
-                let Some(id) = event.prompt().cloned() else {
-                    if let Some(others) = others {
-                        let _ = others.unbounded_send(event);
-                    }
-                    return;
-                };
-                let terminal = event.is_terminal();
-                let Some(tx) = routes.get_mut(&id) else {
-                    return;
-                };
-                if tx.send(event).await.is_err() {
-                    // The caller dropped the stream: stop the prompt on the server.
-                    routes.remove(&id);
-                    let _ = self.session.cancel(now, &id);
-                } else if terminal {
-                    routes.remove(&id);
-                }
+    fn route(&mut self, now: Duration, event: Event) {
+        let Some(id) = event.prompt().cloned() else {
+            if let Some(others) = &self.others {
+                let _ = others.unbounded_send(event);
             }
+            return;
+        };
+        let terminal = event.is_terminal();
+        let Some(mailbox) = self.routes.get(&id) else {
+            return;
+        };
+        if mailbox.0.push(event) {
+            self.session.handle_reader_lag(now, &id, true);
+        }
+        if terminal {
+            self.routes.remove(&id);
         }
     }
 }
 
-async fn report(mut frames: mpsc::Sender<Input>, generation: u64, frame: Frame) {
+/// The reader task: hands each frame to the actor until the socket ends or the actor drops the
+/// connection.
+async fn read(
+    mut stream: futures_util::stream::SplitStream<Socket>,
+    mut stopped: oneshot::Receiver<()>,
+    mut frames: mpsc::Sender<Input>,
+    generation: u64,
+) {
+    let reason = loop {
+        let next = match select(stream.next(), &mut stopped).await {
+            Either::Left((next, _)) => next,
+            Either::Right(_) => return,
+        };
+        let frame = match next {
+            Some(Ok(Message::Text(text))) => Frame::Text(text.as_str().to_owned()),
+            Some(Ok(Message::Binary(data))) => Frame::Binary(data),
+            Some(Ok(Message::Pong(_) | Message::Ping(_))) => Frame::Pong,
+            Some(Ok(Message::Close(close))) => break format!("closed by the server: {close:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e.to_string(),
+            None => break "connection ended".to_owned(),
+        };
+        if frames
+            .send(Input::Frame { generation, frame })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    };
+    let frame = Frame::Closed(reason);
     let _ = frames.send(Input::Frame { generation, frame }).await;
+}
+
+/// The writer task: sends what the actor queues, each write within `limit`; when the actor
+/// drops the connection, closes the socket within `limit`.
+async fn write(
+    rt: Arc<dyn Runtime>,
+    mut sink: SplitSink<Socket, Message>,
+    mut queue: mpsc::Receiver<Message>,
+    limit: Option<Duration>,
+    control: mpsc::UnboundedSender<Input>,
+    generation: u64,
+) {
+    while let Some(message) = queue.next().await {
+        let sent = bounded(rt.as_ref(), limit, sink.send(message)).await;
+        if !matches!(sent, Some(Ok(()))) {
+            let frame = Frame::Closed("a websocket write failed or timed out".to_owned());
+            let _ = control.unbounded_send(Input::Frame { generation, frame });
+            return;
+        }
+    }
+    let _ = bounded(rt.as_ref(), limit, sink.close()).await;
 }

@@ -1,7 +1,6 @@
 //! A client for one ComfyUI server: one persistent websocket, announced before any prompt is
 //! posted, reused across prompts.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use comfy_proxy::session::{
-    Deadline, Deadlines, Event, Failure, Image, Session, SessionConfig, Submission,
+    Deadline, Deadlines, Event, Failure, Image, OutboxStats, Session, SessionConfig, Submission,
 };
 use comfy_proxy::wire::http::UploadError;
 use comfy_proxy::wire::http::{self, PromptRejected, UploadedFile};
@@ -20,7 +19,7 @@ use comfy_proxy::{
 use futures_channel::{mpsc, oneshot};
 use futures_util::stream::{Stream, StreamExt};
 
-use crate::actor::{Actor, Endpoint, Input, Route, Timeouts};
+use crate::actor::{Actor, Endpoint, Input, Mailbox, bounded};
 use crate::auth::{Auth, ConfigError, Redactor};
 use crate::headers::Headers;
 use crate::runtime::{HttpClient, Runtime};
@@ -44,15 +43,22 @@ pub struct ClientConfig {
     pub tls: TlsConfig,
     /// The core session's settings (feature flags, file fetching, frame limit, reconnects).
     pub session: SessionConfig,
-    /// Deadlines applied to every prompt.
+    /// Deadlines applied to every prompt. Default: [`Deadlines::default`] (accept and idle;
+    /// no total). [`Deadlines::none`] turns them off.
     pub deadlines: Deadlines,
-    /// Events buffered per prompt before the client stops reading the socket.
+    /// Events a prompt's reader may leave unread before it counts as lagging: then its
+    /// progress is coalesced, its previews dropped (and counted), and its `/view` downloads
+    /// wait until it catches up; other prompts go on. See
+    /// [`Outbox`](comfy_proxy::session::Outbox) for the bounds. Default: 64.
     pub events_buffer: usize,
     /// The largest HTTP response body accepted (file outputs). Default 512 MiB.
     pub max_body: usize,
-    /// Connect timeout for the websocket. Default 10 s.
+    /// Deadline of opening the websocket (TCP, TLS and handshake). Default 10 s. It sets the
+    /// session's [`Timeouts::connect`](comfy_proxy::session::Timeouts::connect).
     pub connect_timeout: Duration,
-    /// Timeout of one HTTP exchange. Default 120 s.
+    /// Deadline of one HTTP exchange. Default 120 s. It sets the session's
+    /// [`Timeouts::http`](comfy_proxy::session::Timeouts::http) and bounds
+    /// [`Client::request`] and [`Client::upload_image`].
     pub http_timeout: Duration,
     /// Record the traffic in `comfy-transcript/1` files in this folder, one per connection.
     pub record: Option<std::path::PathBuf>,
@@ -70,7 +76,7 @@ impl ClientConfig {
             headers: Headers::new(),
             tls: TlsConfig::default(),
             session: SessionConfig::default(),
-            deadlines: Deadlines::none(),
+            deadlines: Deadlines::default(),
             events_buffer: 64,
             max_body: 512 << 20,
             connect_timeout: Duration::from_secs(10),
@@ -191,11 +197,6 @@ impl ClientConfig {
             tls: self.tls.clone(),
             max_frame_len: self.session.max_frame_len,
             max_body: self.max_body,
-            timeouts: Timeouts {
-                connect: self.connect_timeout,
-                write: Duration::from_secs(30),
-                http: self.http_timeout,
-            },
         }
     }
 }
@@ -338,6 +339,8 @@ pub struct RunResult {
     pub outputs: Vec<(NodeId, u32, Image)>,
     /// How many previews arrived.
     pub previews: usize,
+    /// How many previews were dropped because the reader lagged.
+    pub previews_dropped: u64,
 }
 
 impl Client {
@@ -356,19 +359,20 @@ impl Client {
             )
             .ok()
         });
-        let session = Session::new(client_id, config.session.clone());
-        let actor = Actor {
-            rt: rt.clone(),
-            http: http.clone(),
-            endpoint: config.endpoint(),
+        let mut session_config = config.session.clone();
+        session_config.timeouts.connect = Some(config.connect_timeout);
+        session_config.timeouts.http = Some(config.http_timeout);
+        let session = Session::new(client_id, session_config);
+        let actor = Actor::new(
+            rt.clone(),
+            http.clone(),
+            config.endpoint(),
             session,
-            route: Route::PerPrompt(HashMap::new(), config.server_events.clone()),
-            control: control.clone(),
+            config.server_events.clone(),
+            control.clone(),
             frames,
             recorder,
-            recorded: HashMap::new(),
-            ws_path: String::new(),
-        };
+        );
         rt.spawn(Box::pin(actor.run(control_rx, frames_rx)));
         Self {
             _close: Arc::new(CloseOnDrop(control.clone())),
@@ -379,20 +383,41 @@ impl Client {
         }
     }
 
+    /// Sends a request to this client's server within [`ClientConfig::http_timeout`].
+    pub(crate) async fn send(
+        &self,
+        request: comfy_proxy::wire::HttpRequest,
+    ) -> Result<comfy_proxy::wire::HttpResponse, ClientError> {
+        let outgoing = self.config.endpoint().outgoing(request);
+        let what = format!(
+            "{} {}",
+            outgoing.request.method.as_str(),
+            outgoing.shown_url
+        );
+        let limit = self.config.http_timeout;
+        bounded(self.rt.as_ref(), Some(limit), self.http.send(outgoing))
+            .await
+            .unwrap_or_else(|| {
+                Err(TransportError::new(
+                    TransportErrorKind::TimedOut(limit),
+                    what,
+                ))
+            })
+            .map_err(ClientError::Transport)
+    }
+
     /// The client's settings.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }
 
-    /// Sends one HTTP request to this client's server, outside any prompt.
+    /// Sends one HTTP request to this client's server, outside any prompt, within
+    /// [`ClientConfig::http_timeout`].
     pub async fn request(
         &self,
         request: comfy_proxy::wire::HttpRequest,
     ) -> Result<comfy_proxy::wire::HttpResponse, ClientError> {
-        self.http
-            .send(self.config.endpoint().outgoing(request))
-            .await
-            .map_err(ClientError::Transport)
+        self.send(request).await
     }
 
     /// The server this client talks to.
@@ -413,12 +438,12 @@ impl Client {
     /// Submits a prepared [`Submission`] (own prompt id, extra data, front, deadlines).
     pub async fn submit_with(&self, submission: Submission) -> Result<PromptStream, ClientError> {
         let id = submission.prompt_id.clone();
-        let (tx, rx) = mpsc::channel(self.config.events_buffer.max(1));
+        let mailbox = Mailbox::new(self.config.events_buffer);
         let (ack, ack_rx) = oneshot::channel();
         self.control
             .unbounded_send(Input::Submit {
                 submission,
-                events: Some(tx),
+                events: Some(mailbox.clone()),
                 ack,
             })
             .map_err(|_| ClientError::Closed)?;
@@ -428,7 +453,7 @@ impl Client {
             .map_err(ClientError::Misuse)?;
         Ok(PromptStream {
             id,
-            rx,
+            mailbox,
             control: self.control.clone(),
             done: false,
         })
@@ -447,7 +472,10 @@ impl Client {
                     node, index, image, ..
                 } => result.outputs.push((node, index, image)),
                 Event::Preview { .. } => result.previews += 1,
-                Event::Completed { .. } => return Ok(result),
+                Event::Completed { .. } => {
+                    result.previews_dropped = stream.stats().previews_dropped;
+                    return Ok(result);
+                }
                 other => {
                     if let Some(e) = ClientError::from_terminal(&other) {
                         return Err(e);
@@ -473,20 +501,20 @@ impl Client {
         let boundary = format!("comfy-proxy-{:032x}", fastrand::u128(..));
         let request = http::upload_image(file_name, bytes, None, "input", false, &boundary)
             .map_err(ClientError::Upload)?;
-        let response = self
-            .http
-            .send(self.config.endpoint().outgoing(request))
-            .await
-            .map_err(ClientError::Transport)?;
+        let response = self.send(request).await?;
         http::decode_upload(&response).map_err(ClientError::Protocol)
     }
 }
 
 /// The events of one prompt, ending after its terminal event. Dropping it early cancels the
 /// prompt on the server.
+///
+/// Not reading it never holds up the client's other prompts: while it lags, its progress is
+/// coalesced, its previews are dropped and counted ([`PromptStream::stats`]), and its file
+/// outputs wait to be downloaded until it catches up. Outputs are never dropped.
 pub struct PromptStream {
     id: PromptId,
-    rx: mpsc::Receiver<Event>,
+    mailbox: Arc<Mailbox>,
     control: mpsc::UnboundedSender<Input>,
     done: bool,
 }
@@ -495,6 +523,11 @@ impl PromptStream {
     /// The prompt's id.
     pub fn prompt_id(&self) -> &PromptId {
         &self.id
+    }
+
+    /// What was dropped or coalesced while the reader lagged, and the most events that waited.
+    pub fn stats(&self) -> OutboxStats {
+        self.mailbox.stats()
     }
 
     /// Cancels the prompt; the stream ends with [`Event::Cancelled`].
@@ -519,7 +552,13 @@ impl Stream for PromptStream {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.rx.poll_next_unpin(cx) {
+        let (next, caught_up) = self.mailbox.poll_pop(cx);
+        if caught_up {
+            let _ = self
+                .control
+                .unbounded_send(Input::CaughtUp(self.id.clone()));
+        }
+        match next {
             Poll::Ready(Some(event)) => {
                 if event.is_terminal() {
                     self.done = true;

@@ -7,15 +7,13 @@
 //! and the history hold every client's prompts, and an interrupt without a prompt id stops
 //! whatever runs.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use comfy_proxy::wire::http::{
     self, HistoryEntry, QueuePosition, QueueState, SystemStats, UploadedFile,
 };
 use comfy_proxy::wire::{FileRef, HttpRequest, HttpResponse};
 use comfy_proxy::{PromptId, ProtocolError};
-use futures_util::future::{Either, select};
+
 use serde_json::Value;
 
 use crate::client::{Client, ClientError};
@@ -85,14 +83,6 @@ impl UploadOptions {
     }
 }
 
-/// The error of an exchange that had no answer within `limit`.
-fn timed_out(request: &HttpRequest, limit: Duration) -> ClientError {
-    ClientError::Transport(comfy_proxy::TransportError::new(
-        comfy_proxy::TransportErrorKind::TimedOut(limit),
-        format!("{} {}", request.method.as_str(), request.path),
-    ))
-}
-
 fn protocol(e: ProtocolError) -> ClientError {
     ClientError::Protocol(e)
 }
@@ -100,13 +90,7 @@ fn protocol(e: ProtocolError) -> ClientError {
 impl Client {
     /// One exchange with the server, given up after the client's `http_timeout`.
     async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, ClientError> {
-        let limit = self.config().http_timeout;
-        let late = timed_out(&request, limit);
-        let send = Box::pin(self.request(request));
-        match select(send, self.rt.sleep(limit)).await {
-            Either::Left((result, _)) => result,
-            Either::Right(_) => Err(late),
-        }
+        self.send(request).await
     }
 
     /// The server's queue (`GET /queue`): running and pending prompts of every client.

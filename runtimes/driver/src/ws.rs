@@ -24,7 +24,8 @@ pub(crate) struct WsOptions<'a> {
     pub max_frame_len: usize,
 }
 
-/// Connects TCP (and TLS for `wss`), then performs the websocket handshake at `path`.
+/// Connects TCP (and TLS for `wss`), then performs the websocket handshake at `path`. A
+/// failure says which step failed and names the server (never the auth query token).
 pub(crate) async fn open(
     rt: &dyn Runtime,
     o: &WsOptions<'_>,

@@ -1,18 +1,19 @@
-//! Chaos: four hostile mock servers, one session per server and the pool's scheduler, driven
-//! together in memory on a simulated clock. Nothing here opens a socket or reads a clock.
+//! Chaos: four hostile mock servers, one session per server and the pool machine
+//! ([`comfy_proxy::pool::Pool`], the very code the runtime driver runs), driven together in
+//! memory on a simulated clock. Nothing here opens a socket or reads a clock.
 //!
-//! The loop is the runtime driver's (`runtimes/driver/src/pool.rs`) replayed in memory: the
-//! scheduler's actions become submissions, cancels, lookups (`/history` then `/queue`), steals
-//! (a queue delete, then `/queue`) and health checks (`/system_stats`); each session's
-//! transmits reach its mock after a simulated latency, the mock's answers come back after
-//! another, its frames arrive in order, and a closed socket is a disconnect. The socket layer's
-//! share of the faults (`refuse`, `stall`) and its timeouts (connect, HTTP) are played here.
+//! This file plays only the network and the consumer: the machine's HTTP requests and each
+//! session's transmits reach their mock after a simulated latency, the mock's answers come
+//! back after another (or never: the machine's own deadlines then fire), its frames arrive in
+//! order, and a closed socket is a disconnect. The socket layer's share of the faults
+//! (`refuse`, `stall`) and its connect timeout are played here.
 //!
 //! Every fake image carries its job's seed and its batch index, so an image in the wrong place
 //! is seen. The run asserts that every job ends exactly once (with all its images, or with an
 //! error after its retries), that no image goes to the wrong job or twice, that nothing hangs
-//! (a simulated deadline per job and for the whole run), and that buffered images stay under
-//! the bound the scheduler's backpressure promises.
+//! (a simulated deadline per job and for the whole run), that buffered images stay under the
+//! bound the scheduler's backpressure promises, that every fault struck, and that at least a
+//! floor of jobs succeeded.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -20,20 +21,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use comfy_proxy::pool::{
-    Action, Handled, JobId, JobOutcome, JobResult, Lookup, PoolConfig, Scheduler, ServerId,
+    HttpId, Io, JobError, JobId, JobReport, Pool, PoolEvent, PoolSettings, ServerId,
 };
 use comfy_proxy::session::{
-    Backoff, Deadlines, Event, RequestId, Session, SessionConfig, Submission, Transmit,
+    Backoff, Deadlines, Event, Failure, RequestId, Session, SessionConfig, Transmit,
 };
-use comfy_proxy::wire::{HttpRequest, HttpResponse, http};
-use comfy_proxy::{ClientId, PromptId, TransportError, TransportErrorKind, Workflow};
+use comfy_proxy::wire::{HttpRequest, HttpResponse};
+use comfy_proxy::{ClientId, ServerAddress, TransportError, TransportErrorKind, Workflow};
 use comfy_proxy_mock::{
     ConnId, Fault, Faults, Frame, ImageSpec, MockConfig, MockOutput, MockServer, Renderer,
 };
 use serde_json::json;
 
 const SERVERS: usize = 4;
-const JOBS: u64 = 2_000;
+const JOBS: u64 = 1_000;
 const MAX_BATCH: u64 = 4;
 /// The session refuses frames over this; `oversize` frames are one byte longer.
 const MAX_FRAME: usize = 64 << 10;
@@ -98,16 +99,6 @@ fn seed_of(job: u64) -> u64 {
     job * 7919 + 13
 }
 
-fn prompt_of(job: JobId, attempt: u32) -> PromptId {
-    PromptId::new(format!("j{}-a{attempt}", job.0))
-}
-
-/// `(job, attempt)` of a prompt id made by [`prompt_of`].
-fn attempt_of(prompt: &PromptId) -> (JobId, u32) {
-    let (job, attempt) = prompt.as_str()[1..].split_once("-a").unwrap();
-    (JobId(job.parse().unwrap()), attempt.parse().unwrap())
-}
-
 /// A job's graph, small so that thousands run in seconds: an empty image batch straight to
 /// the websocket output, or (`steps` > 0) a latent batch through a sampler, which sends a
 /// preview per step where the server has previews on. `broken` links the output to a node that
@@ -138,23 +129,7 @@ fn graph(job: u64, steps: u64, batch: u64, broken: bool) -> Workflow {
 #[derive(Debug, Clone, Copy)]
 enum Asker {
     Session(RequestId),
-    Side(u64),
-}
-
-/// A request of the pool's own (not a session's), and where it stands.
-#[derive(Debug, Clone)]
-enum Side {
-    Health,
-    Lookup {
-        job: JobId,
-        attempt: u32,
-        queue: bool,
-    },
-    Steal {
-        job: JobId,
-        attempt: u32,
-        queue: bool,
-    },
+    Pool(HttpId),
 }
 
 #[derive(Debug)]
@@ -170,9 +145,10 @@ enum Ev {
         token: u64,
         result: Result<HttpResponse, TransportError>,
     },
-    /// The asker's HTTP timeout.
+    /// The asker's deadline.
     HttpTimeout {
         token: u64,
+        after: Duration,
     },
     /// A websocket handshake reaches the server.
     WsArrive {
@@ -196,16 +172,13 @@ struct Server {
     connecting: Option<u64>,
 }
 
-struct Attempt {
-    number: u32,
-    server: usize,
-    outputs: Vec<(String, u32, Bytes)>,
-}
-
 struct Job {
     batch: u64,
     broken: bool,
-    attempt: Option<Attempt>,
+    /// The attempt the pool submitted last: its number and server.
+    attempt: Option<(u32, usize)>,
+    /// Output images that attempt received so far (held by the pool until the job ends).
+    held: usize,
     first_dispatch: Option<Duration>,
     ended: Option<Duration>,
     consumed: bool,
@@ -228,6 +201,10 @@ impl Stats {
     fn count(&mut self, what: impl Into<String>) {
         *self.counts.entry(what.into()).or_default() += 1;
     }
+
+    fn get(&self, what: &str) -> u64 {
+        self.counts.get(what).copied().unwrap_or(0)
+    }
 }
 
 struct Sim {
@@ -237,12 +214,13 @@ struct Sim {
     heap: BinaryHeap<Reverse<(Duration, u64)>>,
     events: HashMap<u64, Ev>,
     servers: Vec<Server>,
-    pool: Scheduler,
+    pool: Pool,
     /// Outstanding HTTP requests: token -> asker.
     http: HashMap<u64, (usize, Asker)>,
-    sides: HashMap<u64, Side>,
     jobs: Vec<Job>,
     next_conn: u64,
+    /// Every prompt the pool submitted: its job and attempt.
+    prompts: HashMap<String, (JobId, u32)>,
     /// Images held for jobs not yet consumed (those of their current attempts).
     buffered: usize,
     /// When each prompt was submitted to its session.
@@ -253,30 +231,32 @@ struct Sim {
     terminals: HashMap<String, u32>,
     stats: Stats,
     deadlines: Deadlines,
+    attempts: u32,
 }
 
 impl Sim {
     fn new(seed: u64, job_count: u64) -> Self {
         let mut rng = Rng(seed);
-        let scale = [0.5, 1.0, 2.0, 6.0];
+        // Server 0 is nearly healthy; the three others fail at 5-10 % per chance.
+        let scale = [0.1, 1.0, 1.0, 1.0];
         let servers = (0..SERVERS)
             .map(|i| {
                 let m = scale[i];
                 let faults = Faults::none()
                     .with_seed(rng.next())
                     .with_oversize_len(MAX_FRAME + 1)
-                    .with(Fault::Refuse, 0.01 * m)
-                    .with(Fault::Stall, 0.004 * m)
-                    .with(Fault::Http500, 0.03 * m)
-                    .with(Fault::Restart, 0.0003 * m)
-                    .with(Fault::DropWs, 0.002 * m)
-                    .with(Fault::Slow, 0.05 * m)
-                    .with(Fault::Oversize, 0.006 * m)
-                    .with(Fault::Truncated, 0.006 * m)
-                    .with(Fault::BadJson, 0.004 * m)
-                    .with(Fault::BadUtf8, 0.001 * m)
-                    .with(Fault::UnknownType, 0.004 * m)
-                    .with(Fault::WrongId, 0.008 * m);
+                    .with(Fault::Refuse, 0.05 * m)
+                    .with(Fault::Stall, 0.05 * m)
+                    .with(Fault::Http500, 0.08 * m)
+                    .with(Fault::Restart, 0.005 * m)
+                    .with(Fault::DropWs, 0.05 * m)
+                    .with(Fault::Slow, 0.1 * m)
+                    .with(Fault::Oversize, 0.05 * m)
+                    .with(Fault::Truncated, 0.05 * m)
+                    .with(Fault::BadJson, 0.05 * m)
+                    .with(Fault::BadUtf8, 0.05 * m)
+                    .with(Fault::UnknownType, 0.05 * m)
+                    .with(Fault::WrongId, 0.05 * m);
                 let mut config = MockConfig::default();
                 config.step = ms([2, 4, 8, 5][i]);
                 config.job = ms([10, 20, 40, 15][i]);
@@ -296,7 +276,15 @@ impl Sim {
                 }
             })
             .collect();
-        let mut config = PoolConfig::default();
+        let deadlines = Deadlines::none()
+            .accept(Duration::from_secs(3))
+            .idle(Duration::from_secs(2))
+            .total(Duration::from_secs(15));
+        let mut settings = PoolSettings::default();
+        settings.route_by_capability = true;
+        settings.http_timeout = HTTP_TIMEOUT;
+        settings.deadlines = deadlines;
+        let config = &mut settings.scheduler;
         config.per_server = 2;
         config.attempts = 4;
         config.failure_threshold = 3;
@@ -305,19 +293,28 @@ impl Sim {
         config.lookup_give_up = Duration::from_secs(5);
         config.all_down_give_up = Duration::from_secs(30);
         config.health_interval = Some(Duration::from_secs(2));
-        let mut pool = Scheduler::new(SERVERS, config);
+        let attempts = config.attempts;
+        let addresses = (0..SERVERS)
+            .map(|i| ServerAddress::parse(&format!("127.0.0.1:{}", 8188 + i)).unwrap())
+            .collect();
+        let mut pool = Pool::new(addresses, settings, seed);
         let mut jobs = Vec::new();
         for n in 0..job_count {
-            pool.submit(Duration::ZERO, JobId(n)).unwrap();
+            let (batch, broken) = (rng.range(1, MAX_BATCH), rng.chance(0.02));
+            let workflow = graph(n, n % 3, batch, broken);
+            let id = pool.submit(Duration::ZERO, workflow, Vec::new());
+            assert_eq!(id, JobId(n), "the pool numbers jobs in submission order");
             jobs.push(Job {
-                batch: rng.range(1, MAX_BATCH),
-                broken: rng.chance(0.02),
+                batch,
+                broken,
                 attempt: None,
+                held: 0,
                 first_dispatch: None,
                 ended: None,
                 consumed: false,
             });
         }
+        pool.close();
         Self {
             rng,
             now: Duration::ZERO,
@@ -327,18 +324,16 @@ impl Sim {
             servers,
             pool,
             http: HashMap::new(),
-            sides: HashMap::new(),
             jobs,
             next_conn: 0,
+            prompts: HashMap::new(),
             buffered: 0,
             dispatched: HashMap::new(),
             terminals: HashMap::new(),
             jobs_done_at: Duration::ZERO,
             stats: Stats::default(),
-            deadlines: Deadlines::none()
-                .accept(Duration::from_secs(3))
-                .idle(Duration::from_secs(2))
-                .total(Duration::from_secs(15)),
+            deadlines,
+            attempts,
         }
     }
 
@@ -357,7 +352,7 @@ impl Sim {
     // The network
     // -----------------------------------------------------------------------------------------
 
-    fn send_http(&mut self, server: usize, asker: Asker, request: HttpRequest) {
+    fn send_http(&mut self, server: usize, asker: Asker, request: HttpRequest, deadline: Duration) {
         self.seq += 1;
         let token = self.seq;
         self.http.insert(token, (server, asker));
@@ -370,7 +365,8 @@ impl Sim {
                 request,
             },
         );
-        self.at(self.now + HTTP_TIMEOUT, Ev::HttpTimeout { token });
+        let after = deadline.saturating_sub(self.now);
+        self.at(deadline, Ev::HttpTimeout { token, after });
     }
 
     fn arrive(&mut self, server: usize, token: u64, request: HttpRequest) {
@@ -378,14 +374,15 @@ impl Sim {
         let mock = &mut self.servers[server].mock;
         if mock.should_refuse(now) {
             let back = now + self.latency();
-            let result = Err(TransportError::new(TransportErrorKind::Refused, "request"));
+            let what = format!("{} {}", request.method.as_str(), request.path);
+            let result = Err(TransportError::new(TransportErrorKind::Refused, what));
             self.at(back, Ev::Reply { token, result });
             return;
         }
         let stalled = mock.should_stall(now);
         if stalled && self.rng.chance(0.5) {
             self.stats.count("net: stalled before the server");
-            return; // the HTTP timeout answers
+            return; // the deadline answers
         }
         let body = request.body.map(|b| b.bytes).unwrap_or_default();
         let resp = self.servers[server].mock.handle_request(
@@ -416,7 +413,7 @@ impl Sim {
                     Err(e) => session.handle_http_error(now, id, e),
                 }
             }
-            Asker::Side(side) => self.side_reply(server, side, result),
+            Asker::Pool(id) => self.pool.handle_http(now, id, result),
         }
     }
 
@@ -485,7 +482,8 @@ impl Sim {
                 }
             }
             Transmit::Http { id, request } => {
-                self.send_http(server, Asker::Session(id), request);
+                let deadline = now + HTTP_TIMEOUT;
+                self.send_http(server, Asker::Session(id), request, deadline);
             }
             Transmit::Close => {
                 let s = &mut self.servers[server];
@@ -520,213 +518,90 @@ impl Sim {
     }
 
     // -----------------------------------------------------------------------------------------
-    // The pool's actions, as the driver carries them out
+    // The pool machine's I/O, as the driver performs it
     // -----------------------------------------------------------------------------------------
 
-    fn act(&mut self, action: Action) {
+    fn perform(&mut self, io: Io) {
         let now = self.now;
         if std::env::var("CHAOS_TRACE").is_ok() {
-            eprintln!("{now:?} {action:?}");
+            eprintln!("{now:?} {io:?}");
         }
-        match action {
-            Action::Dispatch {
-                job,
+        match io {
+            Io::Submit {
                 server,
+                job,
                 attempt,
+                submission,
             } => {
-                self.stats.count("pool: dispatches");
+                self.stats.count("pool: submissions");
                 let j = &mut self.jobs[job.0 as usize];
-                assert!(j.ended.is_none(), "job {job} dispatched after it ended");
+                assert!(j.ended.is_none(), "job {job} submitted after it ended");
                 j.first_dispatch.get_or_insert(now);
-                if let Some(old) = &j.attempt {
-                    self.buffered -= old.outputs.len();
-                }
-                j.attempt = Some(Attempt {
-                    number: attempt,
-                    server: server.0,
-                    outputs: Vec::new(),
-                });
-                let steps = job.0 % 3;
-                let workflow = graph(job.0, steps, j.batch, j.broken);
-                let prompt = prompt_of(job, attempt);
+                self.buffered -= j.held;
+                j.held = 0;
+                j.attempt = Some((attempt, server.0));
+                let prompt = submission.prompt_id.clone();
+                let fresh = self.prompts.insert(prompt.to_string(), (job, attempt));
+                assert!(fresh.is_none(), "prompt id {prompt} used twice");
                 self.dispatched.insert(prompt.to_string(), now);
-                let submission = Submission::new(prompt, workflow).with_deadlines(self.deadlines);
                 if let Err(e) = self.servers[server.0].session.submit(now, submission) {
-                    let result = JobResult::failed(true, false, e.to_string());
-                    self.pool.handle_result(now, job, attempt, result).unwrap();
+                    let failure = Failure::Transport {
+                        context: "submit",
+                        error: TransportError::new(TransportErrorKind::Io, "submit")
+                            .with_detail(e.to_string()),
+                    };
+                    let event = Event::Failed { prompt, failure };
+                    self.pool.handle_event(now, server, event);
                 }
             }
-            Action::Cancel {
-                job,
-                server,
-                attempt,
-            } => {
+            Io::Cancel { server, prompt } => {
                 self.stats.count("pool: cancels");
-                let _ = self.servers[server.0]
-                    .session
-                    .cancel(now, &prompt_of(job, attempt));
+                let _ = self.servers[server.0].session.cancel(now, &prompt);
             }
-            Action::Steal {
-                job,
+            Io::Http {
                 server,
-                attempt,
-                ..
+                id,
+                request,
+                deadline,
             } => {
-                self.stats.count("pool: steals asked");
-                let side = self.side(Side::Steal {
-                    job,
-                    attempt,
-                    queue: false,
-                });
-                let delete = http::queue_delete(&[prompt_of(job, attempt)]);
-                self.send_http(server.0, Asker::Side(side), delete);
+                let kind = request.path.split('/').nth(1).unwrap_or_default();
+                self.stats.count(format!("pool: HTTP /{kind}"));
+                self.send_http(server.0, Asker::Pool(id), request, deadline);
             }
-            Action::HealthCheck { server } => {
-                self.stats.count("pool: health checks");
-                let side = self.side(Side::Health);
-                self.send_http(server.0, Asker::Side(side), http::system_stats());
-            }
-            Action::Lookup {
-                job,
-                server,
-                attempt,
-            } => {
-                self.stats.count("pool: lookups");
-                let side = self.side(Side::Lookup {
-                    job,
-                    attempt,
-                    queue: false,
-                });
-                let history = http::history(&prompt_of(job, attempt));
-                self.send_http(server.0, Asker::Side(side), history);
-            }
-            Action::Finished { job, outcome } => self.finished(job, outcome),
-            other => panic!("unexpected action {other:?}"),
+            other => panic!("unexpected I/O {other:?}"),
         }
     }
 
-    fn side(&mut self, side: Side) -> u64 {
-        self.seq += 1;
-        self.sides.insert(self.seq, side);
-        self.seq
+    fn pool_event(&mut self, event: PoolEvent) {
+        match event {
+            PoolEvent::Finished(report) => self.finished(report),
+            PoolEvent::Dispatched { .. } => self.stats.count("pool: dispatched"),
+            PoolEvent::Accepted { .. } => self.stats.count("pool: accepted"),
+            _ => {}
+        }
     }
 
-    fn side_reply(
-        &mut self,
-        server: usize,
-        side: u64,
-        result: Result<HttpResponse, TransportError>,
-    ) {
+    fn finished(&mut self, report: JobReport) {
         let now = self.now;
-        let Some(state) = self.sides.remove(&side) else {
-            return;
-        };
-        match state {
-            Side::Health => {
-                let health = match result {
-                    Ok(r) => http::decode_system_stats(&r)
-                        .map(drop)
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                self.pool
-                    .handle_health(now, ServerId(server), health)
-                    .unwrap();
-            }
-            Side::Lookup {
-                job,
-                attempt,
-                queue: false,
-            } => {
-                let prompt = prompt_of(job, attempt);
-                let lookup = match result.map(|r| http::decode_history(&r, &prompt)) {
-                    // Images that went only over the websocket cannot be had from the history.
-                    Ok(Ok(Some(_))) => Lookup::Finished { ok: false },
-                    Ok(Ok(None)) => {
-                        let side = self.side(Side::Lookup {
-                            job,
-                            attempt,
-                            queue: true,
-                        });
-                        self.send_http(server, Asker::Side(side), http::queue());
-                        return;
-                    }
-                    _ => Lookup::Unreachable,
-                };
-                self.lookup(job, attempt, lookup);
-            }
-            Side::Lookup {
-                job,
-                attempt,
-                queue: true,
-            } => {
-                let prompt = prompt_of(job, attempt);
-                let lookup = match result.map(|r| http::decode_queue(&r)) {
-                    Ok(Ok(q)) if q.contains(&prompt).is_some() => Lookup::Pending,
-                    Ok(Ok(_)) => Lookup::Unknown,
-                    _ => Lookup::Unreachable,
-                };
-                self.lookup(job, attempt, lookup);
-            }
-            Side::Steal {
-                job,
-                attempt,
-                queue: false,
-            } => {
-                // Whatever the delete answered, `/queue` decides.
-                let side = self.side(Side::Steal {
-                    job,
-                    attempt,
-                    queue: true,
-                });
-                self.send_http(server, Asker::Side(side), http::queue());
-            }
-            Side::Steal {
-                job,
-                attempt,
-                queue: true,
-            } => {
-                let prompt = prompt_of(job, attempt);
-                let taken = match result.map(|r| http::decode_queue(&r)) {
-                    Ok(Ok(q)) => q.contains(&prompt).is_none(),
-                    _ => false,
-                };
-                if taken {
-                    self.stats.count("pool: steals taken");
-                    let _ = self.servers[server].session.cancel(now, &prompt);
-                }
-                self.pool.handle_steal(now, job, attempt, taken).unwrap();
-            }
-        }
-    }
-
-    fn lookup(&mut self, job: JobId, attempt: u32, lookup: Lookup) {
-        self.stats.count(format!("lookup: {lookup:?}"));
-        let handled = self.pool.handle_lookup(self.now, job, attempt, lookup);
-        if handled.unwrap() == Handled::Stale {
-            self.stats.count("pool: stale reports");
-        }
-    }
-
-    fn finished(&mut self, job: JobId, outcome: JobOutcome) {
-        let now = self.now;
+        let job = report.job;
         let j = &mut self.jobs[job.0 as usize];
-        assert!(j.ended.is_none(), "job {job} ended twice: {outcome:?}");
+        assert!(j.ended.is_none(), "job {job} ended twice: {report:?}");
         j.ended = Some(now);
         let from = j.first_dispatch.unwrap_or(now);
         self.stats.max_job_latency = self.stats.max_job_latency.max(now - from);
-        match &outcome {
-            JobOutcome::Succeeded { server, attempt } => {
+        match &report.outcome {
+            Ok(()) => {
                 assert!(
                     !j.broken,
                     "job {job} succeeded with a graph the server refuses"
                 );
-                let a = j.attempt.as_ref().expect("a succeeded job has an attempt");
-                assert_eq!((a.number, a.server), (*attempt, server.0), "job {job}");
+                let (number, server) = j.attempt.expect("a succeeded job has an attempt");
+                assert_eq!(report.server, Some(server), "job {job}");
+                assert_eq!(report.attempts, number, "job {job}");
                 let mut got: Vec<(u32, u32)> = Vec::new();
-                for (node, index, data) in &a.outputs {
-                    assert_eq!(node, "9", "job {job}: output of node {node}");
-                    let (seed, i, last) = label(data).expect("a stamped PNG");
+                for (node, index, image) in &report.outputs {
+                    assert_eq!(node.as_str(), "9", "job {job}: output of node {node}");
+                    let (seed, i, last) = label(&image.data).expect("a stamped PNG");
                     assert_eq!(seed, seed_of(job.0), "job {job} got another job's image");
                     assert!(last, "job {job}: a preview delivered as an output");
                     got.push((*index, i));
@@ -735,29 +610,31 @@ impl Sim {
                 assert_eq!(got, want, "job {job}: images of its batch of {}", j.batch);
                 self.stats.count("jobs: succeeded");
                 self.stats
-                    .count(format!("jobs: succeeded at attempt {attempt}"));
+                    .count(format!("jobs: succeeded at attempt {number}"));
             }
-            JobOutcome::Failed { error, attempts } => {
-                let budget = self.pool.config().attempts;
-                let why = if j.broken && error.contains("rejected") {
-                    "refused graph"
-                } else if *attempts == budget {
-                    "retries spent"
-                } else if error.contains("unreachable") {
-                    "every server out"
-                } else {
-                    panic!("job {job} failed after {attempts} of {budget} attempts: {error}")
+            Err(error) => {
+                let why = match error {
+                    JobError::Rejected(_) if j.broken => "refused graph",
+                    _ if report.attempts >= self.attempts => "retries spent",
+                    JobError::NoServerReachable { .. } => "no server reachable",
+                    JobError::GaveUp { reason, .. } if reason.contains("every server") => {
+                        "every server out"
+                    }
+                    _ => panic!(
+                        "job {job} failed after {} of {} attempts: {error}",
+                        report.attempts, self.attempts
+                    ),
                 };
+                assert!(report.outputs.is_empty(), "a failed job carries no images");
                 self.stats.count(format!("jobs: failed ({why})"));
             }
-            other => panic!("unexpected outcome {other:?}"),
         }
         let delay = ms(self.rng.range(0, 30));
         self.at(now + delay, Ev::Consume(job));
     }
 
     // -----------------------------------------------------------------------------------------
-    // Session events, as the driver maps them
+    // Session events, on their way to the pool
     // -----------------------------------------------------------------------------------------
 
     fn session_event(&mut self, server: usize, event: Event) {
@@ -765,75 +642,31 @@ impl Sim {
         if std::env::var("CHAOS_TRACE").is_ok() {
             eprintln!("{now:?} server {server}: {event}");
         }
-        if let Event::QueueStatus { remaining } = event {
-            self.pool
-                .handle_queue_status(ServerId(server), remaining)
-                .unwrap();
-            return;
-        }
-        let Some(prompt) = event.prompt().cloned() else {
-            return;
-        };
-        let (job, attempt) = attempt_of(&prompt);
-        if let Event::Output {
-            node, index, image, ..
-        } = &event
-        {
-            // Wherever it goes, an image must be its own job's.
-            // (Its index is checked at success only: after a dropped socket the session counts
-            // on from what it received, and the attempt then fails with its outputs lost.)
-            let (seed, _, _) = label(&image.data).expect("a stamped PNG");
-            assert_eq!(seed, seed_of(job.0), "{prompt} got another job's image");
-            let _ = (node, index);
-        }
-        if event.is_terminal() {
-            *self.terminals.entry(prompt.to_string()).or_default() += 1;
-        }
-        let j = &mut self.jobs[job.0 as usize];
-        let Some(a) = j.attempt.as_mut().filter(|a| a.number == attempt) else {
+        if let Some(&(job, attempt)) = event.prompt().and_then(|p| self.prompts.get(p.as_str())) {
+            if let Event::Output { image, .. } = &event {
+                // Wherever it goes, an image must be its own job's.
+                let (seed, _, _) = label(&image.data).expect("a stamped PNG");
+                assert_eq!(seed, seed_of(job.0), "job {job} got another job's image");
+                let j = &mut self.jobs[job.0 as usize];
+                if j.ended.is_none() && j.attempt.is_some_and(|(n, _)| n == attempt) {
+                    j.held += 1;
+                    self.buffered += 1;
+                }
+            }
             if event.is_terminal() {
-                self.stats.count("session: ends of abandoned attempts");
+                let prompt = event.prompt().map(ToString::to_string).unwrap_or_default();
+                *self.terminals.entry(prompt).or_default() += 1;
+                let kind = match &event {
+                    Event::Failed { failure, .. } => {
+                        let text = failure.to_string();
+                        format!("failed: {}", text.split(':').next().unwrap_or_default())
+                    }
+                    other => other.to_string().split(' ').next().unwrap().to_owned(),
+                };
+                self.stats.count(format!("session end: {kind}"));
             }
-            return; // an attempt the job has moved on from
-        };
-        match &event {
-            Event::Accepted { .. } => {
-                let _ = self.pool.handle_accepted(now, job, attempt).unwrap();
-            }
-            Event::Started { .. } => {
-                let _ = self.pool.handle_started(now, job, attempt).unwrap();
-            }
-            Event::Output {
-                node, index, image, ..
-            } => {
-                a.outputs
-                    .push((node.to_string(), *index, image.data.clone()));
-                self.buffered += 1;
-            }
-            _ => {}
         }
-        if !event.is_terminal() {
-            return;
-        }
-        let kind = match &event {
-            Event::Failed { failure, .. } => {
-                let text = failure.to_string();
-                format!("failed: {}", text.split(':').next().unwrap_or_default())
-            }
-            other => other.to_string().split(' ').next().unwrap().to_owned(),
-        };
-        self.stats.count(format!("session end: {kind}"));
-        let result = match &event {
-            Event::Completed { .. } => JobResult::Success,
-            Event::Failed { failure, .. } => JobResult::from_failure(failure),
-            Event::Rejected { rejection, .. } => {
-                JobResult::failed(false, false, format!("rejected: {rejection}"))
-            }
-            other => JobResult::failed(true, false, other.to_string()),
-        };
-        if self.pool.handle_result(now, job, attempt, result).unwrap() == Handled::Stale {
-            self.stats.count("pool: stale reports");
-        }
+        self.pool.handle_event(now, ServerId(server), event);
     }
 
     // -----------------------------------------------------------------------------------------
@@ -844,9 +677,13 @@ impl Sim {
     fn settle(&mut self) {
         loop {
             let mut moved = false;
-            while let Some(action) = self.pool.poll_action(self.now) {
+            while let Some(io) = self.pool.poll_io() {
                 moved = true;
-                self.act(action);
+                self.perform(io);
+            }
+            while let Some(event) = self.pool.poll_event() {
+                moved = true;
+                self.pool_event(event);
             }
             for s in 0..SERVERS {
                 while let Some(t) = self.servers[s].session.poll_transmit() {
@@ -874,13 +711,14 @@ impl Sim {
 
     fn check_bounds(&mut self) {
         let buffered = self.buffered;
-        let limit = self.pool.unconsumed_limit() * MAX_BATCH as usize;
+        let scheduler = self.pool.scheduler();
+        let limit = scheduler.unconsumed_limit() * MAX_BATCH as usize;
         assert!(
             buffered <= limit,
             "{buffered} images buffered, over {limit}"
         );
-        let stats = self.pool.stats();
-        assert!(stats.in_flight + stats.unconsumed <= self.pool.unconsumed_limit());
+        let stats = scheduler.stats();
+        assert!(stats.in_flight + stats.unconsumed <= scheduler.unconsumed_limit());
         // Prompts in a session: the current attempts of unfinished jobs, and attempts the pool
         // moved on from without a cancel, which their total deadline ends.
         let total = self.deadlines.total.unwrap();
@@ -890,10 +728,9 @@ impl Sim {
             let mut here = 0;
             for p in s.session.in_flight() {
                 here += 1;
-                let (job, attempt) = attempt_of(p);
+                let (job, attempt) = self.prompts[p.as_str()];
                 let j = &self.jobs[job.0 as usize];
-                let current =
-                    j.ended.is_none() && j.attempt.as_ref().is_some_and(|a| a.number == attempt);
+                let current = j.ended.is_none() && j.attempt.is_some_and(|(n, _)| n == attempt);
                 if !current {
                     abandoned += 1;
                 }
@@ -917,12 +754,12 @@ impl Sim {
                 request,
             } => self.arrive(server, token, request),
             Ev::Reply { token, result } => self.reply(token, result),
-            Ev::HttpTimeout { token, .. } => {
+            Ev::HttpTimeout { token, after } => {
                 if self.http.contains_key(&token) {
                     self.stats.count("net: HTTP timeouts");
                 }
-                let limit = TransportErrorKind::TimedOut(Duration::ZERO);
-                self.reply(token, Err(TransportError::new(limit, "request")));
+                let e = TransportError::new(TransportErrorKind::TimedOut(after), "request");
+                self.reply(token, Err(e));
             }
             Ev::WsArrive {
                 server,
@@ -931,10 +768,11 @@ impl Sim {
             } => self.ws_arrive(server, token, &path),
             Ev::WsTimeout { server, token } => self.ws_timeout(server, token),
             Ev::Consume(job) => {
-                self.pool.handle_consumed(job).unwrap();
+                self.pool.handle_consumed(self.now, job);
                 let j = &mut self.jobs[job.0 as usize];
                 j.consumed = true;
-                self.buffered -= j.attempt.as_ref().map_or(0, |a| a.outputs.len());
+                self.buffered -= j.held;
+                j.held = 0;
             }
         }
     }
@@ -958,6 +796,10 @@ impl Sim {
             self.step(limit);
         }
         self.jobs_done_at = self.now;
+        assert!(
+            self.pool.is_done(),
+            "every job was consumed: the pool is done"
+        );
         while self
             .servers
             .iter()
@@ -973,7 +815,20 @@ impl Sim {
         let next = self
             .next_time()
             .expect("work is left, yet nothing is scheduled");
-        assert!(next <= limit, "still running at {next:?}: a hang");
+        if next > limit {
+            let stuck: Vec<String> = self
+                .jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| !j.consumed)
+                .take(5)
+                .map(|(n, j)| format!("job {n}: attempt {:?} ended {:?}", j.attempt, j.ended))
+                .collect();
+            panic!(
+                "still running at {next:?}: a hang; {:?}; {stuck:?}",
+                self.pool.scheduler().stats()
+            );
+        }
         self.now = self.now.max(next);
         while let Some(Reverse((t, seq))) = self.heap.peek().copied() {
             if t > self.now {
@@ -1058,9 +913,27 @@ fn thousands_of_jobs_on_four_hostile_servers() {
 
     // Every job ended exactly once (`finished` asserts the "once" and what each end carries).
     assert!(sim.jobs.iter().all(|j| j.ended.is_some() && j.consumed));
-    let succeeded = st.counts.get("jobs: succeeded").copied().unwrap_or(0);
+    // The faults hurt: sessions and the pool saw each kind of trouble...
+    for what in [
+        "net: HTTP timeouts",
+        "pool: cancels",
+        "pool: HTTP /object_info",
+        "pool: HTTP /history",
+        "pool: HTTP /queue",
+        "pool: HTTP /system_stats",
+        "session: frames refused as damaged",
+    ] {
+        assert!(st.get(what) > 0, "{what} never happened");
+    }
     assert!(
-        succeeded * 10 >= jobs * 8,
+        st.get("jobs: succeeded at attempt 2") > 0,
+        "no job was ever retried"
+    );
+    // ...and yet most jobs succeeded: those refused for a broken graph aside (2 %), at least
+    // 85 % of them.
+    let succeeded = st.get("jobs: succeeded");
+    assert!(
+        succeeded * 100 >= jobs * 85,
         "only {succeeded} of {jobs} jobs succeeded"
     );
     // Every prompt any session was given ended exactly once there.

@@ -8,11 +8,12 @@
 //! node the server runs (a link), a `PrimitiveNode` (its value), a muted node (the input is
 //! left out), or nothing (the widget value stays).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use serde_json::Value;
 
+use super::dynamic::{self, Choices};
 use super::model::{
     GroupDef, MODE_BYPASS, MODE_MUTED, SUBGRAPH_INPUT, UiDoc, UiGraph, UiNode, WidgetValues,
 };
@@ -20,7 +21,7 @@ use super::widgets::{
     ValueCursor, has_control, has_upload, is_widget, widget_specs, widget_values, wrap,
 };
 use super::{MAX_DEPTH, MAX_NODES, UiError};
-use crate::workflow::{Input, Inputs, Link, ObjectInfo, Workflow};
+use crate::workflow::{Input, Inputs, Link, NodeClass, ObjectInfo, Workflow};
 
 /// Frontend-only node classes that the server never sees.
 pub(crate) const VIRTUAL: &[&str] = &["Reroute", "PrimitiveNode", "Note", "MarkdownNote"];
@@ -32,8 +33,11 @@ const MAX_STEPS: usize = 512;
 enum Resolved {
     /// An output of a node the server runs: (API node id, output index).
     Link(String, usize),
-    /// A value from a `PrimitiveNode` or a subgraph instance's widget.
+    /// A value from a subgraph instance's widget.
     Value(Value),
+    /// A `PrimitiveNode`'s value (which the frontend writes into its target widget first, so
+    /// that the widget's dynamic prompt processing applies).
+    Primitive(Value),
     /// A muted node: the frontend drops the input altogether.
     Muted,
     /// Nothing connected: the node's own widget value (if any) stays.
@@ -75,6 +79,8 @@ pub(crate) struct Converter<'a> {
     steps: Cell<usize>,
     /// Nodes in the scopes opened so far.
     expanded: usize,
+    /// Picks the options of dynamic prompts.
+    choices: RefCell<Choices>,
 }
 
 fn is_valid_connection(a: &str, b: &str) -> bool {
@@ -124,7 +130,7 @@ fn by_order(nodes: &[UiNode]) -> Vec<&UiNode> {
 }
 
 impl<'a> Converter<'a> {
-    pub fn new(doc: &'a UiDoc, info: &'a ObjectInfo) -> Self {
+    pub fn new(doc: &'a UiDoc, info: &'a ObjectInfo, seed: u64) -> Self {
         Self {
             doc,
             info,
@@ -132,6 +138,7 @@ impl<'a> Converter<'a> {
             children: HashMap::new(),
             steps: Cell::new(0),
             expanded: doc.root.nodes.len(),
+            choices: RefCell::new(Choices::new(seed)),
         }
     }
 
@@ -342,12 +349,16 @@ impl<'a> Converter<'a> {
             };
             let mut inputs = Inputs::new();
             for (name, value) in widget_values(&id, node, class)? {
-                inputs.insert(name, Input::Value(value));
+                inputs.insert(
+                    name.clone(),
+                    Input::Value(self.dynamic(class, &name, value)),
+                );
             }
             if let Kind::Group(_, map) = &self.scopes[scope].kind {
                 let own = node.id.parse().ok().and_then(|c| map.widgets.get(&c));
                 for (name, value) in own.into_iter().flatten() {
-                    inputs.insert(name.clone(), Input::Value(value.clone()));
+                    let value = self.dynamic(class, name, value.clone());
+                    inputs.insert(name.clone(), Input::Value(value));
                 }
             }
             for (j, input) in node.inputs.iter().enumerate() {
@@ -359,6 +370,10 @@ impl<'a> Converter<'a> {
                     }
                     Resolved::Value(v) => {
                         inputs.insert(input.name.clone(), Input::Value(wrap(v)));
+                    }
+                    Resolved::Primitive(v) => {
+                        let v = self.dynamic(class, &input.name, wrap(v));
+                        inputs.insert(input.name.clone(), Input::Value(v));
                     }
                     Resolved::Muted => {
                         inputs.remove(&input.name);
@@ -378,6 +393,21 @@ impl<'a> Converter<'a> {
                 })?;
         }
         Ok(())
+    }
+
+    /// The value the frontend sends for widget `name`: a `dynamicPrompts` text processed.
+    fn dynamic(&self, class: &NodeClass, name: &str, value: Value) -> Value {
+        let marked = class
+            .input(name)
+            .and_then(|s| s.option("dynamicPrompts"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        match value {
+            Value::String(text) if marked => {
+                Value::String(dynamic::process(&text, &mut self.choices.borrow_mut()))
+            }
+            other => other,
+        }
     }
 
     fn step(&self, at: (&str, &str)) -> Result<(), UiError> {
@@ -493,9 +523,11 @@ impl<'a> Converter<'a> {
             }
             "PrimitiveNode" => {
                 return Ok(match &node.widgets {
-                    Some(WidgetValues::List(l)) if !l.is_empty() => Resolved::Value(l[0].clone()),
+                    Some(WidgetValues::List(l)) if !l.is_empty() => {
+                        Resolved::Primitive(l[0].clone())
+                    }
                     Some(WidgetValues::Map(m)) => match m.values().next() {
-                        Some(v) => Resolved::Value(v.clone()),
+                        Some(v) => Resolved::Primitive(v.clone()),
                         None => Resolved::Nothing,
                     },
                     _ => Resolved::Nothing,

@@ -9,6 +9,8 @@
 //!   a widget converted to an input and linked takes the link.
 //! - **`Reroute`** nodes are followed through; a **`PrimitiveNode`**'s value goes into every
 //!   input it feeds; `Note`, `MarkdownNote` and other frontend-only nodes are dropped.
+//! - **Dynamic prompts**: a text widget marked `dynamicPrompts` loses its comments, and each
+//!   `{a|b}` becomes one of its options ([`to_api_seeded`] chooses the seed).
 //! - **Muted** nodes (mode 2) are dropped, and so are inputs they feed; **bypassed** nodes (mode
 //!   4) are dropped and each of their outputs is fed from their input of the same type.
 //! - **Subgraphs** (`definitions.subgraphs`, nodes whose type is a subgraph's id) are flattened:
@@ -44,6 +46,7 @@
 //! ```
 
 mod convert;
+mod dynamic;
 mod error;
 mod model;
 mod widgets;
@@ -71,9 +74,19 @@ pub fn is_ui_workflow(doc: &Value) -> bool {
 ///
 /// Fails, naming the node, when a class is not the server's, a link is missing, a node has too
 /// few widget values, or subgraphs nest in a cycle. The graph is not validated: pass it to
-/// [`validate`](crate::workflow::validate) for that (a model file the server lacks is a
+/// [`validate`](fn@crate::workflow::validate) for that (a model file the server lacks is a
 /// validation error, not a conversion error).
+///
+/// Text widgets marked `dynamicPrompts` (the prompt of `CLIPTextEncode`) are sent as the
+/// frontend sends them: comments removed, and each choice `{a|b}` replaced by one option. The
+/// frontend picks at random; this picks with seed 0 (see [`to_api_seeded`]).
 pub fn to_api(doc: &Value, info: &ObjectInfo) -> Result<Workflow, UiError> {
+    to_api_seeded(doc, info, 0)
+}
+
+/// [`to_api`], with `seed` picking the options of dynamic prompts (`{a|b}`): the same seed, the
+/// same choices.
+pub fn to_api_seeded(doc: &Value, info: &ObjectInfo, seed: u64) -> Result<Workflow, UiError> {
     let doc = model::UiDoc::parse(doc)?;
-    convert::Converter::new(&doc, info).run()
+    convert::Converter::new(&doc, info, seed).run()
 }

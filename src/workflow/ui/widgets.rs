@@ -14,14 +14,23 @@ use super::UiError;
 use super::model::{UiNode, WidgetValues};
 use crate::workflow::{InputSpec, NodeClass, SlotType};
 
-/// Widget types the frontend draws that are not plain values.
+/// Input types the frontend draws as widgets besides the plain values (its own widget table,
+/// and the widgets its core extensions register).
 const FRONTEND_WIDGET_TYPES: &[&str] = &[
-    "WEBCAM",
+    "AUDIO_RECORD",
+    "BOUNDING_BOX",
+    "CHART",
+    "COLOR",
+    "CURVE",
+    "GALLERIA",
+    "IMAGECOMPARE",
+    "IMAGEUPLOAD",
     "LOAD_3D",
     "LOAD_3D_ANIMATION",
-    "AUDIO_RECORD",
-    "IMAGEUPLOAD",
     "MARKDOWN",
+    "PAINTER",
+    "TEXTAREA",
+    "WEBCAM",
 ];
 
 /// The values a seed's control widget takes.

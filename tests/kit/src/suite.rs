@@ -335,7 +335,7 @@ pub async fn capability_routing(kit: Kit) {
         if let PoolEvent::Finished(r) = event {
             done += 1;
             if r.job == doomed {
-                let e = r.outcome.unwrap_err();
+                let e = r.outcome.unwrap_err().to_string();
                 assert!(
                     e.contains("no server can run") && e.contains("NoSuchNode"),
                     "{e}"
@@ -417,7 +417,7 @@ pub async fn unreachable_server(kit: Kit) {
     let config = ClientConfig::new(server).with_session(session);
     let c = Client::connect(kit.rt.clone(), kit.http.clone(), config);
     match c.run(graph(1, 1)).await {
-        Err(ClientError::Failed(f)) => assert!(f.to_string().contains("reconnect"), "{f}"),
+        Err(ClientError::Failed(f)) => assert!(f.to_string().contains("refused"), "{f}"),
         other => panic!("{other:?}"),
     }
 }

@@ -1,0 +1,229 @@
+//! The websocket's life and the session's timers: connects that fail, sockets that drop or go
+//! silent, reconnects with backoff, and the deadline of every request handed to the adapter.
+//!
+//! | link | input | what follows |
+//! | --- | --- | --- |
+//! | connecting | `handle_connected` | open; waiting prompts are posted |
+//! | connecting | `handle_connect_failed`, or the connect deadline | prompts never posted fail with [`Failure::Unreachable`]; posted ones wait for a reconnect (backoff) or, if none, the link goes down |
+//! | open | `handle_disconnect` | backoff; prompts in flight are looked up after the reconnect |
+//! | open | silence deadline (no frame, no pong) | [`Transmit::Close`], then as a disconnect |
+//! | backoff | its timer | connecting |
+//! | down | `submit` | connecting |
+
+use std::time::Duration;
+
+use crate::error::{TransportError, TransportErrorKind};
+use crate::ids::PromptId;
+
+use super::event::{Deadline, Event, Failure, Transmit};
+use super::prompt::Phase;
+use super::{Link, Session};
+
+/// How much later than the adapter's own bound the session's timers for connects and HTTP
+/// exchanges fire: the adapter reports the expiry first, naming the address; the session's
+/// timer is the backstop for an adapter that does not.
+pub(super) const GRACE: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// Opening the websocket asked for by [`Transmit::Connect`] failed: refused, unresolvable,
+    /// TLS, a refused handshake, or no answer within [`Timeouts::connect`](super::Timeouts).
+    ///
+    /// Every prompt that was never posted fails with [`Failure::Unreachable`] at once: it never
+    /// reached the server, so it can run elsewhere with no risk of running twice. Prompts
+    /// already posted keep waiting for a reconnect (with backoff) and are looked up after it;
+    /// with none left, the link goes down until the next submission. A call while no connect
+    /// is under way is a no-op.
+    pub fn handle_connect_failed(&mut self, now: Duration, error: TransportError) {
+        let Link::Connecting { attempt, .. } = self.link else {
+            return;
+        };
+        for id in self.order.clone() {
+            let never_posted = self
+                .prompts
+                .get(&id)
+                .is_some_and(|p| p.phase == Phase::Waiting);
+            if never_posted {
+                self.end(
+                    &id,
+                    Event::Failed {
+                        prompt: id.clone(),
+                        failure: Failure::Unreachable(error.clone()),
+                    },
+                );
+            }
+        }
+        if self.prompts.is_empty() {
+            self.link = Link::Down;
+            self.keepalive_at = None;
+            return;
+        }
+        self.retry(now, attempt + 1);
+    }
+
+    /// The websocket closed (or, for adapters that do not tell connect failures apart, a
+    /// connect attempt failed). Prompts in flight wait for the reconnect; after
+    /// [`Backoff::attempts`](super::Backoff) failures they fail.
+    pub fn handle_disconnect(&mut self, now: Duration) {
+        self.clock(now);
+        let attempt = match self.link {
+            Link::Closed | Link::Down => return,
+            Link::Open => {
+                self.events.push_back(Event::Disconnected);
+                1
+            }
+            Link::Connecting { attempt, .. } | Link::Backoff { attempt, .. } => attempt + 1,
+        };
+        self.retry(now, attempt);
+    }
+
+    /// A pong (or any control frame) arrived on the open websocket: it is alive.
+    pub fn handle_pong(&mut self, now: Duration) {
+        self.heard(now);
+    }
+
+    /// When [`Session::handle_timeout`] should next be called, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let link = match self.link {
+            Link::Backoff { at, .. } => Some(at),
+            Link::Connecting { deadline, .. } => deadline,
+            Link::Open => self.silence_at(),
+            Link::Down | Link::Closed => None,
+        };
+        let prompts = self
+            .prompts
+            .values()
+            .filter_map(|p| p.next_deadline().map(|(at, _)| at));
+        let requests = self.requests.values().filter_map(|(_, at)| *at);
+        link.into_iter()
+            .chain(self.keepalive_at)
+            .chain(prompts)
+            .chain(requests)
+            .min()
+    }
+
+    /// Fires every timer due at `now`. A spurious call is a no-op.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.clock(now);
+        let mut expired: Vec<_> = self
+            .requests
+            .iter()
+            .filter(|(_, (_, at))| at.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        expired.sort();
+        for id in expired {
+            if let Some((pending, _)) = self.requests.remove(&id) {
+                let after = self.config.timeouts.http.unwrap_or_default();
+                let error =
+                    TransportError::new(TransportErrorKind::TimedOut(after), pending.what());
+                self.on_response(now, pending, Err(error));
+            }
+        }
+        match self.link {
+            Link::Connecting {
+                deadline: Some(at), ..
+            } if at <= now => {
+                let after = self.config.timeouts.connect.unwrap_or_default();
+                let error =
+                    TransportError::new(TransportErrorKind::TimedOut(after), "open the websocket");
+                self.handle_connect_failed(now, error);
+            }
+            Link::Backoff { attempt, at } if at <= now => self.connect(now, attempt),
+            Link::Open if self.silence_at().is_some_and(|at| at <= now) => {
+                // A socket that answers nothing is as good as closed: give it up and reconnect.
+                self.transmits.push_back(Transmit::Close);
+                self.handle_disconnect(now);
+            }
+            _ => {}
+        }
+        if let Some(at) = self.keepalive_at {
+            if at <= now {
+                self.transmits.push_back(Transmit::Ping);
+                self.keepalive_at = self.config.keepalive.map(|k| now + k);
+            }
+        }
+        let expired: Vec<(PromptId, Deadline, Phase)> = self
+            .order
+            .iter()
+            .filter_map(|id| self.prompts.get(id))
+            .filter_map(|p| match p.next_deadline() {
+                Some((at, which)) if at <= now => Some((p.id.clone(), which, p.phase)),
+                _ => None,
+            })
+            .collect();
+        for (id, deadline, phase) in expired {
+            self.stop_on_server(now, &id, phase);
+            self.end(
+                &id,
+                Event::TimedOut {
+                    prompt: id.clone(),
+                    deadline,
+                },
+            );
+        }
+    }
+
+    /// Asks for a connect (attempt `attempt` of the current outage) with its deadline.
+    pub(super) fn connect(&mut self, now: Duration, attempt: u32) {
+        self.link = Link::Connecting {
+            attempt,
+            deadline: self.config.timeouts.connect.map(|d| now + d + GRACE),
+        };
+        self.transmits.push_back(self.connect_transmit());
+    }
+
+    /// The first input with a clock arms the deadline of the connect [`Session::new`] asked
+    /// for.
+    pub(super) fn clock(&mut self, now: Duration) {
+        if let Link::Connecting {
+            deadline: deadline @ None,
+            ..
+        } = &mut self.link
+        {
+            *deadline = self.config.timeouts.connect.map(|d| now + d + GRACE);
+        }
+    }
+
+    /// Something arrived on the websocket.
+    pub(super) fn heard(&mut self, now: Duration) {
+        self.clock(now);
+        self.heard_at = self.heard_at.max(now);
+    }
+
+    /// When the open socket counts as dead if nothing more arrives.
+    fn silence_at(&self) -> Option<Duration> {
+        self.config.keepalive?;
+        self.config.timeouts.silence.map(|s| self.heard_at + s)
+    }
+
+    /// The socket is gone: reconnect after the backoff of `attempt`, or give up.
+    fn retry(&mut self, now: Duration, attempt: u32) {
+        self.keepalive_at = None;
+        for p in self.prompts.values_mut() {
+            if p.phase != Phase::Waiting {
+                p.mark_gap();
+            }
+        }
+        if attempt > self.config.backoff.attempts {
+            self.link = Link::Down;
+            let failure = Failure::Disconnected {
+                attempts: attempt - 1,
+            };
+            for id in self.order.clone() {
+                self.end(
+                    &id,
+                    Event::Failed {
+                        prompt: id.clone(),
+                        failure: failure.clone(),
+                    },
+                );
+            }
+        } else {
+            self.link = Link::Backoff {
+                attempt,
+                at: now + self.config.backoff.delay(attempt),
+            };
+        }
+    }
+}
