@@ -156,6 +156,9 @@ pub enum TransportErrorKind {
     },
     /// The response was not HTTP/1.1 (or websocket framing) the client could read.
     Malformed,
+    /// The request could not be written: a header name or value, or a URL, that HTTP does not
+    /// allow. Nothing was sent; the caller's settings need fixing.
+    InvalidRequest,
     /// Any other I/O failure.
     Io,
 }
@@ -171,6 +174,7 @@ impl fmt::Display for TransportErrorKind {
             Self::Handshake => f.write_str("websocket handshake refused"),
             Self::TooLarge { limit } => write!(f, "response over the limit of {limit} bytes"),
             Self::Malformed => f.write_str("malformed response"),
+            Self::InvalidRequest => f.write_str("the request cannot be sent as it is"),
             Self::Io => f.write_str("I/O error"),
         }
     }
@@ -261,6 +265,7 @@ impl TransportError {
             TransportErrorKind::Refused
                 | TransportErrorKind::Unresolvable
                 | TransportErrorKind::Tls
+                | TransportErrorKind::InvalidRequest
         )
     }
 }

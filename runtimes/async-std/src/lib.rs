@@ -1,13 +1,13 @@
 //! comfy-proxy on [async-std], for programs already on that stack: spawn, timers and TCP from
-//! async-std, HTTP requests made with surf. The websocket and TLS (`wss`, `https`) are the
-//! shared driver's.
+//! async-std; HTTP/1.1 (with keep-alive), the websocket and TLS (`wss`, `https`) from the shared
+//! driver.
 //!
-//! surf's own HTTP/1 backends pull in the `tokio` crate (through deadpool) or libcurl, so surf
-//! runs here over a backend of ours: the driver's HTTP/1.1 client on async-std's TCP, with
-//! futures-rustls for `https`.
+//! A program that already sends its HTTP through a configured `surf::Client` (its middleware,
+//! proxy, backend) can hand that client to comfy-proxy as the transport: turn on the `surf`
+//! feature and use `SurfClient`. Without the feature, surf is not in the dependency tree.
 //!
-//! async-std is discontinued upstream and surf is unmaintained (RUSTSEC-2025-0052,
-//! RUSTSEC-2025-0036); new programs should prefer `comfy-proxy-smol`.
+//! async-std is discontinued upstream (RUSTSEC-2025-0052) and surf is unmaintained
+//! (RUSTSEC-2025-0036); new programs should prefer `comfy-proxy-smol`.
 //!
 //! It re-exports what a program needs, as `comfy-proxy-smol` does: a [`Client`] for one
 //! server ([`connect`]), a [`Pool`] over many ([`pool`]), their settings and events, and the
@@ -29,12 +29,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_proxy::wire::{HttpRequest, HttpResponse, Method};
-use comfy_proxy::{TransportError, TransportErrorKind};
-use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{
-    BoxFuture, ConfigError, Headers, HttpClient, OutgoingRequest, Runtime, Stream, TlsConfig,
-};
+use comfy_proxy::wire::{HttpRequest, HttpResponse};
+pub use comfy_proxy_driver::http1::Http1;
+use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime, Stream};
+
+#[cfg(feature = "surf")]
+mod surf_client;
+#[cfg(feature = "surf")]
+pub use surf_client::{SurfClient, connect_with_surf};
 
 /// The sans-IO core (`comfy-proxy`): workflows, addresses, wire types, the session's events.
 pub use comfy_proxy as core;
@@ -66,190 +68,20 @@ impl Runtime for AsyncStd {
     }
 }
 
-/// HTTP through surf, over [`Backend`].
-#[derive(Debug, Clone)]
-pub struct Surf(surf::Client);
-
-impl Default for Surf {
-    fn default() -> Self {
-        let rt: Arc<dyn Runtime> = Arc::new(AsyncStd);
-        Self(surf::Client::with_http_client(Backend {
-            http: Http1::new(rt),
-            config: http_client::Config::default(),
-        }))
-    }
+/// The shared HTTP/1.1 client (keep-alive, futures-rustls for `https`) over async-std's TCP.
+pub fn http_client() -> Http1 {
+    Http1::new(Arc::new(AsyncStd))
 }
 
-impl HttpClient for Surf {
-    fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, TransportError>> {
-        let client = self.0.clone();
-        Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.shown_url);
-            send(client, o).await.map_err(|e| {
-                // Our backend's errors come back as they were; surf's own are I/O failures.
-                match e.downcast::<TransportError>() {
-                    Ok(e) => e,
-                    Err(e) => {
-                        TransportError::new(TransportErrorKind::Io, what).with_detail(e.to_string())
-                    }
-                }
-            })
-        })
-    }
-}
-
-async fn send(client: surf::Client, o: OutgoingRequest) -> Result<HttpResponse, surf::Error> {
-    let url: surf::Url = o.url.parse()?;
-    let method = match o.request.method {
-        Method::Post => surf::http::Method::Post,
-        _ => surf::http::Method::Get,
-    };
-    let mut builder =
-        surf::RequestBuilder::new(method, url).header(MAX_BODY, o.max_body.to_string());
-    // Checked when the config was built: visible ASCII only, which surf's header types need.
-    for (name, value) in o.headers.iter() {
-        builder = builder.header(name.as_str(), value.to_str().unwrap_or_default());
-    }
-    if let Some(body) = o.request.body {
-        builder = builder
-            .body(surf::Body::from_bytes(body.bytes))
-            .header("Content-Type", body.content_type);
-    }
-    let mut request = builder.build();
-    // The client's TLS settings, the redacted URL and the checked headers (with their secret
-    // marks) ride to the backend as an extension of the request.
-    request.set_ext(Carried {
-        tls: o.tls,
-        shown_url: o.shown_url,
-        headers: o.headers,
-    });
-    let mut response = client.send(request).await?;
-    let status: u16 = response.status().into();
-    let body = response.body_bytes().await?;
-    Ok(HttpResponse::new(status, body))
-}
-
-/// What the backend needs from the [`OutgoingRequest`] besides what surf's request says.
-#[derive(Clone)]
-struct Carried {
-    tls: TlsConfig,
-    shown_url: String,
-    headers: Headers,
-}
-
-/// An internal header that carries the driver's body limit through surf to the backend; the
-/// backend removes it before sending.
-const MAX_BODY: &str = "x-comfy-proxy-max-body";
-
-/// surf's backend: the driver's HTTP/1.1 client on async-std.
-#[derive(Debug)]
-pub struct Backend {
-    http: Http1,
-    config: http_client::Config,
-}
-
-#[async_trait::async_trait]
-impl http_client::HttpClient for Backend {
-    async fn send(
-        &self,
-        mut req: http_client::Request,
-    ) -> Result<http_client::Response, http_client::Error> {
-        let err = |status: u16, e: String| http_client::Error::from_str(status, e);
-        let url = req.url().clone();
-        let scheme = url.scheme().to_owned();
-        let host = url
-            .host_str()
-            .ok_or_else(|| err(400, "no host in the URL".to_owned()))?;
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
-        };
-        let port = url.port_or_known_default().unwrap_or(80);
-        let server = comfy_proxy::ServerAddress::parse(&format!("{scheme}://{host}:{port}"))
-            .map_err(|e| err(400, e.to_string()))?;
-        let carried = req.ext().get::<Carried>().cloned();
-        let max_body = req
-            .header(MAX_BODY)
-            .and_then(|v| v.as_str().parse().ok())
-            .unwrap_or(512 << 20);
-        req.remove_header(MAX_BODY);
-        let mut headers = Headers::new();
-        let mut content_type = None;
-        for (name, values) in req.iter() {
-            for value in values.iter() {
-                if name.as_str().eq_ignore_ascii_case("content-type") {
-                    content_type = Some(value.as_str().to_owned());
-                } else if carried.is_none() {
-                    match headers.push(name.as_str(), value.as_str()) {
-                        // Written by the HTTP/1.1 client itself.
-                        Ok(()) | Err(ConfigError::ReservedHeader { .. }) => {}
-                        Err(e) => return Err(err(400, e.to_string())),
-                    }
-                }
-            }
-        }
-        let method = match req.method() {
-            surf::http::Method::Post => Method::Post,
-            _ => Method::Get,
-        };
-        let bytes = req.body_bytes().await?;
-        let body =
-            (method == Method::Post || !bytes.is_empty()).then(|| comfy_proxy::wire::http::Body {
-                content_type: content_type.unwrap_or_else(|| "application/octet-stream".into()),
-                bytes,
-            });
-        let target = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        };
-        let (tls, shown_url, headers) = match carried {
-            Some(c) => (c.tls, c.shown_url, c.headers),
-            None => (TlsConfig::default(), url.to_string(), headers),
-        };
-        let outgoing = OutgoingRequest {
-            server,
-            url: url.to_string(),
-            shown_url,
-            target,
-            request: comfy_proxy::wire::HttpRequest {
-                method,
-                path: url.path().to_owned(),
-                body,
-            },
-            headers,
-            tls,
-            max_body,
-        };
-        let response = self
-            .http
-            .send(outgoing)
-            .await
-            .map_err(|e| http_client::Error::new(502, e))?;
-        let mut out = http_client::Response::new(response.status);
-        out.set_body(response.body.to_vec());
-        Ok(out)
-    }
-
-    fn set_config(&mut self, config: http_client::Config) -> Result<(), http_client::Error> {
-        self.config = config;
-        Ok(())
-    }
-
-    fn config(&self) -> &http_client::Config {
-        &self.config
-    }
-}
-
-/// A client for one server on async-std.
+/// A client for one server on async-std, with the shared HTTP/1.1 client.
 pub fn connect(config: ClientConfig) -> Client {
-    Client::connect(Arc::new(AsyncStd), Arc::new(Surf::default()), config)
+    Client::connect(Arc::new(AsyncStd), Arc::new(http_client()), config)
 }
 
 /// A pool over many servers on async-std: a client per server and the scheduler's task. Submit
 /// jobs with [`Pool::submit`]; the events say how each one went.
 pub fn pool(config: PoolConfig) -> (Pool, PoolEvents) {
-    Pool::start(Arc::new(AsyncStd), Arc::new(Surf::default()), config)
+    Pool::start(Arc::new(AsyncStd), Arc::new(http_client()), config)
 }
 
 /// Sends one HTTP request to `config`'s server (its auth, headers and TLS settings applied),
@@ -258,7 +90,7 @@ pub async fn request(
     config: &ClientConfig,
     request: HttpRequest,
 ) -> Result<HttpResponse, ClientError> {
-    Surf::default()
+    http_client()
         .send(comfy_proxy_driver::client::outgoing(config, request))
         .await
         .map_err(ClientError::Transport)

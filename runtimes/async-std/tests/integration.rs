@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use comfy_proxy_async_std::{AsyncStd, Surf};
+use comfy_proxy_async_std::{AsyncStd, http_client};
 use comfy_proxy_testkit::Kit;
 
 fn kit() -> Kit {
     Kit {
         rt: Arc::new(AsyncStd),
-        http: Arc::new(Surf::default()),
+        http: Arc::new(http_client()),
     }
 }
 

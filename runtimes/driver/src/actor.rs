@@ -54,6 +54,8 @@ pub(crate) struct Endpoint {
     pub tls: TlsConfig,
     pub max_frame_len: usize,
     pub max_body: usize,
+    /// The deadline of each HTTP exchange, passed to the HTTP client with the request.
+    pub http_timeout: Duration,
 }
 
 impl Endpoint {
@@ -68,6 +70,7 @@ impl Endpoint {
             headers: self.headers.clone(),
             tls: self.tls.clone(),
             max_body: self.max_body,
+            timeout: self.http_timeout,
         }
     }
 }
@@ -513,8 +516,10 @@ impl Actor {
     fn spawn_http(&self, id: RequestId, request: comfy_proxy::wire::HttpRequest) {
         let rt = self.rt.clone();
         let http = self.http.clone();
-        let outgoing = self.endpoint.outgoing(request);
+        let mut outgoing = self.endpoint.outgoing(request);
         let limit = self.session.timeouts().http;
+        // The client holds its exchange to the same deadline (no limit: none it can reach).
+        outgoing.timeout = limit.unwrap_or(Duration::MAX);
         let control = self.control.clone();
         self.rt.spawn(Box::pin(async move {
             let what = format!(

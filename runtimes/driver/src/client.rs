@@ -197,6 +197,7 @@ impl ClientConfig {
             tls: self.tls.clone(),
             max_frame_len: self.session.max_frame_len,
             max_body: self.max_body,
+            http_timeout: self.http_timeout,
         }
     }
 }

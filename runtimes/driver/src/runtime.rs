@@ -49,6 +49,11 @@ pub struct OutgoingRequest {
     pub tls: crate::tls::TlsConfig,
     /// The largest response body to accept.
     pub max_body: usize,
+    /// One deadline for the whole exchange: connect, TLS, writing the request, reading the
+    /// response. Past it the exchange fails with [`TransportErrorKind::TimedOut`].
+    ///
+    /// [`TransportErrorKind::TimedOut`]: comfy_proxy::TransportErrorKind::TimedOut
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for OutgoingRequest {

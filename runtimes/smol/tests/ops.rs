@@ -50,6 +50,18 @@ fn graph(steps: u32, seed: u32) -> Workflow {
     .expect("test graph")
 }
 
+/// Reads `stream` up to the prompt's `Accepted` event.
+async fn accepted(stream: &mut comfy_proxy_driver::PromptStream) {
+    loop {
+        match stream.next().await {
+            Some(Event::Accepted { .. }) => return,
+            Some(event) if event.is_terminal() => panic!("{event:?}"),
+            Some(_) => {}
+            None => panic!("the prompt's events ended"),
+        }
+    }
+}
+
 /// Waits (a bounded number of polls) until `prompt` has the wanted place in the queue.
 async fn wait_for(
     client: &Client,
@@ -75,8 +87,13 @@ fn queue_interrupt_and_history() {
         assert!(client.queue().await.expect("queue").is_empty());
 
         // 200 steps of 50 ms: long enough to be seen running, then interrupted.
+        // Two prompts posted at once may reach the server in either order (each on its own
+        // connection): the second is submitted once the first is queued, and looked for once
+        // it is queued too.
         let mut slow = client.submit(graph(200, 1)).await.expect("submit");
-        let waiting = client.submit(graph(2, 2)).await.expect("submit");
+        accepted(&mut slow).await;
+        let mut waiting = client.submit(graph(2, 2)).await.expect("submit");
+        accepted(&mut waiting).await;
         let slow_id = slow.prompt_id().clone();
         let waiting_id = waiting.prompt_id().clone();
         assert_eq!(

@@ -161,17 +161,28 @@ async fn pipe(mut client: TcpStream, upstream: SocketAddr, seen: Arc<Seen>) {
         return;
     };
     let first = String::from_utf8_lossy(&head[..n]).into_owned();
-    if first.starts_with("GET /history") {
-        seen.history_lookups.fetch_add(1, Ordering::SeqCst);
-    }
+    let lookups = |bytes: &[u8]| bytes.windows(12).filter(|w| w == b"GET /history").count();
+    seen.history_lookups
+        .fetch_add(lookups(&head[..n]), Ordering::SeqCst);
     let silence =
         first.starts_with("GET /ws") && seen.websockets.fetch_add(1, Ordering::SeqCst) == 0;
     if server.write_all(&head[..n]).await.is_err() {
         return;
     }
+    // HTTP connections are kept alive: a lookup may come on a connection opened for another
+    // request, so every request on it is looked at.
     let (mut from_client, mut to_server) = (client.clone(), server.clone());
+    let counters = seen.clone();
     smol::spawn(async move {
-        let _ = smol::io::copy(&mut from_client, &mut to_server).await;
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n) = from_client.read(&mut buf).await {
+            if n == 0 || to_server.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            counters
+                .history_lookups
+                .fetch_add(lookups(&buf[..n]), Ordering::SeqCst);
+        }
     })
     .detach();
     let mut buf = vec![0; 64 * 1024];

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_tungstenite::WebSocketStream;
@@ -88,12 +89,19 @@ enum Input {
 pub struct MockHandle {
     addr: SocketAddr,
     control: mpsc::UnboundedSender<Input>,
+    accepted: Arc<AtomicU64>,
 }
 
 impl MockHandle {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many TCP connections it has accepted so far (websockets and HTTP alike), so tests
+    /// can see whether clients reuse their connections.
+    pub fn accepted_connections(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// `host:port`, for `ServerAddress::parse`.
@@ -168,6 +176,8 @@ async fn start(
     rt.spawn(Box::pin(run(rt.clone(), server, inputs)));
     let accept_control = control.clone();
     let accept_rt = rt.clone();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
     rt.spawn(Box::pin(async move {
         let mut next_conn = 0u64;
         loop {
@@ -177,6 +187,7 @@ async fn start(
                 None => return,
             };
             next_conn += 1;
+            counter.fetch_add(1, Ordering::Relaxed);
             let control = accept_control.clone();
             let conn = ConnId(next_conn);
             match tls.clone() {
@@ -190,7 +201,11 @@ async fn start(
             }
         }
     }));
-    Ok(MockHandle { addr, control })
+    Ok(MockHandle {
+        addr,
+        control,
+        accepted,
+    })
 }
 
 /// The next connection, or `None` once the server has stopped.
