@@ -91,10 +91,10 @@ pub(crate) async fn read_request<S: AsyncRead + Unpin>(
     let mut chunk = vec![0u8; 64 << 10];
     let mut scanned: usize = 0;
     let (mut request, head_len) = loop {
-        if has_blank_line(&buf[scanned.saturating_sub(2)..]) {
-            if let Some(parsed) = parse_head(buf)? {
-                break parsed;
-            }
+        if has_blank_line(&buf[scanned.saturating_sub(2)..])
+            && let Some(parsed) = parse_head(buf)?
+        {
+            break parsed;
         }
         scanned = buf.len();
         if buf.len() > MAX_HEAD {
