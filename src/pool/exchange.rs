@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::NodeId;
-use crate::error::TransportError;
+use crate::error::{ExchangeError, TransportError};
 use crate::session::Image;
 use crate::wire::http;
 use crate::wire::{HttpResponse, ImageFormat};
@@ -132,8 +132,8 @@ impl Pool {
         let verdict = match result {
             Ok(r) => http::decode_system_stats(&r)
                 .map(drop)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .map_err(ExchangeError::Protocol),
+            Err(e) => Err(ExchangeError::Transport(e)),
         };
         let _ = self.scheduler.handle_health(now, ServerId(s), verdict);
         // Back from an outage: it may have restarted with other nodes or models.

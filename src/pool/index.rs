@@ -466,7 +466,12 @@ mod tests {
                         }
                         Action::HealthCheck { server } => {
                             let ok = if rng.below(3) == 0 {
-                                Err("down".into())
+                                Err(crate::error::ExchangeError::Transport(
+                                    crate::error::TransportError::new(
+                                        crate::error::TransportErrorKind::Refused,
+                                        "GET /system_stats",
+                                    ),
+                                ))
                             } else {
                                 Ok(())
                             };

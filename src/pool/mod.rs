@@ -476,7 +476,7 @@ impl Scheduler {
         &mut self,
         now: Duration,
         server: ServerId,
-        result: Result<(), String>,
+        result: Result<(), crate::error::ExchangeError>,
     ) -> Result<(), PoolMisuse> {
         let i = self.server_index(server)?;
         self.servers[i].health_asked = false;

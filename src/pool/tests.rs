@@ -115,7 +115,7 @@ fn breaker_transitions() {
                 Error => pool.handle_server_error(now, ServerId(0), "reset").unwrap(),
                 HealthOk => pool.handle_health(now, ServerId(0), Ok(())).unwrap(),
                 HealthErr => pool
-                    .handle_health(now, ServerId(0), Err("503".into()))
+                    .handle_health(now, ServerId(0), Err(unhealthy("503")))
                     .unwrap(),
                 Timer => {
                     now = pool.poll_timeout().unwrap();
@@ -488,12 +488,12 @@ fn periodic_health_checks() {
     // Unanswered: not asked twice.
     pool.handle_timeout(secs(25));
     assert_eq!(drain(&mut pool, secs(25)), []);
-    pool.handle_health(secs(26), ServerId(0), Err("500".into()))
+    pool.handle_health(secs(26), ServerId(0), Err(unhealthy("500")))
         .unwrap();
     pool.handle_health(secs(26), ServerId(1), Ok(())).unwrap();
     pool.handle_timeout(secs(35));
     assert_eq!(drain(&mut pool, secs(35)), [check(0), check(1)]);
-    pool.handle_health(secs(36), ServerId(0), Err("500".into()))
+    pool.handle_health(secs(36), ServerId(0), Err(unhealthy("500")))
         .unwrap();
     assert_eq!(pool.stats().servers[0].state, BreakerState::Open);
 }
@@ -550,7 +550,7 @@ fn breaker_reopens_with_doubled_backoff_then_closes() {
         pool.handle_timeout(now);
         assert_eq!(state(&pool), BreakerState::HalfOpen);
         assert_eq!(drain(&mut pool, now), [Action::HealthCheck { server: s0 }]);
-        pool.handle_health(now, s0, Err("503".into())).unwrap();
+        pool.handle_health(now, s0, Err(unhealthy("503"))).unwrap();
         assert_eq!(state(&pool), BreakerState::Open);
     }
     assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
@@ -700,4 +700,13 @@ fn lookup_verdicts_from_history_and_queue() {
         Lookup::from_queue(&queue(r#"{"queue_running":[],"queue_pending":[]}"#), &id),
         Lookup::Unknown
     );
+}
+
+/// A failed health check: the server answered `/system_stats` with this status.
+fn unhealthy(status: &str) -> crate::error::ExchangeError {
+    crate::error::ExchangeError::Protocol(crate::ProtocolError::UnexpectedStatus {
+        context: "/system_stats",
+        status: status.parse().unwrap_or(500),
+        body: String::new(),
+    })
 }
