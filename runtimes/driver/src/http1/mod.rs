@@ -2,7 +2,7 @@
 //! over the runtime's TCP (and rustls for `https`), with keep-alive.
 //!
 //! How it works: each request takes an idle connection to its server, or opens one; ureq-proto
-//! writes the request and reads the response ([`exchange`]), and says whether the connection
+//! writes the request and reads the response (`exchange.rs`), and says whether the connection
 //! can serve another request; if so it goes back to a small pool per server
 //! ([`Http1Config::max_idle_per_server`]) for at most [`Http1Config::idle_timeout`]. A `GET`
 //! that fails on a reused connection before any byte of its response came back (the server
