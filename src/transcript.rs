@@ -127,12 +127,90 @@ pub struct TranscriptError {
     /// The 1-based line number.
     pub line: usize,
     /// What was wrong with it.
-    pub message: String,
+    pub kind: TranscriptErrorKind,
 }
 
 impl fmt::Display for TranscriptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "transcript line {}: {}", self.line, self.message)
+        write!(f, "transcript line {}: {}", self.line, self.kind)
+    }
+}
+
+/// What was wrong with a transcript's line (see [`TranscriptError`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TranscriptErrorKind {
+    /// The text has no lines but blank ones.
+    Empty,
+    /// The first line is not a header.
+    BadHeader {
+        /// serde_json's account of what was wrong.
+        message: String,
+    },
+    /// The header names another format than [`FORMAT`].
+    WrongFormat {
+        /// The format it names.
+        found: String,
+    },
+    /// An event line is not JSON, or lacks `t_ms` or `kind`.
+    BadJson {
+        /// serde_json's account of what was wrong.
+        message: String,
+    },
+    /// An event lacks a field its kind needs.
+    MissingField {
+        /// The field's name.
+        name: &'static str,
+    },
+    /// A field that must be a string is not.
+    NotAString {
+        /// The field's name.
+        name: &'static str,
+    },
+    /// A `b64` or body field is not valid base64.
+    BadBase64 {
+        /// The decoder's account of what was wrong.
+        message: String,
+    },
+    /// A binary frame's `len` is not the length of its decoded bytes.
+    LengthMismatch {
+        /// The decoded length.
+        actual: usize,
+        /// The `len` field.
+        declared: u64,
+    },
+    /// An HTTP response's `status` is not a number that fits a status code.
+    BadStatus,
+    /// An event kind this reader does not know.
+    UnknownKind {
+        /// The kind as written.
+        kind: String,
+    },
+    /// A JSON body that could not be encoded again.
+    BadBody {
+        /// serde_json's account of what was wrong.
+        message: String,
+    },
+}
+
+impl fmt::Display for TranscriptErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("empty transcript"),
+            Self::BadHeader { message } => write!(f, "bad header: {message}"),
+            Self::WrongFormat { found } => {
+                write!(f, "format is {found:?}, expected {FORMAT:?}")
+            }
+            Self::BadJson { message } | Self::BadBody { message } => f.write_str(message),
+            Self::MissingField { name } => write!(f, "missing field {name:?}"),
+            Self::NotAString { name } => write!(f, "field {name:?} is not a string"),
+            Self::BadBase64 { message } => write!(f, "bad base64: {message}"),
+            Self::LengthMismatch { actual, declared } => {
+                write!(f, "binary frame is {actual} bytes, header says {declared}")
+            }
+            Self::BadStatus => f.write_str("field \"status\" is not a status code"),
+            Self::UnknownKind { kind } => write!(f, "unknown event kind {kind:?}"),
+        }
     }
 }
 
@@ -148,26 +226,29 @@ struct RawRecord {
     rest: Map<String, Value>,
 }
 
-fn field<'a>(rest: &'a Map<String, Value>, name: &str) -> Result<&'a Value, String> {
-    rest.get(name)
-        .ok_or_else(|| format!("missing field {name:?}"))
+type Kind = TranscriptErrorKind;
+
+fn field<'a>(rest: &'a Map<String, Value>, name: &'static str) -> Result<&'a Value, Kind> {
+    rest.get(name).ok_or(Kind::MissingField { name })
 }
 
-fn string(rest: &Map<String, Value>, name: &str) -> Result<String, String> {
+fn string(rest: &Map<String, Value>, name: &'static str) -> Result<String, Kind> {
     field(rest, name)?
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| format!("field {name:?} is not a string"))
+        .ok_or(Kind::NotAString { name })
 }
 
-fn b64(text: &str) -> Result<Bytes, String> {
+fn b64(text: &str) -> Result<Bytes, Kind> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .map(Bytes::from)
-        .map_err(|e| format!("bad base64: {e}"))
+        .map_err(|e| Kind::BadBase64 {
+            message: e.to_string(),
+        })
 }
 
-fn record_kind(raw: RawRecord) -> Result<RecordKind, String> {
+fn record_kind(raw: RawRecord) -> Result<RecordKind, Kind> {
     let rest = &raw.rest;
     Ok(match raw.kind.as_str() {
         "ws_open" => RecordKind::WsOpen {
@@ -183,10 +264,10 @@ fn record_kind(raw: RawRecord) -> Result<RecordKind, String> {
             let data = b64(&string(rest, "b64")?)?;
             if let Some(len) = rest.get("len").and_then(Value::as_u64) {
                 if len != data.len() as u64 {
-                    return Err(format!(
-                        "binary frame is {} bytes, header says {len}",
-                        data.len()
-                    ));
+                    return Err(Kind::LengthMismatch {
+                        actual: data.len(),
+                        declared: len,
+                    });
                 }
             }
             RecordKind::WsBinary { data }
@@ -216,7 +297,7 @@ fn record_kind(raw: RawRecord) -> Result<RecordKind, String> {
             let status = field(rest, "status")?
                 .as_u64()
                 .and_then(|s| u16::try_from(s).ok())
-                .ok_or("field \"status\" is not a status code")?;
+                .ok_or(Kind::BadStatus)?;
             let headers = rest
                 .get("headers")
                 .and_then(Value::as_object)
@@ -227,7 +308,9 @@ fn record_kind(raw: RawRecord) -> Result<RecordKind, String> {
                 (_, Some(Value::String(text))) if text.is_empty() => Bytes::new(),
                 (_, Some(Value::String(text))) if !is_json(&headers) => b64(text)?,
                 (_, Some(json)) => {
-                    Bytes::from(serde_json::to_vec(json).map_err(|e| e.to_string())?)
+                    Bytes::from(serde_json::to_vec(json).map_err(|e| Kind::BadBody {
+                        message: e.to_string(),
+                    })?)
                 }
                 (_, None) => Bytes::new(),
             };
@@ -237,7 +320,11 @@ fn record_kind(raw: RawRecord) -> Result<RecordKind, String> {
                 body,
             }
         }
-        other => return Err(format!("unknown event kind {other:?}")),
+        other => {
+            return Err(Kind::UnknownKind {
+                kind: other.to_owned(),
+            });
+        }
     })
 }
 
@@ -265,27 +352,26 @@ impl Transcript {
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty());
-        let (_, first) = lines.next().ok_or(TranscriptError {
-            line: 1,
-            message: "empty transcript".into(),
-        })?;
-        let header: Header = serde_json::from_str(first).map_err(|e| TranscriptError {
-            line: 1,
-            message: format!("bad header: {e}"),
+        let first_line = |kind| TranscriptError { line: 1, kind };
+        let (_, first) = lines.next().ok_or(first_line(Kind::Empty))?;
+        let header: Header = serde_json::from_str(first).map_err(|e| {
+            first_line(Kind::BadHeader {
+                message: e.to_string(),
+            })
         })?;
         if header.format != FORMAT {
-            return Err(TranscriptError {
-                line: 1,
-                message: format!("format is {:?}, expected {FORMAT:?}", header.format),
-            });
+            return Err(first_line(Kind::WrongFormat {
+                found: header.format,
+            }));
         }
         let mut records = Vec::new();
         for (i, line) in lines {
-            let err = |message: String| TranscriptError {
-                line: i + 1,
-                message,
-            };
-            let raw: RawRecord = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
+            let err = |kind| TranscriptError { line: i + 1, kind };
+            let raw: RawRecord = serde_json::from_str(line).map_err(|e| {
+                err(Kind::BadJson {
+                    message: e.to_string(),
+                })
+            })?;
             let (t_ms, conn) = (raw.t_ms, raw.conn);
             let kind = record_kind(raw).map_err(err)?;
             records.push(Record { t_ms, conn, kind });
@@ -323,14 +409,20 @@ mod tests {
         ] {
             let e = Transcript::parse(&format!("{head}\n{body}")).unwrap_err();
             assert_eq!(e.line, line, "{body}");
-            assert!(e.message.contains(needle), "{body}: {e}");
+            assert!(e.kind.to_string().contains(needle), "{body}: {e}");
         }
-        assert!(Transcript::parse("").is_err());
-        assert!(
+        assert_eq!(Transcript::parse("").unwrap_err().kind, Kind::Empty);
+        assert_eq!(
+            Transcript::parse(&format!("{head}\n{{\"t_ms\":1,\"kind\":\"ws_open\"}}"))
+                .unwrap_err()
+                .kind,
+            Kind::MissingField { name: "path" }
+        );
+        assert_eq!(
             Transcript::parse(r#"{"format":"other/2","client_id":"c"}"#)
                 .unwrap_err()
-                .message
-                .contains("other/2")
+                .to_string(),
+            "transcript line 1: format is \"other/2\", expected \"comfy-transcript/1\""
         );
     }
 }

@@ -54,7 +54,7 @@ pub enum WorkflowError {
         /// The input's name.
         input: String,
         /// What was wrong with it.
-        reason: String,
+        reason: LinkError,
     },
     /// A node was added with an id that the graph already has.
     DuplicateNodeId {
@@ -196,6 +196,67 @@ impl fmt::Display for WorkflowError {
 }
 
 impl std::error::Error for WorkflowError {}
+
+/// Why a JSON list input is not a well-formed link `[node_id, output_index]` (carried by
+/// [`WorkflowError::BadLink`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The list does not have exactly two items.
+    WrongLength {
+        /// How many items it has.
+        items: usize,
+    },
+    /// The first item is not a string.
+    NodeNotString {
+        /// The kind of JSON value found instead (`"a number"`, ...).
+        found: &'static str,
+    },
+    /// The second item is not a number.
+    OutputNotNumber {
+        /// The kind of JSON value found instead.
+        found: &'static str,
+    },
+    /// The output index does not fit in a `u32`.
+    OutputTooLarge {
+        /// The index given.
+        index: u64,
+    },
+    /// The output index is negative.
+    OutputNegative {
+        /// The index given.
+        index: i64,
+    },
+    /// The output index is a number but not an integer (`0.5`).
+    OutputNotInteger {
+        /// The number given.
+        index: serde_json::Number,
+    },
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongLength { items } => write!(
+                f,
+                "a list input must be [node_id, output_index], this one has {items} items"
+            ),
+            Self::NodeNotString { found } => {
+                write!(f, "the node id must be a string, found {found}")
+            }
+            Self::OutputNotNumber { found } => {
+                write!(f, "the output index must be a number, found {found}")
+            }
+            Self::OutputTooLarge { index } => write!(f, "output index {index} is too large"),
+            Self::OutputNegative { index } => write!(f, "output index {index} is negative"),
+            Self::OutputNotInteger { index } => {
+                write!(f, "output index {index} is not an integer")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LinkError {}
 
 /// How to name the kind of a JSON value in an error message.
 pub(crate) fn json_kind(value: &Value) -> &'static str {

@@ -135,9 +135,9 @@ pub fn png_text(bytes: &[u8]) -> Result<Vec<(String, String)>, ImageError> {
                 }
             }
             b"iTXt" => match itxt(data) {
-                Some(Ok(pair)) => out.push(pair),
-                Some(Err(key)) => compressed = compressed.or(Some(key)),
-                None => {}
+                Itxt::Text { key, text } => out.push((key, text)),
+                Itxt::Compressed { key } => compressed = compressed.or(Some(key)),
+                Itxt::Malformed => {}
             },
             b"zTXt" => {
                 if let Some((key, _)) = split_nul(data) {
@@ -176,19 +176,35 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
+/// What an `iTXt` chunk holds, as far as reading its text goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Itxt {
+    /// Uncompressed text under a keyword.
+    Text { key: String, text: String },
+    /// Compressed text (not inflated here) under a keyword.
+    Compressed { key: String },
+    /// Too short or missing a separator: skipped.
+    Malformed,
+}
+
 /// An `iTXt` chunk: keyword, compression flag and method, language, translated keyword, text.
-/// `Some(Err(key))` when compressed.
-fn itxt(data: &[u8]) -> Option<Result<(String, String), String>> {
-    let (key, rest) = split_nul(data)?;
-    let key = latin1(key);
-    let (&flag, rest) = rest.split_first()?;
-    let (_method, rest) = rest.split_first()?;
-    let (_language, rest) = split_nul(rest)?;
-    let (_translated, text) = split_nul(rest)?;
-    if flag != 0 {
-        return Some(Err(key));
+fn itxt(data: &[u8]) -> Itxt {
+    let parts = || {
+        let (key, rest) = split_nul(data)?;
+        let (&flag, rest) = rest.split_first()?;
+        let (_method, rest) = rest.split_first()?;
+        let (_language, rest) = split_nul(rest)?;
+        let (_translated, text) = split_nul(rest)?;
+        Some((latin1(key), flag, text))
+    };
+    match parts() {
+        None => Itxt::Malformed,
+        Some((key, 0, text)) => Itxt::Text {
+            key,
+            text: String::from_utf8_lossy(text).into_owned(),
+        },
+        Some((key, _, _)) => Itxt::Compressed { key },
     }
-    Some(Ok((key, String::from_utf8_lossy(text).into_owned())))
 }
 
 /// The ASCII strings in the first IFD of a WebP's `EXIF` chunk (none if it has no such chunk).
@@ -271,4 +287,29 @@ fn tiff_strings(exif: &[u8]) -> Result<Vec<String>, ImageError> {
         out.push(String::from_utf8_lossy(value).into_owned());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn itxt_outcomes() {
+        let chunk = |flag: u8| [b"prompt\0".as_slice(), &[flag, 0], b"en\0\0{}"].concat();
+        assert_eq!(
+            itxt(&chunk(0)),
+            Itxt::Text {
+                key: "prompt".into(),
+                text: "{}".into()
+            }
+        );
+        assert_eq!(
+            itxt(&chunk(1)),
+            Itxt::Compressed {
+                key: "prompt".into()
+            }
+        );
+        assert_eq!(itxt(b"prompt"), Itxt::Malformed);
+        assert_eq!(itxt(b"prompt\0\x00\x00en"), Itxt::Malformed);
+    }
 }

@@ -73,7 +73,7 @@ mod qwen;
 pub mod ui;
 pub mod validate;
 
-pub use error::WorkflowError;
+pub use error::{LinkError, WorkflowError};
 pub use flux::FluxParams;
 pub use graph::Workflow;
 pub use load::{FileKind, LoadError, LoadedWorkflow, detect, load_any};

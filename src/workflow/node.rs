@@ -8,8 +8,8 @@ use serde::ser::{SerializeMap, SerializeTuple};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::WorkflowError;
 use super::error::json_kind;
+use super::{LinkError, WorkflowError};
 use crate::NodeId;
 
 /// A link from output `output` of node `node` to an input: `["3", 0]` in JSON.
@@ -38,34 +38,29 @@ impl Link {
 
     /// Reads a link from a JSON list input, as ComfyUI does: every list input is a link, and must
     /// be `[string node id, non-negative integer output index]`.
-    fn parse(list: &[Value]) -> Result<Self, String> {
+    fn parse(list: &[Value]) -> Result<Self, LinkError> {
         let [node, output] = list else {
-            return Err(format!(
-                "a list input must be [node_id, output_index], this one has {} items",
-                list.len()
-            ));
+            return Err(LinkError::WrongLength { items: list.len() });
         };
         let Value::String(node) = node else {
-            return Err(format!(
-                "the node id must be a string, found {}",
-                json_kind(node)
-            ));
+            return Err(LinkError::NodeNotString {
+                found: json_kind(node),
+            });
         };
         let Value::Number(n) = output else {
-            return Err(format!(
-                "the output index must be a number, found {}",
-                json_kind(output)
-            ));
+            return Err(LinkError::OutputNotNumber {
+                found: json_kind(output),
+            });
         };
-        if let Some(i) = n.as_u64() {
-            return u32::try_from(i)
+        if let Some(index) = n.as_u64() {
+            return u32::try_from(index)
                 .map(|output| Self::new(node, output))
-                .map_err(|_| format!("output index {i} is too large"));
+                .map_err(|_| LinkError::OutputTooLarge { index });
         }
-        if n.as_i64().is_some() {
-            return Err(format!("output index {n} is negative"));
+        if let Some(index) = n.as_i64() {
+            return Err(LinkError::OutputNegative { index });
         }
-        Err(format!("output index {n} is not an integer"))
+        Err(LinkError::OutputNotInteger { index: n.clone() })
     }
 }
 
@@ -465,7 +460,7 @@ mod tests {
 
     use super::*;
 
-    fn bad_link(value: Value) -> String {
+    fn bad_link(value: Value) -> LinkError {
         match Node::parse(
             &NodeId::from("7"),
             json!({"class_type": "X", "inputs": {"a": value}}),
@@ -493,9 +488,29 @@ mod tests {
             (json!(["3", 4294967296u64]), "too large"),
         ];
         for (value, want) in cases {
-            let reason = bad_link(value.clone());
+            let reason = bad_link(value.clone()).to_string();
             assert!(reason.contains(want), "{value}: {reason}");
         }
+    }
+
+    #[test]
+    fn malformed_links_are_typed() {
+        assert_eq!(
+            bad_link(json!([3, 0])),
+            LinkError::NodeNotString { found: "a number" }
+        );
+        assert_eq!(
+            bad_link(json!(["3", -1])),
+            LinkError::OutputNegative { index: -1 }
+        );
+        assert_eq!(
+            bad_link(json!(["3", 4294967296u64])),
+            LinkError::OutputTooLarge { index: 4294967296 }
+        );
+        assert_eq!(
+            bad_link(json!(["3", 0, 1])),
+            LinkError::WrongLength { items: 3 }
+        );
     }
 
     #[test]

@@ -501,7 +501,7 @@ fn check_literal(class: &str, spec: &InputSpec, raw: &Value) -> Option<ErrorInfo
     };
     let converted = match converted {
         Ok(c) => c,
-        Err(exception) => return Some(errors::invalid_input_type(spec, value, exception)),
+        Err(exception) => return Some(errors::invalid_input_type(spec, value, &exception)),
     };
     if options_unchecked(class, spec) {
         return None;

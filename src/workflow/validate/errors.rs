@@ -122,7 +122,12 @@ pub(super) fn return_type_mismatch(
     )
 }
 
-pub(super) fn invalid_input_type(spec: &InputSpec, value: &Value, exception: String) -> ErrorInfo {
+pub(super) fn invalid_input_type(
+    spec: &InputSpec,
+    value: &Value,
+    exception: &python::ConversionError,
+) -> ErrorInfo {
+    let exception = exception.to_string();
     error(
         "invalid_input_type",
         format!(

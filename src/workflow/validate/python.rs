@@ -7,7 +7,7 @@
 //! accepts. Python's integers are unbounded; beyond `i128` the conversion saturates.
 
 use std::cmp::Ordering;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use serde_json::{Number, Value};
 
@@ -121,8 +121,43 @@ fn number(n: &Number) -> Num {
     }
 }
 
-/// `int(val)`; the error is Python's exception message.
-pub(super) fn to_int(value: &Value) -> Result<Converted, String> {
+/// Why `int(val)` or `float(val)` raised; its `Display` is Python's exception message, which the
+/// validator reports as `exception_message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ConversionError {
+    /// `int("red")`: a string that is not a base-10 integer literal.
+    IntLiteral(String),
+    /// `int(None)`: a value of a type `int()` does not take (Python's type name).
+    IntArgument(&'static str),
+    /// `float("red")`: a string that is not a float literal.
+    FloatLiteral(String),
+    /// `float(None)`: a value of a type `float()` does not take (Python's type name).
+    FloatArgument(&'static str),
+}
+
+impl fmt::Display for ConversionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::IntLiteral(s) => {
+                write!(f, "invalid literal for int() with base 10: {}", repr_str(s))
+            }
+            Self::IntArgument(ty) => write!(
+                f,
+                "int() argument must be a string, a bytes-like object or a real number, not '{ty}'"
+            ),
+            Self::FloatLiteral(s) => {
+                write!(f, "could not convert string to float: {}", repr_str(s))
+            }
+            Self::FloatArgument(ty) => write!(
+                f,
+                "float() argument must be a string or a real number, not '{ty}'"
+            ),
+        }
+    }
+}
+
+/// `int(val)`; the error is Python's exception.
+pub(super) fn to_int(value: &Value) -> Result<Converted, ConversionError> {
     match value {
         Value::Bool(b) => Ok(Converted::Int(i128::from(*b))),
         Value::Number(n) => Ok(Converted::Int(match number(n) {
@@ -132,26 +167,20 @@ pub(super) fn to_int(value: &Value) -> Result<Converted, String> {
         })),
         Value::String(s) => parse_int(s)
             .map(Converted::Int)
-            .ok_or_else(|| format!("invalid literal for int() with base 10: {}", repr_str(s))),
-        other => Err(format!(
-            "int() argument must be a string, a bytes-like object or a real number, not '{}'",
-            type_name(other)
-        )),
+            .ok_or_else(|| ConversionError::IntLiteral(s.clone())),
+        other => Err(ConversionError::IntArgument(type_name(other))),
     }
 }
 
-/// `float(val)`; the error is Python's exception message.
-pub(super) fn to_float(value: &Value) -> Result<Converted, String> {
+/// `float(val)`; the error is Python's exception.
+pub(super) fn to_float(value: &Value) -> Result<Converted, ConversionError> {
     match value {
         Value::Bool(b) => Ok(Converted::Float(f64::from(u8::from(*b)))),
         Value::Number(n) => Ok(Converted::Float(number(n).as_f64())),
         Value::String(s) => parse_float(s)
             .map(Converted::Float)
-            .ok_or_else(|| format!("could not convert string to float: {}", repr_str(s))),
-        other => Err(format!(
-            "float() argument must be a string or a real number, not '{}'",
-            type_name(other)
-        )),
+            .ok_or_else(|| ConversionError::FloatLiteral(s.clone())),
+        other => Err(ConversionError::FloatArgument(type_name(other))),
     }
 }
 
@@ -372,7 +401,7 @@ mod tests {
             ok(json!(18446744073709551615u64)),
             Converted::Int(18446744073709551615)
         );
-        let err = |v: Value| to_int(&v).unwrap_err();
+        let err = |v: Value| to_int(&v).unwrap_err().to_string();
         assert_eq!(
             err(json!("red")),
             "invalid literal for int() with base 10: 'red'"
@@ -402,11 +431,15 @@ mod tests {
         assert_eq!(ok(json!("1_0.2_5")), Converted::Float(10.25));
         assert_eq!(ok(json!("-Infinity")), Converted::Float(f64::NEG_INFINITY));
         assert_eq!(
-            to_float(&json!("red")).unwrap_err(),
+            to_float(&json!("red")).unwrap_err().to_string(),
             "could not convert string to float: 'red'"
         );
         assert_eq!(
             to_float(&json!(null)).unwrap_err(),
+            ConversionError::FloatArgument("NoneType")
+        );
+        assert_eq!(
+            to_float(&json!(null)).unwrap_err().to_string(),
             "float() argument must be a string or a real number, not 'NoneType'"
         );
     }
