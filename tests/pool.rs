@@ -70,8 +70,7 @@ fn stale_attempt_results_are_ignored() {
         for a in drain(&mut pool, now) {
             match a {
                 Action::HealthCheck { server } => {
-                    pool.handle_health(now, server, Err("refused".into()))
-                        .unwrap();
+                    pool.handle_health(now, server, Err(refused())).unwrap();
                 }
                 other => actions.push(other),
             }
@@ -115,9 +114,9 @@ fn every_server_unreachable_fails_jobs_after_the_give_up_time() {
         pool.handle_timeout(now);
         for a in drain(&mut pool, now) {
             match a {
-                Action::HealthCheck { server } => pool
-                    .handle_health(now, server, Err("refused".into()))
-                    .unwrap(),
+                Action::HealthCheck { server } => {
+                    pool.handle_health(now, server, Err(refused())).unwrap()
+                }
                 Action::Finished { outcome, .. } => finished.push(outcome),
                 other => panic!("unexpected {other:?}"),
             }
@@ -569,7 +568,7 @@ impl Sim {
             }
             Ev::Health { server } => {
                 let up = self.servers[server].up;
-                let result = if up { Ok(()) } else { Err("refused".into()) };
+                let result = if up { Ok(()) } else { Err(refused()) };
                 self.pool
                     .handle_health(now, ServerId(server), result)
                     .unwrap();
@@ -776,4 +775,12 @@ fn seeded_chaos() {
     assert!(sim.counts.get("stale results").copied().unwrap_or(0) > 0);
     assert!(sim.counts.get("lookups: pending").copied().unwrap_or(0) > 0);
     assert!(sim.counts.get("lookups: unknown").copied().unwrap_or(0) > 0);
+}
+
+/// A failed health check: nothing listens at the server's address.
+fn refused() -> comfy_proxy::ExchangeError {
+    comfy_proxy::ExchangeError::Transport(comfy_proxy::TransportError::new(
+        comfy_proxy::TransportErrorKind::Refused,
+        "GET /system_stats",
+    ))
 }
