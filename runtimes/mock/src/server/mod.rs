@@ -496,7 +496,12 @@ impl MockServer {
     /// server does: each open socket gets a [`MockOutput::Close`], and messages not yet polled
     /// are dropped. Files in the output folder stay, as they stay on disk.
     pub fn restart(&mut self, now: Duration) {
-        self.outputs.clear();
+        // Frames not yet sent die with the server; a `Close` or `Silence` already decided for
+        // a socket the server forgot must still reach the socket layer, or that socket stays
+        // open, answering pings while nothing is ever sent on it again (a client that never
+        // notices, and waits forever).
+        self.outputs
+            .retain(|o| !matches!(o, MockOutput::Send { .. }));
         for conn in std::mem::take(&mut self.conns).into_keys() {
             self.outputs.push_back(MockOutput::Close { conn });
         }
