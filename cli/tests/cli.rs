@@ -1,74 +1,20 @@
 //! The `comfy-proxy` binary, run as a user runs it. Every child process is killed on every
 //! path, and every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfy-proxy"));
-    cmd.env_remove("COMFY_SERVERS").env_remove("COMFY_TOKEN");
-    cmd
-}
-
-fn fixture(name: &str) -> String {
-    format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Kills the child when dropped, whatever happened in between.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A fresh empty directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "comfy-proxy-cli-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::*;
 
 struct Finished {
     status: ExitStatus,
     stdout: String,
     stderr: String,
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
 }
 
 /// Runs `cmd` to its end, killing it (and failing) after `limit`.
@@ -254,39 +200,6 @@ fn demo_writes_sixteen_pngs() {
 /// Starts `comfy-proxy mock` on a free port and returns it with its address.
 fn start_mock() -> (Guard, String) {
     start_mock_with(&[])
-}
-
-fn start_mock_with(extra: &[&str]) -> (Guard, String) {
-    let child = bin()
-        .args([
-            "mock",
-            "--listen",
-            "127.0.0.1:0",
-            "--step-ms",
-            "2",
-            "--job-ms",
-            "5",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the mock");
-    let mut guard = Guard(child);
-    let stdout = guard.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the mock prints its address");
-    let address = line.trim().to_owned();
-    assert!(address.starts_with("http://127.0.0.1:"), "{address:?}");
-    (guard, address)
 }
 
 #[test]

@@ -6,61 +6,19 @@
 //! Also: nothing listening at the address fails in seconds, naming it.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfy-proxy"));
-    cmd.env_remove("COMFY_SERVERS").env_remove("COMFY_TOKEN");
-    cmd
-}
+mod common;
+use common::*;
 
 fn fixtures() -> String {
     format!("{}/../fixtures", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Kills the child when dropped, whatever happened in between.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A fresh empty directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "comfy-proxy-hostile-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 struct Finished {
@@ -68,14 +26,6 @@ struct Finished {
     stdout: String,
     stderr: String,
     took: Duration,
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
 }
 
 /// Runs `cmd` to its end, killing it (and failing: a hang) after `limit`.
@@ -111,39 +61,6 @@ fn run(mut cmd: Command, limit: Duration) -> Finished {
         stderr: stderr.join().unwrap_or_default(),
         took: start.elapsed(),
     }
-}
-
-/// Starts `comfy-proxy mock` with `args` and returns it with the addresses it prints.
-fn start_mocks(instances: usize, args: &[&str]) -> (Guard, Vec<String>) {
-    let child = bin()
-        .args(["mock", "--listen", "127.0.0.1:0", "--instances"])
-        .arg(instances.to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the mock");
-    let mut guard = Guard(child);
-    let stdout = guard.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for _ in 0..instances {
-            let line = lines.next().and_then(|l| l.ok()).unwrap_or_default();
-            let _ = tx.send(line);
-        }
-    });
-    let addresses: Vec<String> = (0..instances)
-        .map(|_| {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("the mock prints its addresses");
-            assert!(line.starts_with("http://127.0.0.1:"), "{line:?}");
-            line
-        })
-        .collect();
-    (guard, addresses)
 }
 
 /// `GET /mock/faults` of the mock at `address` (`http://host:port`), over a plain socket. The

@@ -3,43 +3,20 @@
 //! `--json` documents, the sentences and the exit codes. Every child is killed on every path and
 //! every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfy-proxy"));
-    cmd.env_remove("COMFY_SERVERS").env_remove("COMFY_TOKEN");
-    cmd
-}
-
-/// Kills the child when dropped, whatever happened in between.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::*;
 
 struct Finished {
     code: Option<i32>,
     stdout: String,
     stderr: String,
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
 }
 
 /// Runs `comfy-proxy ARGS` to its end, killing it (and failing) after 30 s.
@@ -82,29 +59,7 @@ fn json_of(args: &[&str]) -> Value {
 
 /// Starts `comfy-proxy mock` (with the recorded object_info) on a free port.
 fn start_mock() -> (Guard, String) {
-    let fixtures = format!("{}/../fixtures", env!("CARGO_MANIFEST_DIR"));
-    let child = bin()
-        .args(["mock", "--listen", "127.0.0.1:0", "--step-ms", "2"])
-        .args(["--job-ms", "5", "--fixtures", &fixtures])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the mock");
-    let mut guard = Guard(child);
-    let stdout = guard.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the mock prints its address");
-    let address = line.trim().to_owned();
-    assert!(address.starts_with("http://127.0.0.1:"), "{address:?}");
-    (guard, address)
+    start_mock_with(&["--fixtures", &fixture("")])
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -3,31 +3,18 @@
 //! and a C1 control) queried with `object-info`, as sentences and as JSON.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+use common::*;
+
 /// The class name the hostile server sends: recolours, retitles the window, clears the screen.
 const HOSTILE: &str = "Evil\u{1b}[31m\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}1mNode\r";
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfy-proxy"));
-    cmd.env_remove("COMFY_SERVERS").env_remove("COMFY_TOKEN");
-    cmd
-}
-
-/// Kills the child when dropped, whatever happened in between.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `comfy-proxy ARGS` to its end (killed after 30 s); returns (exit code, stdout).
 fn run(args: &[&str]) -> (Option<i32>, String) {

@@ -2,65 +2,15 @@
 //! UI-format JSON, and a PNG carrying ComfyUI's metadata (built here as PIL writes it). Every
 //! child process is killed on every path, and every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfy-proxy"));
-    cmd.env_remove("COMFY_SERVERS").env_remove("COMFY_TOKEN");
-    cmd
-}
-
-fn fixture(name: &str) -> String {
-    format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Kills the child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A fresh directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "comfy-proxy-cli-files-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        Self(dir)
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::*;
 
 struct Finished {
     code: Option<i32>,
@@ -199,34 +149,7 @@ fn validate_takes_ui_workflows_and_images() {
 }
 
 fn start_mock() -> (Guard, String) {
-    let child = bin()
-        .args([
-            "mock",
-            "--listen",
-            "127.0.0.1:0",
-            "--step-ms",
-            "2",
-            "--job-ms",
-            "5",
-        ])
-        .args(["--fixtures", &fixture("")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the mock");
-    let mut guard = Guard(child);
-    let stdout = guard.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the mock prints its address");
-    (guard, line.trim().to_owned())
+    start_mock_with(&["--fixtures", &fixture("")])
 }
 
 /// `run` converts a UI workflow (from JSON or a PNG) with the server's own object_info.
