@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
 use bytes::Bytes;
@@ -281,11 +281,13 @@ impl Actor {
         control: mpsc::UnboundedReceiver<Input>,
         frames: mpsc::Receiver<Input>,
     ) {
-        let epoch = Instant::now();
+        let epoch = self.rt.now();
+        let clock = self.rt.clone();
+        let elapsed = move || clock.now().saturating_duration_since(epoch);
         let mut inputs = futures_util::stream::select(control, frames);
         let mut closing = false;
         loop {
-            let now = epoch.elapsed();
+            let now = elapsed();
             self.drain(now);
             if closing && self.session.in_flight().next().is_none() {
                 self.session.close(now);
@@ -295,18 +297,18 @@ impl Actor {
             }
             let next = match self.session.poll_timeout() {
                 Some(at) => {
-                    let wait = at.saturating_sub(epoch.elapsed());
+                    let wait = at.saturating_sub(elapsed());
                     match select(inputs.next(), self.rt.sleep(wait)).await {
                         Either::Left((input, _)) => input,
                         Either::Right(_) => {
-                            self.session.handle_timeout(epoch.elapsed());
+                            self.session.handle_timeout(elapsed());
                             continue;
                         }
                     }
                 }
                 None => inputs.next().await,
             };
-            let now = epoch.elapsed();
+            let now = elapsed();
             let Some(input) = next else { return };
             match input {
                 Input::Close => closing = true,

@@ -146,7 +146,7 @@ impl Pool {
             rt: rt.clone(),
             clients,
             machine,
-            epoch: Instant::now(),
+            epoch: rt.now(),
             pending: FuturesUnordered::new(),
             streams,
         };
@@ -220,7 +220,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 impl Driver {
     fn now(&self) -> Duration {
-        self.epoch.elapsed()
+        self.rt.now().saturating_duration_since(self.epoch)
     }
 
     async fn run(
