@@ -19,6 +19,7 @@
 //! so a reader that does not read never stalls the socket, other prompts or timers.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -30,10 +31,11 @@ use comfy_proxy::wire::HttpResponse;
 use comfy_proxy::{Misuse, PromptId, ServerAddress, TransportError, TransportErrorKind};
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Either, select};
-use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::stream::{Select, SplitSink, StreamExt};
 use futures_util::{Future, SinkExt};
 
 use crate::auth::Auth;
+use crate::drive::{Drive, drive};
 use crate::headers::Headers;
 use crate::record::Recorder;
 use crate::runtime::{HttpClient, OutgoingRequest, Runtime};
@@ -277,60 +279,17 @@ impl Actor {
 
     /// Runs until closed and every prompt in flight has ended.
     pub(crate) async fn run(
-        mut self,
+        self,
         control: mpsc::UnboundedReceiver<Input>,
         frames: mpsc::Receiver<Input>,
     ) {
-        let epoch = self.rt.now();
-        let clock = self.rt.clone();
-        let elapsed = move || clock.now().saturating_duration_since(epoch);
-        let mut inputs = futures_util::stream::select(control, frames);
-        let mut closing = false;
-        loop {
-            let now = elapsed();
-            self.drain(now);
-            if closing && self.session.in_flight().next().is_none() {
-                self.session.close(now);
-                self.drain(now);
-                self.conn = None;
-                return;
-            }
-            let next = match self.session.poll_timeout() {
-                Some(at) => {
-                    let wait = at.saturating_sub(elapsed());
-                    match select(inputs.next(), self.rt.sleep(wait)).await {
-                        Either::Left((input, _)) => input,
-                        Either::Right(_) => {
-                            self.session.handle_timeout(elapsed());
-                            continue;
-                        }
-                    }
-                }
-                None => inputs.next().await,
-            };
-            let now = elapsed();
-            let Some(input) = next else { return };
-            match input {
-                Input::Close => closing = true,
-                Input::Submit {
-                    submission,
-                    events,
-                    ack,
-                } => {
-                    let id = submission.prompt_id.clone();
-                    let result = if closing {
-                        Err(Misuse::Closed)
-                    } else {
-                        self.session.submit(now, submission)
-                    };
-                    if let (true, Some(events)) = (result.is_ok(), events) {
-                        self.routes.insert(id, MailboxTx(events));
-                    }
-                    let _ = ack.send(result);
-                }
-                other => self.handle(now, other),
-            }
-        }
+        let rt = self.rt.clone();
+        let mut running = Running {
+            actor: self,
+            inputs: futures_util::stream::select(control, frames),
+            closing: false,
+        };
+        drive(rt.as_ref(), &mut running).await;
     }
 
     /// Drains the session until both queues are empty: routing an event may cancel a prompt,
@@ -557,6 +516,72 @@ impl Actor {
         if terminal {
             self.routes.remove(&id);
         }
+    }
+}
+
+/// The actor in the [drive loop](crate::drive): its inputs, and whether it was told to close.
+struct Running {
+    actor: Actor,
+    inputs: Select<mpsc::UnboundedReceiver<Input>, mpsc::Receiver<Input>>,
+    closing: bool,
+}
+
+impl Drive for Running {
+    /// An input; `None` once every sender is gone.
+    type Wake = Option<Input>;
+
+    fn perform(&mut self, now: Duration) {
+        self.actor.drain(now);
+    }
+
+    fn finished(&mut self, now: Duration) -> bool {
+        let actor = &mut self.actor;
+        if !self.closing || actor.session.in_flight().next().is_some() {
+            return false;
+        }
+        actor.session.close(now);
+        actor.drain(now);
+        actor.conn = None;
+        true
+    }
+
+    fn poll_timeout(&self, _now: Duration) -> Option<Duration> {
+        self.actor.session.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        self.actor.session.handle_timeout(now);
+    }
+
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
+        self.inputs.poll_next_unpin(cx)
+    }
+
+    fn handle(&mut self, now: Duration, input: Option<Input>) -> ControlFlow<()> {
+        let Some(input) = input else {
+            return ControlFlow::Break(());
+        };
+        match input {
+            Input::Close => self.closing = true,
+            Input::Submit {
+                submission,
+                events,
+                ack,
+            } => {
+                let id = submission.prompt_id.clone();
+                let result = if self.closing {
+                    Err(Misuse::Closed)
+                } else {
+                    self.actor.session.submit(now, submission)
+                };
+                if let (true, Some(events)) = (result.is_ok(), events) {
+                    self.actor.routes.insert(id, MailboxTx(events));
+                }
+                let _ = ack.send(result);
+            }
+            other => self.actor.handle(now, other),
+        }
+        ControlFlow::Continue(())
     }
 }
 

@@ -9,6 +9,7 @@
 mod actor;
 pub mod auth;
 pub mod client;
+mod drive;
 #[cfg(test)]
 mod fake;
 pub mod headers;

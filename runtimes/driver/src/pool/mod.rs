@@ -7,10 +7,12 @@
 //! its server and closes its sockets.
 
 use std::fmt;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use comfy_proxy::pool::{
     HttpId, Io, JobId, Pool as Machine, PoolConfig as SchedulerConfig, PoolSettings, ServerId,
@@ -21,9 +23,10 @@ use comfy_proxy::{PromptId, ServerAddress, TransportError, TransportErrorKind, W
 use futures_channel::mpsc;
 use futures_util::future::{Either, select};
 use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
-use futures_util::{FutureExt, Sink, StreamExt};
+use futures_util::{Sink, StreamExt};
 
 use crate::client::{Client, ClientConfig, ClientError, PromptStream};
+use crate::drive::{Drive, drive};
 use crate::runtime::{BoxFuture, HttpClient, Runtime};
 
 pub use comfy_proxy::pool::{JobError, JobReport, PoolEvent, Upload};
@@ -146,11 +149,12 @@ impl Pool {
             rt: rt.clone(),
             clients,
             machine,
-            epoch: rt.now(),
+            inputs,
+            events,
             pending: FuturesUnordered::new(),
             streams,
         };
-        rt.spawn(Box::pin(driver.run(inputs, events)));
+        rt.spawn(Box::pin(driver.run()));
         (
             Self {
                 control,
@@ -203,14 +207,14 @@ enum Wake {
     Event(usize, Event),
     CanSend,
     Gone,
-    Timer,
 }
 
 struct Driver {
     rt: Arc<dyn Runtime>,
     clients: Vec<Client>,
     machine: Machine,
-    epoch: Instant,
+    inputs: mpsc::UnboundedReceiver<Input>,
+    events: mpsc::Sender<PoolEvent>,
     pending: FuturesUnordered<BoxFuture<'static, Wake>>,
     streams: SelectAll<BoxStream<'static, (usize, Event)>>,
 }
@@ -219,114 +223,19 @@ struct Driver {
 const TICK: Duration = Duration::from_secs(1);
 
 impl Driver {
-    fn now(&self) -> Duration {
-        self.rt.now().saturating_duration_since(self.epoch)
-    }
-
-    async fn run(
-        mut self,
-        mut inputs: mpsc::UnboundedReceiver<Input>,
-        mut events: mpsc::Sender<PoolEvent>,
-    ) {
-        loop {
-            self.perform();
-            if self.machine.is_done() {
-                return;
-            }
-            if events.is_closed() {
-                self.abort();
-                return;
-            }
-            let now = self.now();
-            let wait = self
-                .machine
-                .poll_timeout()
-                .map_or(TICK, |t| t.saturating_sub(now).min(TICK));
-            let mut timer = self.rt.sleep(wait);
-            let has_event = self.machine.has_event();
-            let wake = futures_util::future::poll_fn(|cx| {
-                if let Poll::Ready(input) = inputs.poll_next_unpin(cx) {
-                    return Poll::Ready(Wake::Input(input));
-                }
-                if !self.pending.is_empty()
-                    && let Poll::Ready(Some(w)) = self.pending.poll_next_unpin(cx)
-                {
-                    return Poll::Ready(w);
-                }
-                if !self.streams.is_empty()
-                    && let Poll::Ready(Some((s, e))) = self.streams.poll_next_unpin(cx)
-                {
-                    return Poll::Ready(Wake::Event(s, e));
-                }
-                if has_event {
-                    match Sink::poll_ready(std::pin::Pin::new(&mut events), cx) {
-                        Poll::Ready(Ok(())) => return Poll::Ready(Wake::CanSend),
-                        Poll::Ready(Err(_)) => return Poll::Ready(Wake::Gone),
-                        Poll::Pending => {}
-                    }
-                }
-                if timer.poll_unpin(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
-                Poll::Pending
-            })
-            .await;
-            let now = self.now();
-            match wake {
-                Wake::Input(Some(Input::Submit { workflow, uploads })) => {
-                    let _ = self.machine.submit(now, workflow, uploads);
-                }
-                Wake::Input(Some(Input::Close)) => self.machine.close(),
-                Wake::Input(Some(Input::Abort) | None) | Wake::Gone => {
-                    self.abort();
-                    return;
-                }
-                Wake::Http(id, result) => self.machine.handle_http(now, id, result),
-                Wake::Submitted(s, _, Ok(stream)) => {
-                    self.streams.push(stream.map(move |e| (s, e)).boxed());
-                }
-                Wake::Submitted(s, prompt, Err(e)) => {
-                    let failure = e.into_failure("submit");
-                    let event = Event::Failed { prompt, failure };
-                    self.machine.handle_event(now, ServerId(s), event);
-                }
-                Wake::Event(s, event) => self.machine.handle_event(now, ServerId(s), event),
-                Wake::CanSend => {
-                    if let Some(event) = self.machine.poll_event() {
-                        let finished = match &event {
-                            PoolEvent::Finished(r) => Some(r.job),
-                            _ => None,
-                        };
-                        if Sink::start_send(std::pin::Pin::new(&mut events), event).is_err() {
-                            self.abort();
-                            return;
-                        }
-                        // The channel holds one report: a consumer that does not read stops
-                        // the pool from dispatching more (the scheduler counts it unconsumed).
-                        if let Some(job) = finished {
-                            self.machine.handle_consumed(now, job);
-                        }
-                    }
-                }
-                Wake::Timer => {
-                    if self.machine.poll_timeout().is_some_and(|t| t <= now) {
-                        self.machine.handle_timeout(now);
-                    }
-                }
-            }
-        }
+    async fn run(mut self) {
+        let rt = self.rt.clone();
+        drive(rt.as_ref(), &mut self).await;
     }
 
     /// Cancels every prompt on its server and stops; dropping the clients closes the sockets.
-    fn abort(&mut self) {
-        let now = self.now();
+    fn abort(&mut self, now: Duration) {
         self.machine.abort(now);
-        self.perform();
+        self.perform_io(now);
     }
 
     /// Performs every I/O the machine asks for.
-    fn perform(&mut self) {
-        let now = self.now();
+    fn perform_io(&mut self, now: Duration) {
         while let Some(io) = self.machine.poll_io() {
             match io {
                 Io::Http {
@@ -372,6 +281,101 @@ impl Driver {
                 _ => {}
             }
         }
+    }
+}
+
+impl Drive for Driver {
+    type Wake = Wake;
+
+    fn perform(&mut self, now: Duration) {
+        self.perform_io(now);
+    }
+
+    fn finished(&mut self, now: Duration) -> bool {
+        if self.machine.is_done() {
+            return true;
+        }
+        if self.events.is_closed() {
+            self.abort(now);
+            return true;
+        }
+        false
+    }
+
+    fn poll_timeout(&self, now: Duration) -> Option<Duration> {
+        let tick = now.saturating_add(TICK);
+        Some(self.machine.poll_timeout().map_or(tick, |t| t.min(tick)))
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        if self.machine.poll_timeout().is_some_and(|t| t <= now) {
+            self.machine.handle_timeout(now);
+        }
+    }
+
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if let Poll::Ready(input) = self.inputs.poll_next_unpin(cx) {
+            return Poll::Ready(Wake::Input(input));
+        }
+        if !self.pending.is_empty()
+            && let Poll::Ready(Some(w)) = self.pending.poll_next_unpin(cx)
+        {
+            return Poll::Ready(w);
+        }
+        if !self.streams.is_empty()
+            && let Poll::Ready(Some((s, e))) = self.streams.poll_next_unpin(cx)
+        {
+            return Poll::Ready(Wake::Event(s, e));
+        }
+        if self.machine.has_event() {
+            match Sink::poll_ready(Pin::new(&mut self.events), cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Wake::CanSend),
+                Poll::Ready(Err(_)) => return Poll::Ready(Wake::Gone),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    fn handle(&mut self, now: Duration, wake: Wake) -> ControlFlow<()> {
+        match wake {
+            Wake::Input(Some(Input::Submit { workflow, uploads })) => {
+                let _ = self.machine.submit(now, workflow, uploads);
+            }
+            Wake::Input(Some(Input::Close)) => self.machine.close(),
+            Wake::Input(Some(Input::Abort) | None) | Wake::Gone => {
+                self.abort(now);
+                return ControlFlow::Break(());
+            }
+            Wake::Http(id, result) => self.machine.handle_http(now, id, result),
+            Wake::Submitted(s, _, Ok(stream)) => {
+                self.streams.push(stream.map(move |e| (s, e)).boxed());
+            }
+            Wake::Submitted(s, prompt, Err(e)) => {
+                let failure = e.into_failure("submit");
+                let event = Event::Failed { prompt, failure };
+                self.machine.handle_event(now, ServerId(s), event);
+            }
+            Wake::Event(s, event) => self.machine.handle_event(now, ServerId(s), event),
+            Wake::CanSend => {
+                if let Some(event) = self.machine.poll_event() {
+                    let finished = match &event {
+                        PoolEvent::Finished(r) => Some(r.job),
+                        _ => None,
+                    };
+                    if Sink::start_send(Pin::new(&mut self.events), event).is_err() {
+                        self.abort(now);
+                        return ControlFlow::Break(());
+                    }
+                    // The channel holds one report: a consumer that does not read stops the
+                    // pool from dispatching more (the scheduler counts it unconsumed).
+                    if let Some(job) = finished {
+                        self.machine.handle_consumed(now, job);
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
