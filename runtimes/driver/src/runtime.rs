@@ -1,4 +1,4 @@
-//! What a runtime crate supplies: spawn, timers, TCP connect, and an HTTP client.
+//! What a runtime crate supplies: spawn, timers and the clock, TCP connect, and an HTTP client.
 
 use std::future::Future;
 use std::io;
