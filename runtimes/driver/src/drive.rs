@@ -81,3 +81,93 @@ pub(crate) async fn drive(rt: &dyn Runtime, task: &mut impl Drive) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures_channel::mpsc;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::fake::FakeRuntime;
+
+    /// A machine with one deadline, 5 s after its last input; it logs what the loop fed it.
+    struct Toy {
+        inputs: mpsc::UnboundedReceiver<&'static str>,
+        deadline: Option<Duration>,
+        log: Arc<Mutex<Vec<(Duration, String)>>>,
+    }
+
+    impl Drive for Toy {
+        type Wake = Option<&'static str>;
+
+        fn perform(&mut self, _now: Duration) {}
+
+        fn finished(&mut self, _now: Duration) -> bool {
+            false
+        }
+
+        fn poll_timeout(&self, _now: Duration) -> Option<Duration> {
+            self.deadline
+        }
+
+        fn handle_timeout(&mut self, now: Duration) {
+            self.log.lock().unwrap().push((now, "timeout".into()));
+            self.deadline = None;
+        }
+
+        fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Self::Wake> {
+            self.inputs.poll_next_unpin(cx)
+        }
+
+        fn handle(&mut self, now: Duration, wake: Self::Wake) -> ControlFlow<()> {
+            let Some(input) = wake else {
+                return ControlFlow::Break(());
+            };
+            self.log.lock().unwrap().push((now, input.into()));
+            self.deadline = Some(now + Duration::from_secs(5));
+            ControlFlow::Continue(())
+        }
+    }
+
+    #[test]
+    fn inputs_and_deadlines_are_fed_on_the_runtime_clock_until_the_task_breaks() {
+        let rt = FakeRuntime::new();
+        let (tx, inputs) = mpsc::unbounded();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let ended = Arc::new(Mutex::new(false));
+        let mut toy = Toy {
+            inputs,
+            deadline: None,
+            log: log.clone(),
+        };
+        let (clock, end) = (rt.clone(), ended.clone());
+        rt.spawn(Box::pin(async move {
+            drive(clock.as_ref(), &mut toy).await;
+            *end.lock().unwrap() = true;
+        }));
+        rt.run();
+        tx.unbounded_send("a").unwrap();
+        rt.run();
+        rt.advance(Duration::from_secs(3));
+        // A later input moves the deadline: the wait already under way must not fire at 5 s.
+        tx.unbounded_send("b").unwrap();
+        rt.run();
+        rt.advance(Duration::from_secs(3));
+        assert_eq!(log.lock().unwrap().len(), 2, "6 s: b's deadline is 8 s");
+        rt.advance(Duration::from_secs(3));
+        drop(tx);
+        rt.run();
+        let secs = |s| Duration::from_secs(s);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                (secs(0), "a".into()),
+                (secs(3), "b".into()),
+                (secs(9), "timeout".into())
+            ]
+        );
+        assert!(*ended.lock().unwrap(), "the loop ended when its inputs did");
+    }
+}
