@@ -26,6 +26,8 @@ use futures_util::{FutureExt, Sink, StreamExt};
 use crate::client::{Client, ClientConfig, ClientError, PromptStream};
 use crate::runtime::{BoxFuture, HttpClient, Runtime};
 
+mod trace;
+
 pub use comfy_proxy::pool::{JobError, JobReport, PoolEvent, Upload};
 
 /// Settings of a [`Pool`].
@@ -142,6 +144,9 @@ impl Pool {
             })
             .collect();
         let machine = Machine::new(servers.clone(), config.settings(), fastrand::u64(..));
+        for (i, s) in servers.iter().enumerate() {
+            log::debug!(target: "comfy_proxy::pool", "server {i} is {s}");
+        }
         let driver = Driver {
             rt: rt.clone(),
             clients,
@@ -149,6 +154,7 @@ impl Pool {
             epoch: Instant::now(),
             pending: FuturesUnordered::new(),
             streams,
+            watch: trace::Watch::default(),
         };
         rt.spawn(Box::pin(driver.run(inputs, events)));
         (
@@ -213,6 +219,7 @@ struct Driver {
     epoch: Instant,
     pending: FuturesUnordered<BoxFuture<'static, Wake>>,
     streams: SelectAll<BoxStream<'static, (usize, Event)>>,
+    watch: trace::Watch,
 }
 
 /// The longest the driver sleeps without looking whether its consumer went away.
@@ -230,6 +237,9 @@ impl Driver {
     ) {
         loop {
             self.perform();
+            let machine = &self.machine;
+            self.watch
+                .look(|| machine.scheduler().stats(), machine.servers());
             if self.machine.is_done() {
                 return;
             }
@@ -293,6 +303,7 @@ impl Driver {
                 Wake::Event(s, event) => self.machine.handle_event(now, ServerId(s), event),
                 Wake::CanSend => {
                     if let Some(event) = self.machine.poll_event() {
+                        trace::event(&event, self.machine.servers());
                         let finished = match &event {
                             PoolEvent::Finished(r) => Some(r.job),
                             _ => None,
@@ -320,6 +331,7 @@ impl Driver {
     /// Cancels every prompt on its server and stops; dropping the clients closes the sockets.
     fn abort(&mut self) {
         let now = self.now();
+        log::info!(target: "comfy_proxy::pool", "aborting: cancelling every unfinished job");
         self.machine.abort(now);
         self.perform();
     }
@@ -328,6 +340,7 @@ impl Driver {
     fn perform(&mut self) {
         let now = self.now();
         while let Some(io) = self.machine.poll_io() {
+            trace::io(&io, self.machine.servers());
             match io {
                 Io::Http {
                     server,
