@@ -211,30 +211,40 @@ impl Progress {
         }
     }
 
-    /// The run was interrupted: says so while the prompts are cancelled.
-    pub fn interrupted(&self) {
+    /// The run was interrupted: takes the bars down and says so while the prompts are
+    /// cancelled.
+    pub fn interrupted(&mut self) {
         let line = "interrupted: cancelling this run's prompts on their servers \
                     (Ctrl-C again to exit at once)";
-        match self {
-            Self::Bars(b) => b.overall.set_message(line),
-            Self::Plain => eprintln!("{line}"),
-            Self::Quiet => {}
+        if let Self::Bars(b) = self {
+            b.clear();
+            // Plain lines from now on: nothing is drawn in place any more.
+            *self = Self::Plain;
+        }
+        if let Self::Plain = self {
+            eprintln!("{line}");
         }
     }
 
     /// Removes the bars.
-    pub fn done(self) {
-        if let Self::Bars(b) = self {
-            crate::logger::set_printer(None);
-            for bar in b.jobs.values() {
-                bar.finish_and_clear();
-            }
-            for (line, _) in &b.servers {
-                line.finish_and_clear();
-            }
-            b.overall.finish_and_clear();
-            let _ = b.multi.clear();
+    pub fn done(mut self) {
+        if let Self::Bars(b) = &mut self {
+            b.clear();
         }
+    }
+}
+
+impl Bars {
+    /// Takes every bar and line off the screen, for good.
+    fn clear(&mut self) {
+        crate::logger::set_printer(None);
+        let lines = self.jobs.drain().map(|(_, bar)| bar);
+        let lines = lines.chain(self.servers.drain(..).map(|(line, _)| line));
+        for line in lines.chain([self.overall.clone()]) {
+            line.finish_and_clear();
+            self.multi.remove(&line);
+        }
+        let _ = self.multi.clear();
     }
 }
 
