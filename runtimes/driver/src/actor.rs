@@ -245,6 +245,8 @@ pub(crate) struct Actor {
     conn: Option<Conn>,
     /// Websockets opened so far: after the first, an open is a reconnect.
     opened: u32,
+    /// Closed by its clients, every prompt ended: the socket closes for good.
+    closed: bool,
 }
 
 /// The target of the client's log lines.
@@ -278,6 +280,7 @@ impl Actor {
             generation: 0,
             conn: None,
             opened: 0,
+            closed: false,
         }
     }
 
@@ -294,6 +297,7 @@ impl Actor {
             let now = epoch.elapsed();
             self.drain(now);
             if closing && self.session.in_flight().next().is_none() {
+                self.closed = true;
                 self.session.close(now);
                 self.drain(now);
                 self.conn = None;
@@ -453,10 +457,13 @@ impl Actor {
                 return;
             }
             Transmit::Close => {
-                if self.conn.is_some() {
-                    // The session closes an open socket when it went silent, or on close.
-                    log::info!(target: LOG, "closing the websocket to {} (silent, or closing)",
-                        self.endpoint.server);
+                let server = &self.endpoint.server;
+                match (self.conn.is_some(), self.closed) {
+                    (true, true) => log::debug!(target: LOG, "closing the websocket to {server}"),
+                    // Before the close, the session gives up an open socket that went silent.
+                    (true, false) => log::warn!(target: LOG,
+                        "the websocket to {server} went silent: closing it to reconnect"),
+                    (false, _) => {}
                 }
                 return self.drop_conn();
             }
