@@ -1,7 +1,8 @@
 //! Ctrl-C over real sockets: SIGINT to a `comfy-proxy generate` whose jobs run slowly on two
 //! mock servers cancels them there (the mocks count the interrupts and queue deletes, and
 //! their queues end empty), prints the summary so far and exits 130; against servers that
-//! stall every request, the cancels are given up after their deadline and it still exits 130.
+//! stall every request, the cancels are given up after their deadline and it still exits 130,
+//! and a second SIGINT exits at once.
 
 mod common;
 
@@ -62,8 +63,13 @@ struct Interrupted {
 }
 
 /// Runs `generate flux` with `args` on `servers`, waits until `ready` lines of stderr contain
-/// `ready_text`, then sends SIGINT.
-fn interrupt_run(servers: &[String], args: &[&str], ready_text: &str, ready: usize) -> Interrupted {
+/// `ready_text`, then sends SIGINT; with `twice`, another once the command says it cancels.
+fn interrupt_run(
+    servers: &[String],
+    args: &[&str],
+    (ready_text, ready): (&str, usize),
+    twice: bool,
+) -> Interrupted {
     let out = TempDir::new("interrupt");
     let child = bin()
         .args(["generate", "flux", "--server", &servers.join(",")])
@@ -96,6 +102,14 @@ fn interrupt_run(servers: &[String], args: &[&str], ready_text: &str, ready: usi
         seen += usize::from(line.contains(ready_text));
     }
     sigint(guard.0.id());
+    if twice {
+        while !rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the command says it cancels")
+            .starts_with("interrupted: cancelling")
+        {}
+        sigint(guard.0.id());
+    }
     let status = wait(&mut guard, Duration::from_secs(20));
     Interrupted {
         status,
@@ -108,7 +122,8 @@ fn interrupt_run(servers: &[String], args: &[&str], ready_text: &str, ready: usi
 fn ctrl_c_cancels_the_runs_prompts_on_their_servers_and_exits_130() {
     // 40 steps of 200 ms: a job runs 8 s; two per server run or wait in its queue.
     let (_mocks, servers) = start_mocks(2, &["--step-ms", "200", "--job-ms", "100"]);
-    let run = interrupt_run(&servers, &["--count", "6", "--steps", "40"], ": sent to", 4);
+    let args = ["--count", "6", "--steps", "40"];
+    let run = interrupt_run(&servers, &args, (": sent to", 4), false);
     assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     assert!(
         run.stderr.contains("interrupted: cancelling"),
@@ -155,8 +170,8 @@ fn ctrl_c_gives_up_on_cancels_a_stalled_server_never_answers() {
     let run = interrupt_run(
         &servers,
         &["--count", "2", "--no-validate", "-v"],
-        "connected to",
-        1,
+        ("connected to", 1),
+        false,
     );
     assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     assert!(run.stderr.contains("gave up waiting"), "{}", run.stderr);
@@ -165,4 +180,24 @@ fn ctrl_c_gives_up_on_cancels_a_stalled_server_never_answers() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    // The cancels stall: the first Ctrl-C would wait for them, the second does not.
+    let (_mocks, servers) = start_mocks(1, &["--faults", "stall=1"]);
+    let run = interrupt_run(
+        &servers,
+        &["--count", "2", "--no-validate", "-v"],
+        ("connected to", 1),
+        true,
+    );
+    assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("interrupted again: exiting now"),
+        "{}",
+        run.stderr
+    );
+    // It left before the summary.
+    assert!(!run.stdout.contains("cancelled"), "{}", run.stdout);
 }
