@@ -1,5 +1,6 @@
 //! The `log` lines of the client and the pool, captured by a logger of this test: a refused
-//! connect is logged naming the address, a pool's run logs its connects, posts and job ends,
+//! connect is logged naming the address, a pool's run logs its connects, posts, breakers and job
+//! ends, a dropped websocket and its reconnect are logged,
 //! and no secret (a query token, a bearer token, a secret header) appears in any line, at any
 //! level, from any crate but tungstenite's `trace` of the handshake.
 
@@ -153,11 +154,43 @@ fn a_pool_run_logs_its_course_and_no_secret() {
         assert_eq!(succeeded, 3, "every job runs on the live server");
     }
     let lines = lines();
+    // Shown with --nocapture: what a user of -vv would read.
+    for line in lines.iter().filter(|l| l.contains(" comfy_proxy::")) {
+        println!("{line}");
+    }
     let live = live.to_string();
     let has = |what: &str, on: &str| lines.iter().any(|l| l.contains(what) && l.contains(on));
     assert!(has("connected to", &live), "{lines:#?}");
     assert!(has("POST", "/prompt"), "{lines:#?}");
     assert!(has(": done on", &live), "{lines:#?}");
-    assert!(has("cannot connect to", &dead.to_string()), "{lines:#?}");
+    let dead = dead.to_string();
+    assert!(has("cannot connect to", &dead), "{lines:#?}");
+    assert!(has("out of service (breaker open)", &dead), "{lines:#?}");
+    assert_no_secret(&lines);
+}
+
+#[test]
+fn a_dropped_websocket_and_the_reconnect_are_logged() {
+    capture();
+    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    let mut c = MockConfig::default();
+    c.step = Duration::from_millis(5);
+    c.job = Duration::from_millis(5);
+    c.faults = "drop-ws=1".parse().unwrap();
+    let mock = smol::block_on(mock::serve(rt, "127.0.0.1:0".parse().unwrap(), c)).unwrap();
+    let server = ServerAddress::parse(&mock.address()).unwrap();
+    let client = connect(config(server.clone(), Auth::Bearer(BEARER_SECRET.into())));
+    // Whether the job survives its dropped sockets is the session's business; the log says
+    // what happened to them.
+    let _ = smol::block_on(client.run(graph()));
+    let lines = lines();
+    let server = server.to_string();
+    let has = |what: &str| {
+        lines
+            .iter()
+            .any(|l| l.contains(what) && l.contains(&server))
+    };
+    assert!(has("ended:"), "{lines:#?}");
+    assert!(has("reconnected to"), "{lines:#?}");
     assert_no_secret(&lines);
 }
