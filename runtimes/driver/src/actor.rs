@@ -245,7 +245,14 @@ pub(crate) struct Actor {
     /// The connection whose frames count; older ones' reports are ignored.
     generation: u64,
     conn: Option<Conn>,
+    /// Websockets opened so far: after the first, an open is a reconnect.
+    opened: u32,
+    /// Closed by its clients, every prompt ended: the socket closes for good.
+    closed: bool,
 }
+
+/// The target of the client's log lines.
+const LOG: &str = "comfy_proxy::client";
 
 impl Actor {
     /// An actor for `session`; run it with [`Actor::run`].
@@ -274,6 +281,8 @@ impl Actor {
             ws_path: String::new(),
             generation: 0,
             conn: None,
+            opened: 0,
+            closed: false,
         }
     }
 
@@ -322,6 +331,12 @@ impl Actor {
                 stop,
             } => {
                 if generation == self.generation {
+                    let server = &self.endpoint.server;
+                    match self.opened {
+                        0 => log::info!(target: LOG, "connected to {server}"),
+                        _ => log::info!(target: LOG, "reconnected to {server}"),
+                    }
+                    self.opened = self.opened.saturating_add(1);
                     if let Some(r) = &mut self.recorder {
                         r.ws_open(&self.ws_path);
                     }
@@ -334,6 +349,7 @@ impl Actor {
             }
             Input::ConnectFailed { generation, error } => {
                 if generation == self.generation {
+                    log::warn!(target: LOG, "cannot connect to {}: {error}", self.endpoint.server);
                     self.session.handle_connect_failed(now, error);
                 }
             }
@@ -355,7 +371,9 @@ impl Actor {
                     Frame::Text(text) => drop(self.session.handle_text(now, &text)),
                     Frame::Binary(data) => drop(self.session.handle_binary(now, data)),
                     Frame::Pong => self.session.handle_pong(now),
-                    Frame::Closed(_reason) => {
+                    Frame::Closed(reason) => {
+                        let server = &self.endpoint.server;
+                        log::warn!(target: LOG, "websocket to {server} ended: {reason}");
                         self.drop_conn();
                         self.session.handle_disconnect(now);
                     }
@@ -384,6 +402,8 @@ impl Actor {
     fn transmit(&mut self, t: Transmit, now: Duration) {
         let message = match t {
             Transmit::Connect { path } => {
+                let path_only = path.split('?').next().unwrap_or_default();
+                log::debug!(target: LOG, "connecting to {}{path_only}", self.endpoint.server);
                 self.drop_conn();
                 self.ws_path = path.clone();
                 self.spawn_connect(self.generation, path);
@@ -396,7 +416,17 @@ impl Actor {
                 self.spawn_http(id, request);
                 return;
             }
-            Transmit::Close => return self.drop_conn(),
+            Transmit::Close => {
+                let server = &self.endpoint.server;
+                match (self.conn.is_some(), self.closed) {
+                    (true, true) => log::debug!(target: LOG, "closing the websocket to {server}"),
+                    // Before the close, the session gives up an open socket that went silent.
+                    (true, false) => log::warn!(target: LOG,
+                        "the websocket to {server} went silent: closing it to reconnect"),
+                    (false, _) => {}
+                }
+                return self.drop_conn();
+            }
             Transmit::Text(text) => {
                 if let Some(r) = &mut self.recorder {
                     r.ws_send_text(&text);
@@ -488,13 +518,18 @@ impl Actor {
                 outgoing.request.method.as_str(),
                 outgoing.shown_url
             );
+            log::debug!(target: LOG, "{what}");
             let result = match bounded(rt.as_ref(), limit, http.send(outgoing)).await {
                 Some(result) => result,
                 None => Err(TransportError::new(
                     TransportErrorKind::TimedOut(limit.unwrap_or_default()),
-                    what,
+                    what.clone(),
                 )),
             };
+            match &result {
+                Ok(r) => log::debug!(target: LOG, "{what}: {}", r.status),
+                Err(e) => log::debug!(target: LOG, "{what}: {e}"),
+            }
             let _ = control.unbounded_send(Input::Http { id, result });
         }));
     }
@@ -539,6 +574,7 @@ impl Drive for Running {
         if !self.closing || actor.session.in_flight().next().is_some() {
             return false;
         }
+        actor.closed = true;
         actor.session.close(now);
         actor.drain(now);
         actor.conn = None;

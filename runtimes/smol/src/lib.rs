@@ -151,7 +151,13 @@ pub fn connect_with(rt: Arc<dyn Runtime>, config: ClientConfig) -> Client {
 /// A pool over many servers on smol: a client per server and the scheduler's task. Submit jobs
 /// with [`Pool::submit`]; the events say how each one went.
 pub fn pool(config: PoolConfig) -> (Pool, PoolEvents) {
-    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    pool_with(Arc::new(Smol), config)
+}
+
+/// A pool on the runtime `rt` (such as [`Smol::with_executor`]), with the driver's HTTP client
+/// on the same runtime. On an executor of its own, a program can tell when every task of the
+/// pool has ended (its cancels sent after a drop): `executor.is_empty()`.
+pub fn pool_with(rt: Arc<dyn Runtime>, config: PoolConfig) -> (Pool, PoolEvents) {
     Pool::start(rt.clone(), Arc::new(Http1::new(rt)), config)
 }
 

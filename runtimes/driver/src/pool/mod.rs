@@ -29,6 +29,8 @@ use crate::client::{Client, ClientConfig, ClientError, PromptStream};
 use crate::drive::{Drive, drive};
 use crate::runtime::{BoxFuture, HttpClient, Runtime};
 
+mod trace;
+
 pub use comfy_proxy::pool::{JobError, JobReport, PoolEvent, Upload};
 
 /// Settings of a [`Pool`].
@@ -145,6 +147,9 @@ impl Pool {
             })
             .collect();
         let machine = Machine::new(servers.clone(), config.settings(), fastrand::u64(..));
+        for (i, s) in servers.iter().enumerate() {
+            log::debug!(target: "comfy_proxy::pool", "server {i} is {s}");
+        }
         let driver = Driver {
             rt: rt.clone(),
             clients,
@@ -153,6 +158,7 @@ impl Pool {
             events,
             pending: FuturesUnordered::new(),
             streams,
+            watch: trace::Watch::default(),
         };
         rt.spawn(Box::pin(driver.run()));
         (
@@ -217,6 +223,7 @@ struct Driver {
     events: mpsc::Sender<PoolEvent>,
     pending: FuturesUnordered<BoxFuture<'static, Wake>>,
     streams: SelectAll<BoxStream<'static, (usize, Event)>>,
+    watch: trace::Watch,
 }
 
 /// The longest the driver sleeps without looking whether its consumer went away.
@@ -230,6 +237,7 @@ impl Driver {
 
     /// Cancels every prompt on its server and stops; dropping the clients closes the sockets.
     fn abort(&mut self, now: Duration) {
+        log::info!(target: "comfy_proxy::pool", "aborting: cancelling every unfinished job");
         self.machine.abort(now);
         self.perform_io(now);
     }
@@ -237,6 +245,7 @@ impl Driver {
     /// Performs every I/O the machine asks for.
     fn perform_io(&mut self, now: Duration) {
         while let Some(io) = self.machine.poll_io() {
+            trace::io(&io, self.machine.servers());
             match io {
                 Io::Http {
                     server,
@@ -289,6 +298,9 @@ impl Drive for Driver {
 
     fn perform(&mut self, now: Duration) {
         self.perform_io(now);
+        let machine = &self.machine;
+        self.watch
+            .look(|| machine.scheduler().stats(), machine.servers());
     }
 
     fn finished(&mut self, now: Duration) -> bool {
@@ -359,6 +371,7 @@ impl Drive for Driver {
             Wake::Event(s, event) => self.machine.handle_event(now, ServerId(s), event),
             Wake::CanSend => {
                 if let Some(event) = self.machine.poll_event() {
+                    trace::event(&event, self.machine.servers());
                     let finished = match &event {
                         PoolEvent::Finished(r) => Some(r.job),
                         _ => None,
