@@ -325,17 +325,42 @@ fn idle_deadline_interrupts_a_running_prompt() {
 }
 
 #[test]
-fn cancel_before_start_deletes_from_queue_and_interrupts() {
+fn cancel_before_start_deletes_from_queue_then_interrupts() {
     let mut h = Harness::accepted(no_keepalive());
     h.s.cancel(ms(5), &h.id.clone()).unwrap();
     h.drain();
-    h.take("POST", "/queue");
-    h.take("POST", "/interrupt");
+    let delete = h.take("POST", "/queue");
     assert!(matches!(h.terminal()[..], [Event::Cancelled { .. }]));
+    // The interrupt waits for the delete's answer: sent together, it could reach the server
+    // while the prompt still waits, and the delete after the prompt started.
     assert!(
-        h.s.cancel(ms(6), &h.id.clone()).is_err(),
+        h.http.iter().all(|(_, _, p)| p != "/interrupt"),
+        "{:?}",
+        h.http
+    );
+    assert!(h.s.is_stopping());
+    h.s.handle_http_error(ms(7), delete, reset());
+    h.drain();
+    let interrupt = h.take("POST", "/interrupt");
+    assert!(h.s.is_stopping(), "the interrupt is still unanswered");
+    h.s.handle_http_error(ms(9), interrupt, reset());
+    h.drain();
+    assert!(!h.s.is_stopping());
+    assert!(h.http.is_empty(), "{:?}", h.http);
+    assert!(
+        h.s.cancel(ms(10), &h.id.clone()).is_err(),
         "a second cancel is misuse"
     );
+}
+
+#[test]
+fn cancel_while_running_only_interrupts() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.text(3, r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#);
+    h.s.cancel(ms(5), &h.id.clone()).unwrap();
+    h.drain();
+    h.take("POST", "/interrupt");
+    assert!(h.http.iter().all(|(_, _, p)| p != "/queue"), "{:?}", h.http);
 }
 
 #[test]

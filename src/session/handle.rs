@@ -318,6 +318,9 @@ impl Session {
     ) {
         match pending {
             Pending::FireAndForget => {}
+            Pending::Dequeue(id) => {
+                self.request(now, http::interrupt(Some(&id)), Pending::FireAndForget);
+            }
             Pending::Post(id) => self.on_post(now, &id, result),
             Pending::View { prompt, node, file } => {
                 self.view_done();

@@ -163,7 +163,10 @@ enum Pending {
     },
     History(PromptId),
     Queue(PromptId),
-    /// Interrupts and queue deletes: the answer changes nothing.
+    /// A queue delete for a prompt being stopped: once answered (or failed), the targeted
+    /// interrupt follows, so a prompt that left the queue for the GPU meanwhile is stopped too.
+    Dequeue(PromptId),
+    /// Interrupts: the answer changes nothing.
     FireAndForget,
 }
 
@@ -175,7 +178,8 @@ impl Pending {
             Self::View { file, .. } => format!("GET /view {:?}", file.filename),
             Self::History(id) => format!("GET /history/{id}"),
             Self::Queue(_) => "GET /queue".to_owned(),
-            Self::FireAndForget => "a queue delete or interrupt".to_owned(),
+            Self::Dequeue(_) => "a queue delete".to_owned(),
+            Self::FireAndForget => "an interrupt".to_owned(),
         }
     }
 }
@@ -431,20 +435,30 @@ impl Session {
         self.request(now, http::history(&p.id), Pending::History(p.id.clone()));
     }
 
-    /// Asks the server to drop the prompt: from the queue if it may still wait there, and an
-    /// interrupt (which only acts if that very prompt runs).
+    /// Asks the server to drop the prompt: from the queue if it may still wait there, then an
+    /// interrupt (which only acts if that very prompt runs). The two are sent one after the
+    /// other, never together: sent together, the interrupt may reach the server while the
+    /// prompt still waits (ComfyUI skips it) and the delete after it started (it misses), and
+    /// the prompt runs to its end.
     fn stop_on_server(&mut self, now: Duration, id: &PromptId, phase: Phase) {
         if phase == Phase::Waiting {
             return;
         }
-        if phase != Phase::Running {
-            self.request(
-                now,
-                http::queue_delete(std::slice::from_ref(id)),
-                Pending::FireAndForget,
-            );
+        if phase == Phase::Running {
+            self.request(now, http::interrupt(Some(id)), Pending::FireAndForget);
+        } else {
+            let delete = http::queue_delete(std::slice::from_ref(id));
+            self.request(now, delete, Pending::Dequeue(id.clone()));
         }
-        self.request(now, http::interrupt(Some(id)), Pending::FireAndForget);
+    }
+
+    /// Whether a queue delete or an interrupt this session sent is still unanswered: an adapter
+    /// that stops should wait for them (each is bounded by [`Timeouts::http`]), or a cancelled
+    /// prompt may run on.
+    pub fn is_stopping(&self) -> bool {
+        self.requests
+            .values()
+            .any(|(p, _)| matches!(p, Pending::Dequeue(_) | Pending::FireAndForget))
     }
 
     /// Ends a prompt with its terminal event: it is forgotten, and later signals are no-ops.

@@ -571,7 +571,10 @@ impl Drive for Running {
 
     fn finished(&mut self, now: Duration) -> bool {
         let actor = &mut self.actor;
-        if !self.closing || actor.session.in_flight().next().is_some() {
+        if !self.closing
+            || actor.session.in_flight().next().is_some()
+            || actor.session.is_stopping()
+        {
             return false;
         }
         actor.closed = true;
