@@ -136,16 +136,7 @@ impl Session {
                     return;
                 };
                 self.touch(&id, now);
-                if self.config.fetch_files {
-                    for file in crate::wire::message::files_in_output(&output) {
-                        self.fetch_file(now, &id, &node, file);
-                    }
-                }
-                self.events.push_back(Event::NodeOutput {
-                    prompt: id,
-                    node,
-                    output,
-                });
+                self.node_output(now, &id, node, output);
             }
             ServerMessage::ExecutionSuccess { prompt_id } => {
                 if let Some(id) = self.resolve(&prompt_id) {
@@ -171,6 +162,30 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A node's `ui` data (from `executed`, or `/history` after a gap): its files are fetched
+    /// (before the prompt may complete) and the data is reported as it came.
+    fn node_output(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        node: NodeId,
+        output: serde_json::Map<String, serde_json::Value>,
+    ) {
+        if let Some(p) = self.prompts.get_mut(id) {
+            p.ui_reported.insert(node.clone());
+        }
+        if self.config.fetch_files {
+            for file in crate::wire::message::files_in_output(&output) {
+                self.fetch_file(now, id, &node, file);
+            }
+        }
+        self.events.push_back(Event::NodeOutput {
+            prompt: id.clone(),
+            node,
+            output,
+        });
     }
 
     /// The server signalled the prompt's end: report it now, or once its files are fetched.
@@ -486,9 +501,14 @@ impl Session {
                 }),
             );
         }
-        if self.config.fetch_files {
-            for (node, file) in entry.files() {
-                self.fetch_file(now, id, &node, file);
+        // What the socket missed: the `ui` data (texts, file names) of nodes not yet reported.
+        for (node, output) in entry.outputs {
+            let seen = self
+                .prompts
+                .get(id)
+                .is_none_or(|p| p.ui_reported.contains(&node));
+            if !seen {
+                self.node_output(now, id, node, output);
             }
         }
         if let Some(p) = self.prompts.get_mut(id) {

@@ -60,6 +60,7 @@ mod event;
 mod handle;
 mod link;
 mod outbox;
+mod output;
 mod prompt;
 mod views;
 
@@ -72,6 +73,7 @@ use serde_json::{Map, Value};
 pub use config::{Backoff, SessionConfig, Timeouts};
 pub use event::{Deadline, Deadlines, Event, Failure, Image, RequestId, Transmit};
 pub use outbox::{Outbox, OutboxStats};
+pub use output::{Output, OutputBody, OutputKind, Outputs, classify};
 pub use prompt::SAVE_IMAGE_WEBSOCKET;
 
 use crate::error::{Misuse, ProtocolError, TransportError};

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_proxy::session::{Deadlines, Event, SessionConfig};
+use comfy_proxy::session::{Deadlines, Event, OutputKind, SessionConfig};
 use comfy_proxy::transcript::Transcript;
 use comfy_proxy::{ServerAddress, Workflow};
 use comfy_proxy_mock::{MockConfig, MockHandle};
@@ -71,8 +71,11 @@ pub async fn single_image(kit: Kit) {
     let c = client(&kit, &mock, SessionConfig::default());
     let result = c.run(graph(1, 2)).await.expect("success");
     assert_eq!(result.outputs.len(), 1);
-    let (node, index, image) = &result.outputs[0];
-    assert_eq!((node.as_str(), *index), ("save", 0));
+    let output = &result.outputs[0];
+    assert_eq!((output.node.as_str(), output.index), ("save", 0));
+    assert_eq!(output.kind, OutputKind::Image);
+    assert_eq!(output.extension, "png");
+    let image = output.image().expect("a PNG");
     assert_eq!(image.format.name(), "PNG");
     assert!(image.data.len() > 100);
 }
@@ -82,10 +85,11 @@ pub async fn batch(kit: Kit) {
     let mock = start_mock(&kit, fast()).await;
     let c = client(&kit, &mock, SessionConfig::default());
     let result = c.run(graph(4, 1)).await.expect("success");
-    let indexes: Vec<u32> = result.outputs.iter().map(|(_, i, _)| *i).collect();
+    let indexes: Vec<u32> = result.outputs.iter().map(|o| o.index).collect();
     assert_eq!(indexes, [0, 1, 2, 3]);
     assert_ne!(
-        result.outputs[0].2.data, result.outputs[1].2.data,
+        result.outputs[0].data(),
+        result.outputs[1].data(),
         "each batch item is drawn apart"
     );
 }
@@ -121,7 +125,7 @@ pub async fn two_outputs(kit: Kit) {
     )
     .unwrap();
     let result = c.run(g).await.expect("success");
-    let mut nodes: Vec<&str> = result.outputs.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut nodes: Vec<&str> = result.outputs.iter().map(|o| o.node.as_str()).collect();
     nodes.sort();
     assert_eq!(nodes, ["save_a", "save_b"]);
 }
@@ -528,7 +532,7 @@ pub async fn pool_of_four(kit: Kit) {
                 report.job,
                 report.outcome
             );
-            let indexes: Vec<u32> = report.outputs.iter().map(|(_, i, _)| *i).collect();
+            let indexes: Vec<u32> = report.outputs.iter().map(|o| o.index).collect();
             assert_eq!(
                 indexes,
                 (0..expected[&report.job] as u32).collect::<Vec<_>>(),
