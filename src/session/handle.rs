@@ -334,9 +334,14 @@ impl Session {
         match pending {
             Pending::FireAndForget => {}
             Pending::Post(id) => self.on_post(now, &id, result),
-            Pending::View { prompt, node, file } => {
+            Pending::View {
+                prompt,
+                node,
+                index,
+                file,
+            } => {
                 self.view_done();
-                self.on_view(&prompt, node, file, result);
+                self.on_view(&prompt, node, index, file, result);
                 self.start_views(now);
             }
             Pending::History(id) => self.on_history(now, &id, result),
@@ -413,6 +418,7 @@ impl Session {
         &mut self,
         id: &PromptId,
         node: NodeId,
+        index: u32,
         file: FileRef,
         result: Result<HttpResponse, TransportError>,
     ) {
@@ -427,7 +433,6 @@ impl Session {
             Ok(data) => data,
             Err(error) => return self.fail(id, Failure::FileFetch { file, error }),
         };
-        let index = p.next_index(&node);
         let format =
             ImageFormat::sniff(&data).or_else(|| ImageFormat::from_file_name(&file.filename));
         let event = match format {

@@ -161,6 +161,7 @@ enum Pending {
     View {
         prompt: PromptId,
         node: NodeId,
+        index: u32,
         file: FileRef,
     },
     History(PromptId),
@@ -187,6 +188,9 @@ impl Pending {
 struct ViewJob {
     prompt: PromptId,
     node: NodeId,
+    /// The output's index, given when it was asked for: files keep the order the server
+    /// listed them in, however their downloads finish.
+    index: u32,
     file: FileRef,
 }
 

@@ -366,7 +366,9 @@ fn run_mixed(transcript: &str) -> (Outputs, Vec<Event>) {
     let mut events = Vec::new();
     let answer_all = |session: &mut Session, events: &mut Vec<Event>| loop {
         let mut answered = false;
-        while let Some(t) = session.poll_transmit() {
+        let requests: Vec<_> = std::iter::from_fn(|| session.poll_transmit()).collect();
+        // Downloads finish in any order: answer the last asked first.
+        for t in requests.into_iter().rev() {
             let Transmit::Http { id, request } = t else {
                 continue;
             };
@@ -441,5 +443,17 @@ fn the_real_mixed_graph_comes_back_whole_fresh_and_cached() {
             .map(|o| o.index)
             .collect();
         assert_eq!(ws, [0, 1, 2], "{name}: the websocket frames, in order");
+        let files: Vec<(u32, &str)> = out
+            .iter()
+            .filter(|o| o.node.as_str() == "2")
+            .map(|o| (o.index, o.file().map_or("", |f| f.filename.as_str())))
+            .collect();
+        let mut in_order = files.clone();
+        in_order.sort();
+        assert_eq!(files.len(), 3, "{name}");
+        assert!(
+            in_order.windows(2).all(|w| w[0].1 < w[1].1),
+            "{name}: indexes follow the server's list, not download order: {files:?}"
+        );
     }
 }
