@@ -130,6 +130,49 @@ pub async fn two_outputs(kit: Kit) {
     assert_eq!(nodes, ["save_a", "save_b"]);
 }
 
+/// Every output kind the simulating mock makes, as ComfyUI 0.3.64 reports it: websocket and
+/// file PNGs, an mp4 filed under `images` with `animated: [true]`, a FLAC under `audio`, and
+/// `PreviewAny`'s text; previews (`PreviewImage`, type `temp`) stay out.
+pub async fn every_output_kind(kit: Kit) {
+    let mock = start_mock(&kit, fast()).await;
+    let c = client(&kit, &mock, SessionConfig::default());
+    let g = Workflow::from_json(
+        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":32,"height":32,"batch_size":2,"color":0}},
+            "ws":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}},
+            "files":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"kit"}},
+            "preview":{"class_type":"PreviewImage","inputs":{"images":["1",0]}},
+            "video":{"class_type":"SaveVideo","inputs":{"video":["1",0],"filename_prefix":"video/kit","format":"mp4","codec":"h264"}},
+            "audio":{"class_type":"SaveAudio","inputs":{"audio":["1",0],"filename_prefix":"audio/kit"}},
+            "say":{"class_type":"PreviewAny","inputs":{"source":"hello from comfy-proxy"}}}"#,
+    )
+    .unwrap();
+    let result = c.run(g).await.expect("success");
+    let kinds = |k: OutputKind| result.outputs.of_kind(k).count();
+    assert_eq!(kinds(OutputKind::Image), 4, "{:?}", result.outputs);
+    assert_eq!(kinds(OutputKind::Video), 1, "{:?}", result.outputs);
+    assert_eq!(kinds(OutputKind::Audio), 1, "{:?}", result.outputs);
+    let texts: Vec<&str> = result.outputs.texts().map(|(_, t)| t).collect();
+    assert_eq!(texts, ["hello from comfy-proxy"]);
+    assert_eq!(
+        result.outputs.len(),
+        7,
+        "the temp preview files are not fetched"
+    );
+    let video = result.outputs.of_kind(OutputKind::Video).next().unwrap();
+    assert_eq!(
+        (video.node.as_str(), video.extension.as_str()),
+        ("video", "mp4")
+    );
+    assert_eq!(video.file().map(|f| f.subfolder.as_str()), Some("video"));
+    let audio = result.outputs.of_kind(OutputKind::Audio).next().unwrap();
+    assert_eq!(audio.extension, "flac");
+    let preview = result
+        .outputs
+        .ui_of(&"preview".into())
+        .expect("its ui data");
+    assert_eq!(preview["images"][0]["type"], "temp");
+}
+
 /// A recorded execution error, replayed by the mock, fails the prompt with the node's error.
 pub async fn execution_error(kit: Kit) {
     let mut config = fast();
@@ -447,6 +490,10 @@ macro_rules! integration_suite {
         #[test]
         fn two_outputs() {
             $block_on($crate::suite::two_outputs($kit));
+        }
+        #[test]
+        fn every_output_kind() {
+            $block_on($crate::suite::every_output_kind($kit));
         }
         #[test]
         fn execution_error() {
