@@ -13,7 +13,8 @@
 //! A prompt ends at the first of `execution_success`, `execution_error`,
 //! `execution_interrupted` and `executing` with a null node; later signals for it are no-ops.
 //! File outputs named by `executed` (SaveImage, video, audio) are fetched with `/view` before
-//! the prompt completes, when [`SessionConfig::fetch_files`] is on.
+//! the prompt completes, when [`SessionConfig::fetch_files`] is on. [`Outputs`] folds a prompt's
+//! output events into typed [`Output`]s (image, animated image, video, audio, 3D, file, text).
 //!
 //! Every wait it hands to the adapter has a deadline from [`Timeouts`], kept as a timer of its
 //! own: a connect that fails or does not finish in time fails every prompt not yet posted with
