@@ -628,8 +628,16 @@ fn media_act(wf: &comfy_proxy::Workflow, node: &NodeId, class: &str) -> Option<A
             bytes: Bytes::from_static(MOCK_FLAC),
         },
         "PreviewAny" => {
-            // Python's str() of the value; a linked input shows as the mock's placeholder.
-            let text = match literal("source") {
+            // Python's str() of the value: a literal, or the `value` of a linked primitive
+            // (`PrimitiveString`...); anything else shows as the mock's placeholder.
+            let linked = wf
+                .node(node.as_str())
+                .and_then(|n| n.input("source"))
+                .and_then(|i| i.as_link())
+                .and_then(|l| wf.node(l.node.as_str()))
+                .and_then(|n| n.input("value"))
+                .and_then(|i| i.as_value());
+            let text = match literal("source").or(linked) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Bool(true)) => "True".to_owned(),
                 Some(Value::Bool(false)) => "False".to_owned(),
