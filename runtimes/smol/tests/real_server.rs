@@ -177,6 +177,48 @@ fn every_output_kind_fresh_and_cached_client_and_pool() {
 }
 
 #[test]
+fn audio_animated_png_texts_and_previews_left_out() {
+    let Some(server) = server("audio_animated_png_texts_and_previews_left_out") else {
+        return;
+    };
+    smol::block_on(async {
+        let mut graph: Value = serde_json::from_str(include_str!(
+            "../../../fixtures/outputs/extra_outputs_graph.json"
+        ))
+        .expect("the graph");
+        graph["1"]["inputs"]["color"] = fresh_color().into();
+        let result = client(server).run(workflow(graph)).await.expect("it runs");
+        let out = &result.outputs;
+        let kinds: Vec<(&str, OutputKind, &str)> = out
+            .iter()
+            .filter(|o| o.kind != OutputKind::Text)
+            .map(|o| (o.node.as_str(), o.kind, o.extension.as_str()))
+            .collect();
+        assert_eq!(
+            kinds.len(),
+            2,
+            "SaveAnimatedPNG and SaveAudio; the temp previews are not fetched: {out:?}"
+        );
+        assert!(
+            kinds.contains(&("3", OutputKind::AnimatedImage, "png")),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&("5", OutputKind::Audio, "flac")),
+            "{kinds:?}"
+        );
+        let mut texts: Vec<&str> = out.texts().map(|(_, t)| t).collect();
+        texts.sort();
+        assert_eq!(texts, ["1.5", "5", "True"]);
+        for preview in ["2", "6"] {
+            let ui = out.ui_of(&preview.into()).expect("the preview's ui data");
+            let files = ui.values().find_map(Value::as_array).expect("its files");
+            assert_eq!(files[0]["type"], "temp", "{ui:?}");
+        }
+    });
+}
+
+#[test]
 fn saveimage_files_through_history_and_view() {
     let Some(server) = server("saveimage_files_through_history_and_view") else {
         return;
