@@ -175,6 +175,60 @@ fn websocket_output_lost_in_a_disconnect_fails_the_prompt() {
 }
 
 #[test]
+fn a_reconnect_reports_the_ui_data_the_socket_missed_once() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.text(3, r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#);
+    h.executing(4, "save");
+    h.executing(5, "file");
+    let file = r#"{"images":[{"filename":"x_00001_.png","subfolder":"","type":"output"}]}"#;
+    h.text(
+        6,
+        &format!(
+            r#"{{"type":"executed","data":{{"node":"file","output":{file},"prompt_id":"p1"}}}}"#
+        ),
+    );
+    let view = h.take("GET", "/view?filename=x_00001_.png");
+    h.s.handle_response(ms(7), view, HttpResponse::new(200, Bytes::from_static(PNG)));
+    h.s.handle_disconnect(ms(8));
+    h.drain();
+    let t = h.s.poll_timeout().expect("a reconnect is scheduled");
+    h.s.handle_timeout(t);
+    h.s.handle_connected(t);
+    h.drain();
+    // Meanwhile a PreviewAny node ran: only the history tells its text.
+    let q = h.take("GET", "/history/p1");
+    let history = format!(
+        r#"{{"p1":{{"prompt":[1,"p1",{{}},{{}},["save","file","say"]],"outputs":{{"file":{file},"say":{{"text":["hi"]}}}},"status":{{"status_str":"success","completed":true,"messages":[]}},"meta":{{}}}}}}"#
+    );
+    h.s.handle_response(t, q, HttpResponse::new(200, history));
+    h.drain();
+    assert!(
+        h.http.is_empty(),
+        "the file is not fetched twice: {:?}",
+        h.http
+    );
+    let ui: Vec<&str> = (h.events.iter())
+        .filter_map(|e| match e {
+            Event::NodeOutput { node, .. } => Some(node.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ui, ["file", "say"], "each node's ui data once");
+    assert!(
+        matches!(h.terminal()[..], [Event::Completed { .. }]),
+        "{:?}",
+        h.events
+    );
+    let mut outputs = comfy_proxy::session::Outputs::new();
+    for e in &h.events {
+        outputs.handle_event(e);
+    }
+    let texts: Vec<&str> = outputs.texts().map(|(_, t)| t).collect();
+    assert_eq!(texts, ["hi"]);
+    assert_eq!(outputs.len(), 2, "the file and the text");
+}
+
+#[test]
 fn a_prompt_still_queued_after_a_reconnect_completes_normally() {
     let mut h = Harness::accepted(no_keepalive());
     h.s.handle_disconnect(ms(3));

@@ -36,8 +36,9 @@ pub struct JobArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
-    /// Where to write the images, as <job>-<node>-<index>.<ext> (created if missing; files of
-    /// the same name are replaced).
+    /// Where to write the output files (images, video, audio...), as <job>-<node>-<index>.<ext>
+    /// with the extension told by the content (created if missing; files of the same name are
+    /// replaced). Text outputs are printed.
     #[arg(long, value_name = "DIR", default_value = "comfy-proxy-out")]
     pub out: PathBuf,
     /// Print one JSON line per finished job on stdout instead of a sentence.
@@ -167,7 +168,7 @@ impl Tally {
     }
 }
 
-/// Runs `workflows` on the plan's servers, writes their images, prints a line per job (JSON
+/// Runs `workflows` on the plan's servers, writes their output files, prints their texts, prints a line per job (JSON
 /// with `--json`) and, unless quiet, a summary per server. Blocks until every job has ended.
 pub fn run(plan: &Plan, workflows: Vec<Workflow>) -> Result<Tally> {
     run_with_uploads(plan, workflows, Vec::new())
@@ -320,6 +321,15 @@ async fn drive(
                     terminal_safe_line(&sentence(&report, ran, &saved, &outcome)).into_owned()
                 };
                 progress.result(&line);
+                if !plan.json {
+                    // Texts come from the servers too: one line each, escapes removed.
+                    for s in &saved {
+                        if let Some(text) = &s.text {
+                            let line = format!("job {} node {} text: {text}", report.job, s.node);
+                            progress.result(&terminal_safe_line(&line));
+                        }
+                    }
+                }
             }
             _ => {}
         }
@@ -366,15 +376,19 @@ fn sentence(
         .map_or_else(|| "no server".to_owned(), ServerAddress::to_string);
     match outcome {
         Ok(()) => {
-            let paths: Vec<String> = saved.iter().map(|s| s.path.display().to_string()).collect();
+            let paths: Vec<String> = (saved.iter())
+                .filter_map(|s| s.path.as_ref().map(|p| p.display().to_string()))
+                .collect();
+            let texts = saved.iter().filter(|s| s.text.is_some()).count();
             format!(
                 "job {} ok on {server} in {:.2} s: {}",
                 report.job,
                 ran.as_secs_f64(),
-                if paths.is_empty() {
-                    "no images".to_owned()
-                } else {
-                    paths.join(" ")
+                match (paths.is_empty(), texts) {
+                    (true, 0) => "no outputs".to_owned(),
+                    (true, n) => plural(n, "text"),
+                    (false, 0) => paths.join(" "),
+                    (false, n) => format!("{} and {}", paths.join(" "), plural(n, "text")),
                 }
             )
         }

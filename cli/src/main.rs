@@ -51,11 +51,11 @@ enum Command {
     /// Print a built-in graph, or any workflow file converted (API format), on stdout.
     #[command(subcommand)]
     Workflow(convert::WorkflowCommand),
-    /// Run --count jobs of a built-in graph on the servers and save their images.
+    /// Run --count jobs of a built-in graph on the servers and save their outputs.
     #[command(subcommand)]
     Generate(generate::Generate),
     /// Run a workflow file (API or UI-format JSON, or a PNG/WebP saved by ComfyUI) on the
-    /// servers and save its images.
+    /// servers and save its outputs.
     Run(run::RunArgs),
     /// Check a graph against a server's object_info: exit 0 when valid, 1 with the errors.
     Validate(validate::ValidateArgs),

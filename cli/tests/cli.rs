@@ -514,3 +514,74 @@ fn faulty_servers_every_job_ends_once() {
         "every job exactly once"
     );
 }
+
+#[test]
+fn run_writes_and_lists_every_output_kind_against_a_mock_process() {
+    let (_mock, address) = start_mock();
+    let dir = TempDir::new("kinds");
+    let out_dir = dir.path().join("out");
+    // The real mixed graph, its text made hostile: an escape sequence must not reach a terminal.
+    let mut graph: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("outputs/mixed_graph.json")).unwrap(),
+    )
+    .unwrap();
+    graph["6"]["inputs"]["value"] = "hello \u{1b}[31mred".into();
+    let file = dir.file("mixed.json", graph.to_string().as_bytes());
+    let mut cmd = bin();
+    cmd.args([
+        "run",
+        &file,
+        "--server",
+        &address,
+        "--json",
+        "--timeout",
+        "60",
+    ])
+    .arg("--out")
+    .arg(&out_dir);
+    let out = run(cmd, Duration::from_secs(90));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(!out.stdout.contains('\u{1b}'), "{:?}", out.stdout);
+    let line: Value = serde_json::from_str(out.stdout.trim()).expect("one JSON line");
+    assert_eq!(line["outcome"], "success", "{line}");
+    let outputs = line["outputs"].as_array().unwrap();
+    let count = |kind: &str, ext: &str| {
+        (outputs.iter())
+            .filter(|o| o["kind"] == kind && o["path"].as_str().is_some_and(|p| p.ends_with(ext)))
+            .count()
+    };
+    // The mock makes what ComfyUI makes, but for the animated WebP.
+    assert_eq!(count("image", ".png"), 6, "{line}");
+    assert_eq!(count("video", ".mp4"), 1, "{line}");
+    let texts: Vec<&Value> = outputs.iter().filter(|o| o["kind"] == "text").collect();
+    assert_eq!(texts.len(), 1, "{line}");
+    assert_eq!(
+        texts[0]["text"], "hello \u{1b}[31mred",
+        "the JSON keeps it, escaped"
+    );
+    assert_eq!(texts[0]["node"], "7");
+    for o in outputs {
+        assert_eq!(o["sha256"].as_str().map(str::len), Some(64), "{o}");
+        if let Some(path) = o["path"].as_str() {
+            let bytes = std::fs::read(path).unwrap();
+            assert_eq!(Some(bytes.len() as u64), o["bytes"].as_u64(), "{o}");
+            assert!(PathBuf::from(path).starts_with(&out_dir));
+        }
+    }
+    let video = outputs.iter().find(|o| o["kind"] == "video").unwrap();
+    assert_eq!(video["name"], "cp_mixed_00001_.mp4");
+    assert_eq!(video["format"], "MP4");
+    // Without --json the text is printed on a line of its own, the escape removed.
+    let mut cmd = bin();
+    cmd.args(["run", &file, "--server", &address, "-q", "--timeout", "60"])
+        .arg("--out")
+        .arg(&out_dir);
+    let out = run(cmd, Duration::from_secs(90));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(!out.stdout.contains('\u{1b}'), "{:?}", out.stdout);
+    assert!(
+        out.stdout.contains("job 0 node 7 text: hello red"),
+        "{}",
+        out.stdout
+    );
+}

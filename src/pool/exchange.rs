@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::NodeId;
 use crate::error::{ExchangeError, TransportError};
-use crate::session::Image;
+use crate::session::Outputs;
+use crate::wire::HttpResponse;
 use crate::wire::http;
-use crate::wire::{HttpResponse, ImageFormat};
 use crate::workflow::ObjectInfo;
 
 use super::machine::{Exchange, HttpId, Pool};
@@ -51,17 +51,15 @@ impl Pool {
                 mut files,
                 mut outputs,
             } => {
-                let image = result.ok().and_then(|r| {
-                    let data = http::decode_view(&r).ok()?;
-                    let (_, file) = files.front()?;
-                    let format = ImageFormat::sniff(&data)
-                        .or_else(|| ImageFormat::from_file_name(&file.filename))?;
-                    Some(Image { format, data })
-                });
-                match (image, files.pop_front()) {
-                    (Some(image), Some((node, _))) => {
-                        let index = outputs.iter().filter(|(n, _, _)| *n == node).count();
-                        outputs.push((node, index as u32, image));
+                let data = result.ok().and_then(|r| http::decode_view(&r).ok());
+                match (data, files.pop_front()) {
+                    (Some(data), Some((node, file))) => {
+                        let index = outputs
+                            .iter()
+                            .filter(|o| o.node == node && o.data().is_some())
+                            .count();
+                        let index = u32::try_from(index).unwrap_or(u32::MAX);
+                        outputs.push_data(node, index, data, Some(file));
                         self.next_view(now, s, job, attempt, files, outputs);
                     }
                     _ => {
@@ -190,8 +188,16 @@ impl Pool {
             let _ = self.scheduler.handle_lookup(now, job, attempt, verdict);
             return;
         }
-        let files = entry.files().into_iter().collect();
-        self.next_view(now, s, job, attempt, files, Vec::new());
+        // Outputs as the session would report them: every node's `ui` data (texts too), then
+        // the files it names, fetched one by one; `temp` files are previews, left out.
+        let mut outputs = Outputs::new();
+        for (node, ui) in &entry.outputs {
+            outputs.handle_ui(node, ui);
+        }
+        let files = (entry.files().into_iter())
+            .filter(|(_, f)| f.kind == "output")
+            .collect();
+        self.next_view(now, s, job, attempt, files, outputs);
     }
 
     /// Fetches the next file output of a run found in the history, or concludes the lookup.
@@ -202,7 +208,7 @@ impl Pool {
         job: JobId,
         attempt: u32,
         files: std::collections::VecDeque<(NodeId, crate::wire::FileRef)>,
-        outputs: Vec<(NodeId, u32, Image)>,
+        outputs: Outputs,
     ) {
         if let Some((_, file)) = files.front() {
             let request = http::view(file);

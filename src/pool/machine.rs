@@ -36,7 +36,7 @@ use crate::{NodeId, PromptId, ServerAddress, Workflow};
 use super::caps::{ServerCaps, classes_of};
 use super::report::{JobError, JobReport, PoolEvent, Upload};
 use super::{Action, JobId, JobOutcome, JobResult, PoolConfig, Scheduler, ServerId};
-use crate::session::Image;
+use crate::session::Outputs;
 
 /// An HTTP exchange's id, named by the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,7 +130,7 @@ pub(super) struct Attempt {
     pub number: u32,
     pub server: usize,
     pub prompt: PromptId,
-    pub outputs: Vec<(NodeId, u32, Image)>,
+    pub outputs: Outputs,
     pub previews: usize,
     /// Uploads still to make (index of the next), and the graph they rewrite.
     pub uploading: Option<(usize, Workflow)>,
@@ -154,7 +154,7 @@ pub(super) enum Exchange {
         job: JobId,
         attempt: u32,
         files: VecDeque<(NodeId, FileRef)>,
-        outputs: Vec<(NodeId, u32, Image)>,
+        outputs: Outputs,
     },
     StealDelete {
         job: JobId,
@@ -441,10 +441,9 @@ impl Pool {
                 return;
             }
             Event::Started { .. } => drop(self.scheduler.handle_started(now, job, attempt)),
-            Event::Output {
-                node, index, image, ..
-            } => {
-                a.outputs.push((node.clone(), *index, image.clone()));
+            // Held until the attempt succeeds; previews are only counted.
+            Event::Output { .. } | Event::File { .. } | Event::NodeOutput { .. } => {
+                a.outputs.handle_event(&event);
                 return;
             }
             Event::Preview { .. } => a.previews += 1,
@@ -618,10 +617,10 @@ impl Pool {
         let (prompt_id, outputs, previews) = match attempt {
             Some(a) => (
                 Some(a.prompt),
-                if ok { a.outputs } else { Vec::new() },
+                if ok { a.outputs } else { Outputs::new() },
                 a.previews,
             ),
-            None => (None, Vec::new(), 0),
+            None => (None, Outputs::new(), 0),
         };
         let report = JobReport {
             job,
@@ -728,7 +727,7 @@ impl Pool {
             number: attempt,
             server: s,
             prompt: prompt.clone(),
-            outputs: Vec::new(),
+            outputs: Outputs::new(),
             previews: 0,
             uploading,
         });

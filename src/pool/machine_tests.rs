@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::session::{Deadline, Event, Failure, Image};
+use crate::session::{Deadline, Event, Failure, Image, OutputKind};
 use crate::wire::{HttpResponse, ImageFormat};
 use crate::{PromptId, ServerAddress, TransportError, TransportErrorKind, Workflow};
 
@@ -312,7 +312,8 @@ fn outputs_are_held_until_success_and_delivered_once() {
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].outputs.len(), 1);
     assert_eq!(
-        reports[0].outputs[0].2.data[4], 2,
+        reports[0].outputs[0].data().map(|d| d[4]),
+        Some(2),
         "the succeeding attempt's image"
     );
 }
@@ -498,4 +499,170 @@ fn progress_is_dropped_and_counted_when_the_consumer_lags() {
     pool.handle_event(ms(2), ServerId(0), Event::Completed { prompt });
     let ev = events(&mut pool);
     assert_eq!(finished(&ev).len(), 1, "a report is never dropped");
+}
+
+const PNG: &[u8] = include_bytes!("../../fixtures/outputs/saved_image.png");
+const MP4: &[u8] = include_bytes!("../../fixtures/outputs/saved_video.mp4");
+
+fn ui(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_report_holds_every_output_kind_and_no_preview() {
+    let mut pool = machine(1, false);
+    pool.submit(Duration::ZERO, graph(), Vec::new());
+    let io = drain(&mut pool);
+    let (_, _, p) = submits(&io)[0].clone();
+    let png = Image {
+        format: ImageFormat::Png,
+        data: bytes::Bytes::from_static(PNG),
+    };
+    let mp4 = crate::wire::FileRef {
+        filename: "cp_mixed_00001_.mp4".into(),
+        subfolder: "video".into(),
+        kind: "output".into(),
+    };
+    let node_output = |node: &str, v: Value| Event::NodeOutput {
+        prompt: p.clone(),
+        node: node.into(),
+        output: ui(v),
+    };
+    let seq = [
+        Event::Preview {
+            prompt: p.clone(),
+            node: Some("2".into()),
+            image: png.clone(),
+        },
+        Event::Output {
+            prompt: p.clone(),
+            node: "2".into(),
+            index: 0,
+            image: png,
+            file: None,
+        },
+        // `executed` of SaveVideo, PreviewAny, PreviewImage as ComfyUI 0.3.64 sends them.
+        node_output("5", json!({"images": [mp4], "animated": [true]})),
+        Event::File {
+            prompt: p.clone(),
+            node: "5".into(),
+            index: 0,
+            file: mp4.clone(),
+            data: bytes::Bytes::from_static(MP4),
+        },
+        node_output("7", json!({"text": ["hello from comfy-proxy"]})),
+        node_output(
+            "9",
+            json!({"images": [{"filename": "ComfyUI_temp_mtogp_00001_.png", "subfolder": "",
+                               "type": "temp"}]}),
+        ),
+        Event::Completed { prompt: p.clone() },
+    ];
+    for (i, e) in seq.into_iter().enumerate() {
+        pool.handle_event(ms(1 + i as u64), ServerId(0), e);
+    }
+    let ev = events(&mut pool);
+    for e in &ev {
+        if let PoolEvent::Progress { event, .. } = e {
+            assert!(
+                !matches!(
+                    event,
+                    Event::Output { .. } | Event::File { .. } | Event::NodeOutput { .. }
+                ),
+                "outputs come once, with the report: {event:?}"
+            );
+        }
+    }
+    let reports = finished(&ev);
+    let [report] = reports[..] else {
+        panic!("{ev:?}")
+    };
+    let kinds: Vec<(&str, OutputKind)> = report
+        .outputs
+        .iter()
+        .map(|o| (o.node.as_str(), o.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("2", OutputKind::Image),
+            ("5", OutputKind::Video),
+            ("7", OutputKind::Text)
+        ]
+    );
+    assert_eq!(report.outputs[1].file(), Some(&mp4));
+    assert_eq!(report.outputs[2].text(), Some("hello from comfy-proxy"));
+    assert_eq!(report.previews, 1, "the preview is counted, not kept");
+    let nodes: Vec<&str> = report
+        .outputs
+        .ui()
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        nodes,
+        ["5", "7", "9"],
+        "ui data of every output node, the temp one too"
+    );
+}
+
+#[test]
+fn a_lookup_brings_back_files_and_texts_but_no_temp_preview() {
+    let mut pool = machine(1, false);
+    let graph = Workflow::from_value(json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "4": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 6.0}},
+        "5": {"class_type": "SaveVideo", "inputs": {"video": ["4", 0], "filename_prefix": "video/x", "format": "mp4", "codec": "h264"}},
+        "6": {"class_type": "PrimitiveString", "inputs": {"value": "hello"}},
+        "7": {"class_type": "PreviewAny", "inputs": {"source": ["6", 0]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }))
+    .unwrap();
+    pool.submit(Duration::ZERO, graph, Vec::new());
+    let io = drain(&mut pool);
+    let (_, _, prompt) = submits(&io)[0].clone();
+    let failure = Failure::Disconnected { attempts: 3 };
+    let p = prompt.clone();
+    pool.handle_event(ms(1), ServerId(0), Event::Failed { prompt: p, failure });
+    let io = drain(&mut pool);
+    let [Io::Http { id, request, .. }] = &io[..] else {
+        panic!("{io:?}")
+    };
+    assert!(request.path.starts_with("/history/"), "{}", request.path);
+    let history = json!({prompt.as_str(): {
+        "prompt": [1, prompt.as_str(), {}, {}, ["5", "7", "9"]],
+        "outputs": {
+            "5": {"images": [{"filename": "x_00001_.mp4", "subfolder": "video", "type": "output"}],
+                  "animated": [true]},
+            "9": {"images": [{"filename": "ComfyUI_temp_a_00001_.png", "subfolder": "", "type": "temp"}]},
+            "7": {"text": ["hello"]}
+        },
+        "status": {"status_str": "success", "completed": true, "messages": []},
+        "meta": {}
+    }});
+    pool.handle_http(ms(2), *id, Ok(HttpResponse::new(200, history.to_string())));
+    let io = drain(&mut pool);
+    let [Io::Http { id, request, .. }] = &io[..] else {
+        panic!("one /view, for the mp4 only: {io:?}")
+    };
+    assert!(
+        request.path.starts_with("/view?filename=x_00001_.mp4"),
+        "{}",
+        request.path
+    );
+    pool.handle_http(ms(3), *id, Ok(HttpResponse::new(200, MP4)));
+    let ev = events(&mut pool);
+    let reports = finished(&ev);
+    let [report] = reports[..] else {
+        panic!("{ev:?}")
+    };
+    assert!(report.outcome.is_ok(), "{report:?}");
+    let kinds: Vec<(&str, OutputKind)> = report
+        .outputs
+        .iter()
+        .map(|o| (o.node.as_str(), o.kind))
+        .collect();
+    assert_eq!(kinds, [("7", OutputKind::Text), ("5", OutputKind::Video)]);
+    assert_eq!(report.outputs[1].data().map(|d| d.len()), Some(MP4.len()));
+    assert_eq!(report.outputs.ui().len(), 3);
 }

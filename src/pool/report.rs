@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::TransportError;
-use crate::session::{Deadline, Event, Failure, Image};
+use crate::session::{Deadline, Event, Failure, Outputs};
 use crate::wire::http::PromptRejected;
 use crate::workflow::ValidationReport;
-use crate::{NodeId, PromptId, ServerAddress};
+use crate::{PromptId, ServerAddress};
 
 use super::JobId;
 
@@ -47,8 +47,8 @@ pub enum PoolEvent {
         attempt: u32,
     },
     /// Something happened to a job's current attempt (progress, preview, node started...).
-    /// Outputs are not reported here: they come with [`PoolEvent::Finished`], once, from the
-    /// attempt that succeeded. Progress and previews are dropped (and counted) when the
+    /// Outputs ([`Event::Output`], [`Event::File`], [`Event::NodeOutput`]) are not reported
+    /// here: they come with [`PoolEvent::Finished`], once, from the attempt that succeeded. Progress and previews are dropped (and counted) when the
     /// consumer lags.
     Progress {
         /// The job.
@@ -62,7 +62,7 @@ pub enum PoolEvent {
     Finished(JobReport),
 }
 
-/// How a job ended, with every image of the attempt that succeeded.
+/// How a job ended, with every output of the attempt that succeeded.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JobReport {
@@ -78,8 +78,12 @@ pub struct JobReport {
     pub attempts: u32,
     /// `Ok` on success, else why it failed.
     pub outcome: Result<(), JobError>,
-    /// Output images, by node and index.
-    pub outputs: Vec<(NodeId, u32, Image)>,
+    /// Every output of the attempt that succeeded (empty when the job failed): images from
+    /// the websocket and from files, animated images, video, audio, 3D and other files, texts,
+    /// and each output node's `ui` data ([`Outputs::ui`]), also for nodes the server took from
+    /// its cache. Previews are not in it (websocket previews are counted in `previews`;
+    /// `temp` files such as `PreviewImage`'s are not fetched and show only in the `ui` data).
+    pub outputs: Outputs,
     /// Previews received by the final attempt.
     pub previews: usize,
     /// Time from submission to the end.

@@ -286,7 +286,10 @@ pub enum Event {
         /// The text.
         text: String,
     },
-    /// A node's UI output (`executed`): file names, text.
+    /// A node's UI output (`executed`, or the `/history` entry of a node whose `executed` the
+    /// socket missed): file names, `animated` flags, texts (`{"text": [...]}`), anything else.
+    /// Cached output nodes are announced again this way. Never dropped by an
+    /// [`Outbox`](super::Outbox); [`Outputs`](super::Outputs) turns it into outputs.
     NodeOutput {
         /// The prompt.
         prompt: PromptId,

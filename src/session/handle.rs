@@ -136,16 +136,7 @@ impl Session {
                     return;
                 };
                 self.touch(&id, now);
-                if self.config.fetch_files {
-                    for file in crate::wire::message::files_in_output(&output) {
-                        self.fetch_file(now, &id, &node, file);
-                    }
-                }
-                self.events.push_back(Event::NodeOutput {
-                    prompt: id,
-                    node,
-                    output,
-                });
+                self.node_output(now, &id, node, output);
             }
             ServerMessage::ExecutionSuccess { prompt_id } => {
                 if let Some(id) = self.resolve(&prompt_id) {
@@ -171,6 +162,30 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A node's `ui` data (from `executed`, or `/history` after a gap): its files are fetched
+    /// (before the prompt may complete) and the data is reported as it came.
+    fn node_output(
+        &mut self,
+        now: Duration,
+        id: &PromptId,
+        node: NodeId,
+        output: serde_json::Map<String, serde_json::Value>,
+    ) {
+        if let Some(p) = self.prompts.get_mut(id) {
+            p.ui_reported.insert(node.clone());
+        }
+        if self.config.fetch_files {
+            for file in crate::wire::message::files_in_output(&output) {
+                self.fetch_file(now, id, &node, file);
+            }
+        }
+        self.events.push_back(Event::NodeOutput {
+            prompt: id.clone(),
+            node,
+            output,
+        });
     }
 
     /// The server signalled the prompt's end: report it now, or once its files are fetched.
@@ -322,9 +337,14 @@ impl Session {
                 self.request(now, http::interrupt(Some(&id)), Pending::FireAndForget);
             }
             Pending::Post(id) => self.on_post(now, &id, result),
-            Pending::View { prompt, node, file } => {
+            Pending::View {
+                prompt,
+                node,
+                index,
+                file,
+            } => {
                 self.view_done();
-                self.on_view(&prompt, node, file, result);
+                self.on_view(&prompt, node, index, file, result);
                 self.start_views(now);
             }
             Pending::History(id) => self.on_history(now, &id, result),
@@ -402,6 +422,7 @@ impl Session {
         &mut self,
         id: &PromptId,
         node: NodeId,
+        index: u32,
         file: FileRef,
         result: Result<HttpResponse, TransportError>,
     ) {
@@ -416,7 +437,6 @@ impl Session {
             Ok(data) => data,
             Err(error) => return self.fail(id, Failure::FileFetch { file, error }),
         };
-        let index = p.next_index(&node);
         let format =
             ImageFormat::sniff(&data).or_else(|| ImageFormat::from_file_name(&file.filename));
         let event = match format {
@@ -490,9 +510,14 @@ impl Session {
                 }),
             );
         }
-        if self.config.fetch_files {
-            for (node, file) in entry.files() {
-                self.fetch_file(now, id, &node, file);
+        // What the socket missed: the `ui` data (texts, file names) of nodes not yet reported.
+        for (node, output) in entry.outputs {
+            let seen = self
+                .prompts
+                .get(id)
+                .is_none_or(|p| p.ui_reported.contains(&node));
+            if !seen {
+                self.node_output(now, id, node, output);
             }
         }
         if let Some(p) = self.prompts.get_mut(id) {

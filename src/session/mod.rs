@@ -13,7 +13,8 @@
 //! A prompt ends at the first of `execution_success`, `execution_error`,
 //! `execution_interrupted` and `executing` with a null node; later signals for it are no-ops.
 //! File outputs named by `executed` (SaveImage, video, audio) are fetched with `/view` before
-//! the prompt completes, when [`SessionConfig::fetch_files`] is on.
+//! the prompt completes, when [`SessionConfig::fetch_files`] is on. [`Outputs`] folds a prompt's
+//! output events into typed [`Output`]s (image, animated image, video, audio, 3D, file, text).
 //!
 //! Every wait it hands to the adapter has a deadline from [`Timeouts`], kept as a timer of its
 //! own: a connect that fails or does not finish in time fails every prompt not yet posted with
@@ -60,6 +61,7 @@ mod event;
 mod handle;
 mod link;
 mod outbox;
+mod output;
 mod prompt;
 mod views;
 
@@ -72,6 +74,7 @@ use serde_json::{Map, Value};
 pub use config::{Backoff, SessionConfig, Timeouts};
 pub use event::{Deadline, Deadlines, Event, Failure, Image, RequestId, Transmit};
 pub use outbox::{Outbox, OutboxStats};
+pub use output::{Output, OutputBody, OutputKind, Outputs, classify};
 pub use prompt::SAVE_IMAGE_WEBSOCKET;
 
 use crate::error::{Misuse, ProtocolError, TransportError};
@@ -159,6 +162,7 @@ enum Pending {
     View {
         prompt: PromptId,
         node: NodeId,
+        index: u32,
         file: FileRef,
     },
     History(PromptId),
@@ -189,6 +193,9 @@ impl Pending {
 struct ViewJob {
     prompt: PromptId,
     node: NodeId,
+    /// The output's index, given when it was asked for: files keep the order the server
+    /// listed them in, however their downloads finish.
+    index: u32,
     file: FileRef,
 }
 

@@ -30,7 +30,7 @@ pub struct OutboxStats {
 ///
 /// | event | while fewer than `cap` wait | once `cap` or more wait |
 /// | --- | --- | --- |
-/// | [`Event::Output`], [`Event::File`], the terminal event | kept | kept (never dropped) |
+/// | [`Event::Output`], [`Event::File`], [`Event::NodeOutput`], the terminal event | kept | kept (never dropped) |
 /// | [`Event::Progress`], [`Event::Text`] | replaces an unread one of the same node | same |
 /// | [`Event::Preview`] | kept | replaces an unread preview of the same node, else dropped |
 /// | anything else | kept | kept until `4 × cap` wait, then dropped |
@@ -72,7 +72,8 @@ enum LatestKey<'a> {
 
 fn class(event: &Event) -> Class<'_> {
     match event {
-        Event::Output { .. } | Event::File { .. } => Class::Kept,
+        // A node's `ui` data carries texts and file names: an output, at most one per node.
+        Event::Output { .. } | Event::File { .. } | Event::NodeOutput { .. } => Class::Kept,
         e if e.is_terminal() => Class::Kept,
         Event::Progress { node, .. } => Class::Latest(LatestKey::Progress(node.as_ref())),
         Event::Text { node, .. } => Class::Latest(LatestKey::Text(node)),

@@ -77,6 +77,9 @@ pub(crate) struct Prompt {
     pub current: Option<(NodeId, bool)>,
     /// Output nodes the server said it will skip (`node_errors` on a 200).
     pub skipped_outputs: HashSet<NodeId>,
+    /// Nodes whose `ui` data was reported (`executed`), so a `/history` lookup adds only the
+    /// others.
+    pub ui_reported: HashSet<NodeId>,
 }
 
 impl Prompt {
@@ -99,6 +102,7 @@ impl Prompt {
             ws_nodes_whole: HashSet::new(),
             current: None,
             skipped_outputs: HashSet::new(),
+            ui_reported: HashSet::new(),
         }
     }
 

@@ -60,9 +60,11 @@ impl Session {
             return;
         }
         p.files_pending += 1;
+        let index = p.next_index(node);
         self.views.push_back(ViewJob {
             prompt: id.clone(),
             node: node.clone(),
+            index,
             file,
         });
         self.start_views(now);
@@ -94,6 +96,7 @@ impl Session {
                 Pending::View {
                     prompt: job.prompt,
                     node: job.node,
+                    index: job.index,
                     file: job.file,
                 },
             );

@@ -118,11 +118,12 @@ fn check(report: &JobReport, image_bytes: usize) -> Result<usize, String> {
     let server = report
         .server
         .ok_or_else(|| format!("job {} succeeded on no server", report.job))?;
-    match report.outputs.as_slice() {
-        [(node, 0, image)]
-            if node.as_str() == SAVE_NODE
-                && image.data.len() == image_bytes
-                && image.data.starts_with(PNG_SIGNATURE) =>
+    match &report.outputs[..] {
+        [output]
+            if output.node.as_str() == SAVE_NODE
+                && output.index == 0
+                && output.bytes().len() == image_bytes
+                && output.bytes().starts_with(PNG_SIGNATURE) =>
         {
             Ok(server)
         }
@@ -135,6 +136,6 @@ fn check(report: &JobReport, image_bytes: usize) -> Result<usize, String> {
 
 fn write(dir: &Path, report: &JobReport) -> Result<(), String> {
     let path = dir.join(format!("job-{}.png", report.job.0));
-    std::fs::write(&path, &report.outputs[0].2.data)
-        .map_err(|e| format!("write {}: {e}", path.display()))
+    let data = report.outputs.first().map_or(&[][..], |o| o.bytes());
+    std::fs::write(&path, data).map_err(|e| format!("write {}: {e}", path.display()))
 }

@@ -21,7 +21,13 @@
 //!     let client = connect(ClientConfig::new("127.0.0.1:8188".parse().unwrap()));
 //!     let graph = QwenParams::new("a tea house in the rain", 3).build().unwrap();
 //!     let result = client.run(graph).await.unwrap();
-//!     println!("{} images", result.outputs.len());
+//!     for output in &result.outputs {
+//!         // `image`, `video`, `text`...; `extension` fits the content (png, mp4, txt).
+//!         println!("node {} {}: {} bytes", output.node, output.kind, output.bytes().len());
+//!     }
+//!     for (node, text) in result.outputs.texts() {
+//!         println!("node {node} says {text:?}");
+//!     }
 //! });
 //! ```
 
@@ -40,6 +46,10 @@ pub use surf_client::{SurfClient, connect_with_surf};
 
 /// The sans-IO core (`comfy-proxy`): workflows, addresses, wire types, the session's events.
 pub use comfy_proxy as core;
+/// Every output of a prompt ([`RunResult::outputs`], [`JobReport::outputs`]): one [`Output`]
+/// per image, animated image, video, audio, 3D or other file and text, told apart by
+/// [`OutputKind`].
+pub use comfy_proxy::session::{Output, OutputBody, OutputKind, Outputs};
 pub use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, PoolEvents, Upload};
 pub use comfy_proxy_driver::{
     Auth, Client, ClientConfig, ClientError, PromptStream, RunResult, UploadOptions,

@@ -155,7 +155,7 @@ fn a_job_runs_over_the_program_s_surf_client() {
         let client = connect_with_surf(surf_client(&counter), config.clone());
         let result = client.run(graph()).await.expect("the job runs");
         assert_eq!(result.outputs.len(), 1);
-        assert_eq!(result.outputs[0].2.format.name(), "PNG");
+        assert_eq!(result.outputs[0].extension, "png");
         let seen = counter.0.load(Ordering::Relaxed);
         assert!(
             seen >= 2,

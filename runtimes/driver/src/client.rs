@@ -8,13 +8,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use comfy_proxy::session::{
-    Deadline, Deadlines, Event, Failure, Image, OutboxStats, Session, SessionConfig, Submission,
+    Deadline, Deadlines, Event, Failure, OutboxStats, Outputs, Session, SessionConfig, Submission,
 };
 use comfy_proxy::wire::http::UploadError;
 use comfy_proxy::wire::http::{self, PromptRejected, UploadedFile};
 use comfy_proxy::{
-    ClientId, Misuse, NodeId, PromptId, ProtocolError, ServerAddress, TransportError,
-    TransportErrorKind, Workflow, WorkflowError,
+    ClientId, Misuse, PromptId, ProtocolError, ServerAddress, TransportError, TransportErrorKind,
+    Workflow, WorkflowError,
 };
 use futures_channel::{mpsc, oneshot};
 use futures_util::stream::{Stream, StreamExt};
@@ -336,8 +336,11 @@ impl fmt::Debug for Client {
 pub struct RunResult {
     /// The prompt.
     pub prompt_id: Option<PromptId>,
-    /// Output images by node and index, in arrival order.
-    pub outputs: Vec<(NodeId, u32, Image)>,
+    /// Every output in arrival order: images (websocket frames and files), animated images,
+    /// video, audio, 3D and other files, texts; and each output node's `ui` data
+    /// ([`Outputs::ui`]). Outputs of nodes the server took from its cache are in it too (the
+    /// server announces them again). Previews are not: they are counted in `previews`.
+    pub outputs: Outputs,
     /// How many previews arrived.
     pub previews: usize,
     /// How many previews were dropped because the reader lagged.
@@ -461,7 +464,7 @@ impl Client {
         })
     }
 
-    /// Runs a workflow to its end and returns its output images, or the reason it failed.
+    /// Runs a workflow to its end and returns all its outputs, or the reason it failed.
     pub async fn run(&self, workflow: Workflow) -> Result<RunResult, ClientError> {
         let mut stream = self.submit(workflow).await?;
         let mut result = RunResult {
@@ -469,10 +472,10 @@ impl Client {
             ..RunResult::default()
         };
         while let Some(event) = stream.next().await {
+            if result.outputs.handle_event(&event) {
+                continue;
+            }
             match event {
-                Event::Output {
-                    node, index, image, ..
-                } => result.outputs.push((node, index, image)),
                 Event::Preview { .. } => result.previews += 1,
                 Event::Completed { .. } => {
                     result.previews_dropped = stream.stats().previews_dropped;

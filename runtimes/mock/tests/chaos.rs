@@ -575,12 +575,13 @@ impl Sim {
                 assert_eq!(report.server, Some(server), "job {job}");
                 assert_eq!(report.attempts, number, "job {job}");
                 let mut got: Vec<(u32, u32)> = Vec::new();
-                for (node, index, image) in &report.outputs {
+                for output in &report.outputs {
+                    let node = &output.node;
                     assert_eq!(node.as_str(), "9", "job {job}: output of node {node}");
-                    let (seed, i, last) = label(&image.data).expect("a stamped PNG");
+                    let (seed, i, last) = label(output.bytes()).expect("a stamped PNG");
                     assert_eq!(seed, seed_of(job.0), "job {job} got another job's image");
                     assert!(last, "job {job}: a preview delivered as an output");
-                    got.push((*index, i));
+                    got.push((output.index, i));
                 }
                 let want: Vec<(u32, u32)> = (0..j.batch as u32).map(|i| (i, i)).collect();
                 assert_eq!(got, want, "job {job}: images of its batch of {}", j.batch);

@@ -58,13 +58,16 @@ fn main() {
                     .unwrap_or_default();
                 match &report.outcome {
                     Ok(()) => {
-                        for (node, index, image) in &report.outputs {
+                        for output in &report.outputs {
+                            // Node ids come from the server: keep them out of the path.
+                            let node: String = (output.node.as_str().chars())
+                                .filter(char::is_ascii_alphanumeric)
+                                .collect();
                             let name = format!(
-                                "pool-{}-{node}-{index}.{}",
-                                report.job,
-                                image.format.extension()
+                                "pool-{}-{node}-{}.{}",
+                                report.job, output.index, output.extension
                             );
-                            if let Err(e) = std::fs::write(&name, &image.data) {
+                            if let Err(e) = std::fs::write(&name, output.bytes()) {
                                 eprintln!("cannot write {name}: {e}");
                             }
                         }

@@ -34,7 +34,7 @@
 //!         break;
 //!     }
 //! }
-//! println!("{} images, {:?}", result.outputs.len(), client.queue().unwrap());
+//! println!("{} outputs, {:?}", result.outputs.len(), client.queue().unwrap());
 //! ```
 
 use std::future::Future;

@@ -17,7 +17,13 @@
 //!     let client = connect(ClientConfig::new(server));
 //!     let graph = FluxParams::new("a red fox in snow", 7).build().unwrap();
 //!     let result = client.run(graph).await.unwrap();
-//!     println!("{} images", result.outputs.len());
+//!     for output in &result.outputs {
+//!         // `image`, `video`, `text`...; `extension` fits the content (png, mp4, txt).
+//!         println!("node {} {}: {} bytes", output.node, output.kind, output.bytes().len());
+//!     }
+//!     for (node, text) in result.outputs.texts() {
+//!         println!("node {node} says {text:?}");
+//!     }
 //! });
 //! ```
 //!
@@ -38,7 +44,7 @@
 //!     pool.close();
 //!     while let Some(event) = events.next().await {
 //!         if let PoolEvent::Finished(report) = event {
-//!             println!("job {}: {} images", report.job, report.outputs.len());
+//!             println!("job {}: {} outputs", report.job, report.outputs.len());
 //!         }
 //!     }
 //! });
@@ -56,6 +62,10 @@ pub mod blocking;
 
 /// The sans-IO core (`comfy-proxy`): workflows, addresses, wire types, the session's events.
 pub use comfy_proxy as core;
+/// Every output of a prompt ([`RunResult::outputs`], [`JobReport::outputs`]): one [`Output`]
+/// per image, animated image, video, audio, 3D or other file and text, told apart by
+/// [`OutputKind`].
+pub use comfy_proxy::session::{Output, OutputBody, OutputKind, Outputs};
 pub use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, PoolEvents, Upload};
 pub use comfy_proxy_driver::{
     Auth, Client, ClientConfig, ClientError, PromptStream, RunResult, UploadOptions,

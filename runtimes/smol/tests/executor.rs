@@ -49,7 +49,7 @@ fn a_job_runs_on_the_programs_executor() {
         result
             .outputs
             .iter()
-            .all(|(_, _, image)| image.data.len() > 100)
+            .all(|output| output.bytes().len() > 100)
     );
 
     // Dropping the last handle closes the connection: its tasks end on the same executor.

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_proxy::session::{Event, Failure};
+use comfy_proxy::session::{Event, Failure, OutputKind, Outputs};
 use comfy_proxy::wire::http::{PromptRequest, QueuePosition};
 use comfy_proxy::wire::{FileRef, http};
 use comfy_proxy::{ClientId, PromptId, ServerAddress, Workflow};
 use comfy_proxy_driver::{Client, ClientConfig, ClientError, UploadOptions};
-use comfy_proxy_smol::{Smol, connect_with};
+use comfy_proxy_smol::{PoolConfig, PoolEvent, Smol, connect_with};
 use serde_json::{Value, json};
 use smol::stream::StreamExt;
 
@@ -97,9 +97,123 @@ fn websocket_images() {
         });
         let result = c.run(workflow(graph)).await.expect("the graph runs");
         assert_eq!(result.outputs.len(), 2, "two frames over the websocket");
-        for (node, _, image) in &result.outputs {
-            assert_eq!(node.as_str(), "save");
-            assert!(is_png(&image.data));
+        for output in &result.outputs {
+            assert_eq!(output.node.as_str(), "save");
+            assert!(is_png(output.bytes()));
+        }
+    });
+}
+
+/// The mixed graph of `fixtures/outputs/mixed_graph.json` with a colour of its own, so its
+/// first run is fresh and its second is answered from the server's cache.
+fn mixed_graph() -> Workflow {
+    let mut graph: Value =
+        serde_json::from_str(include_str!("../../../fixtures/outputs/mixed_graph.json"))
+            .expect("the mixed graph");
+    graph["1"]["inputs"]["color"] = fresh_color().into();
+    workflow(graph)
+}
+
+/// 6 PNG (3 SaveImage files, 3 SaveImageWebsocket frames), 1 WebP, 1 mp4, 1 text.
+fn assert_mixed_whole(run: &str, outputs: &Outputs) {
+    let ext = |e: &str| outputs.iter().filter(|o| o.extension == e).count();
+    let kind = |k: OutputKind| outputs.of_kind(k).count();
+    assert_eq!(
+        (ext("png"), kind(OutputKind::Image)),
+        (6, 6),
+        "{run}: {outputs:?}"
+    );
+    assert_eq!(
+        (ext("webp"), kind(OutputKind::AnimatedImage)),
+        (1, 1),
+        "{run}"
+    );
+    assert_eq!((ext("mp4"), kind(OutputKind::Video)), (1, 1), "{run}");
+    let texts: Vec<&str> = outputs.texts().map(|(_, t)| t).collect();
+    assert_eq!(texts, ["hello from comfy-proxy"], "{run}");
+    assert_eq!(outputs.len(), 9, "{run}: nothing else");
+    let video = outputs.of_kind(OutputKind::Video).next().unwrap();
+    assert_eq!(
+        video.file().map(|f| f.subfolder.as_str()),
+        Some("video"),
+        "{run}"
+    );
+    assert!(video.bytes().get(4..8) == Some(b"ftyp"), "{run}: an mp4");
+    let ui = outputs.ui_of(&"5".into()).expect("SaveVideo's ui data");
+    assert_eq!(ui["animated"], json!([true]), "{run}");
+}
+
+#[test]
+fn every_output_kind_fresh_and_cached_client_and_pool() {
+    let Some(server) = server("every_output_kind_fresh_and_cached_client_and_pool") else {
+        return;
+    };
+    smol::block_on(async {
+        let graph = mixed_graph();
+        let c = client(server.clone());
+        let fresh = c.run(graph.clone()).await.expect("the mixed graph runs");
+        assert_mixed_whole("fresh, client", &fresh.outputs);
+        let cached = c.run(graph.clone()).await.expect("and runs again");
+        assert_mixed_whole("cached, client", &cached.outputs);
+
+        // The pool's job report carries the same (cached again).
+        let template = ClientConfig::new(server.clone());
+        let (pool, mut events) =
+            comfy_proxy_smol::pool(PoolConfig::new(std::slice::from_ref(&server), &template));
+        pool.submit(graph);
+        pool.close();
+        let mut reports = Vec::new();
+        while let Some(event) = events.next().await {
+            if let PoolEvent::Finished(report) = event {
+                reports.push(report);
+            }
+        }
+        let [report] = &reports[..] else {
+            panic!("one job: {reports:?}")
+        };
+        assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+        assert_mixed_whole("cached, pool", &report.outputs);
+    });
+}
+
+#[test]
+fn audio_animated_png_texts_and_previews_left_out() {
+    let Some(server) = server("audio_animated_png_texts_and_previews_left_out") else {
+        return;
+    };
+    smol::block_on(async {
+        let mut graph: Value = serde_json::from_str(include_str!(
+            "../../../fixtures/outputs/extra_outputs_graph.json"
+        ))
+        .expect("the graph");
+        graph["1"]["inputs"]["color"] = fresh_color().into();
+        let result = client(server).run(workflow(graph)).await.expect("it runs");
+        let out = &result.outputs;
+        let kinds: Vec<(&str, OutputKind, &str)> = out
+            .iter()
+            .filter(|o| o.kind != OutputKind::Text)
+            .map(|o| (o.node.as_str(), o.kind, o.extension.as_str()))
+            .collect();
+        assert_eq!(
+            kinds.len(),
+            2,
+            "SaveAnimatedPNG and SaveAudio; the temp previews are not fetched: {out:?}"
+        );
+        assert!(
+            kinds.contains(&("3", OutputKind::AnimatedImage, "png")),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&("5", OutputKind::Audio, "flac")),
+            "{kinds:?}"
+        );
+        let mut texts: Vec<&str> = out.texts().map(|(_, t)| t).collect();
+        texts.sort();
+        assert_eq!(texts, ["1.5", "5", "True"]);
+        for preview in ["2", "6"] {
+            let ui = out.ui_of(&preview.into()).expect("the preview's ui data");
+            let files = ui.values().find_map(Value::as_array).expect("its files");
+            assert_eq!(files[0]["type"], "temp", "{ui:?}");
         }
     });
 }
@@ -118,7 +232,7 @@ fn saveimage_files_through_history_and_view() {
         });
         let result = c.run(workflow(graph)).await.expect("the graph runs");
         assert_eq!(result.outputs.len(), 2, "both files fetched");
-        assert!(result.outputs.iter().all(|(_, _, i)| is_png(&i.data)));
+        assert!(result.outputs.iter().all(|o| is_png(o.bytes())));
         let id = result.prompt_id.expect("a prompt id");
 
         let entry = c.history(&id).await.expect("history").expect("an entry");

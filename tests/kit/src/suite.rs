@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_proxy::session::{Deadlines, Event, SessionConfig};
+use comfy_proxy::session::{Deadlines, Event, OutputKind, SessionConfig};
 use comfy_proxy::transcript::Transcript;
 use comfy_proxy::{ServerAddress, Workflow};
 use comfy_proxy_mock::{MockConfig, MockHandle};
@@ -71,8 +71,11 @@ pub async fn single_image(kit: Kit) {
     let c = client(&kit, &mock, SessionConfig::default());
     let result = c.run(graph(1, 2)).await.expect("success");
     assert_eq!(result.outputs.len(), 1);
-    let (node, index, image) = &result.outputs[0];
-    assert_eq!((node.as_str(), *index), ("save", 0));
+    let output = &result.outputs[0];
+    assert_eq!((output.node.as_str(), output.index), ("save", 0));
+    assert_eq!(output.kind, OutputKind::Image);
+    assert_eq!(output.extension, "png");
+    let image = output.image().expect("a PNG");
     assert_eq!(image.format.name(), "PNG");
     assert!(image.data.len() > 100);
 }
@@ -82,10 +85,11 @@ pub async fn batch(kit: Kit) {
     let mock = start_mock(&kit, fast()).await;
     let c = client(&kit, &mock, SessionConfig::default());
     let result = c.run(graph(4, 1)).await.expect("success");
-    let indexes: Vec<u32> = result.outputs.iter().map(|(_, i, _)| *i).collect();
+    let indexes: Vec<u32> = result.outputs.iter().map(|o| o.index).collect();
     assert_eq!(indexes, [0, 1, 2, 3]);
     assert_ne!(
-        result.outputs[0].2.data, result.outputs[1].2.data,
+        result.outputs[0].data(),
+        result.outputs[1].data(),
         "each batch item is drawn apart"
     );
 }
@@ -121,9 +125,52 @@ pub async fn two_outputs(kit: Kit) {
     )
     .unwrap();
     let result = c.run(g).await.expect("success");
-    let mut nodes: Vec<&str> = result.outputs.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut nodes: Vec<&str> = result.outputs.iter().map(|o| o.node.as_str()).collect();
     nodes.sort();
     assert_eq!(nodes, ["save_a", "save_b"]);
+}
+
+/// Every output kind the simulating mock makes, as ComfyUI 0.3.64 reports it: websocket and
+/// file PNGs, an mp4 filed under `images` with `animated: [true]`, a FLAC under `audio`, and
+/// `PreviewAny`'s text; previews (`PreviewImage`, type `temp`) stay out.
+pub async fn every_output_kind(kit: Kit) {
+    let mock = start_mock(&kit, fast()).await;
+    let c = client(&kit, &mock, SessionConfig::default());
+    let g = Workflow::from_json(
+        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":32,"height":32,"batch_size":2,"color":0}},
+            "ws":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}},
+            "files":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"kit"}},
+            "preview":{"class_type":"PreviewImage","inputs":{"images":["1",0]}},
+            "video":{"class_type":"SaveVideo","inputs":{"video":["1",0],"filename_prefix":"video/kit","format":"mp4","codec":"h264"}},
+            "audio":{"class_type":"SaveAudio","inputs":{"audio":["1",0],"filename_prefix":"audio/kit"}},
+            "say":{"class_type":"PreviewAny","inputs":{"source":"hello from comfy-proxy"}}}"#,
+    )
+    .unwrap();
+    let result = c.run(g).await.expect("success");
+    let kinds = |k: OutputKind| result.outputs.of_kind(k).count();
+    assert_eq!(kinds(OutputKind::Image), 4, "{:?}", result.outputs);
+    assert_eq!(kinds(OutputKind::Video), 1, "{:?}", result.outputs);
+    assert_eq!(kinds(OutputKind::Audio), 1, "{:?}", result.outputs);
+    let texts: Vec<&str> = result.outputs.texts().map(|(_, t)| t).collect();
+    assert_eq!(texts, ["hello from comfy-proxy"]);
+    assert_eq!(
+        result.outputs.len(),
+        7,
+        "the temp preview files are not fetched"
+    );
+    let video = result.outputs.of_kind(OutputKind::Video).next().unwrap();
+    assert_eq!(
+        (video.node.as_str(), video.extension.as_str()),
+        ("video", "mp4")
+    );
+    assert_eq!(video.file().map(|f| f.subfolder.as_str()), Some("video"));
+    let audio = result.outputs.of_kind(OutputKind::Audio).next().unwrap();
+    assert_eq!(audio.extension, "flac");
+    let preview = result
+        .outputs
+        .ui_of(&"preview".into())
+        .expect("its ui data");
+    assert_eq!(preview["images"][0]["type"], "temp");
 }
 
 /// A recorded execution error, replayed by the mock, fails the prompt with the node's error.
@@ -445,6 +492,10 @@ macro_rules! integration_suite {
             $block_on($crate::suite::two_outputs($kit));
         }
         #[test]
+        fn every_output_kind() {
+            $block_on($crate::suite::every_output_kind($kit));
+        }
+        #[test]
         fn execution_error() {
             $block_on($crate::suite::execution_error($kit));
         }
@@ -528,7 +579,7 @@ pub async fn pool_of_four(kit: Kit) {
                 report.job,
                 report.outcome
             );
-            let indexes: Vec<u32> = report.outputs.iter().map(|(_, i, _)| *i).collect();
+            let indexes: Vec<u32> = report.outputs.iter().map(|o| o.index).collect();
             assert_eq!(
                 indexes,
                 (0..expected[&report.job] as u32).collect::<Vec<_>>(),

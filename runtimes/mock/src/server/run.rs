@@ -43,6 +43,18 @@ enum Act {
         spec: ImageSpec,
         batch: u32,
     },
+    /// Stores one file (a video, an audio clip) and reports it with `executed` under `key`
+    /// (`images` for videos, as the real `SaveVideo` does, with `animated: [true]`).
+    SaveMedia {
+        node: NodeId,
+        prefix: String,
+        ext: &'static str,
+        key: &'static str,
+        animated: bool,
+        bytes: Bytes,
+    },
+    /// `executed` with this `ui` output (`PreviewAny`'s text).
+    Ui { node: NodeId, output: Value },
     /// `progress_state` (finished).
     NodeDone {
         node: NodeId,
@@ -266,6 +278,9 @@ impl MockServer {
                     },
                 );
                 one()
+            } else if let Some(act) = media_act(wf, node, class) {
+                push(t, act);
+                one()
             } else {
                 one()
             };
@@ -356,18 +371,29 @@ impl MockServer {
                         ..spec.clone()
                     };
                     let png = self.renderer.png(&spec);
-                    let (subfolder, filename) = self.save_file(kind, &prefix, png);
+                    let (subfolder, filename) = self.save_file(kind, &prefix, "png", png);
                     images
                         .push(json!({"filename": filename, "subfolder": subfolder, "type": kind}));
                 }
-                let output = json!({ "images": images });
-                let data =
-                    json!({"node": node, "display_node": node, "output": output, "prompt_id": id});
-                self.send_to(&audience, text("executed", data));
-                run.ui_outputs.insert(node.to_string(), output);
-                let meta = json!({"node_id": node, "display_node": node, "parent_node": null, "real_node_id": node});
-                run.meta.insert(node.to_string(), meta);
+                self.executed(run, &node, json!({ "images": images }));
             }
+            Act::SaveMedia {
+                node,
+                prefix,
+                ext,
+                key,
+                animated,
+                bytes,
+            } => {
+                let (subfolder, filename) = self.save_file("output", &prefix, ext, bytes);
+                let file = json!({"filename": filename, "subfolder": subfolder, "type": "output"});
+                let mut output = json!({ key: [file] });
+                if animated {
+                    output["animated"] = json!([true]);
+                }
+                self.executed(run, &node, output);
+            }
+            Act::Ui { node, output } => self.executed(run, &node, output),
             Act::NodeDone { node, value, max } => {
                 self.set_state(run, &node, value, max, "finished");
                 run.executed.push(node);
@@ -499,14 +525,25 @@ impl MockServer {
     }
 
     /// Stores a PNG as `{prefix}_{counter:05}_.png`; the prefix may name a subfolder.
-    fn save_file(&mut self, kind: &str, prefix: &str, png: Bytes) -> (String, String) {
+    /// Sends `executed` with a node's `ui` output and keeps it for the history entry.
+    fn executed(&mut self, run: &mut Run, node: &NodeId, output: Value) {
+        let id = run.job.id.clone();
+        let data = json!({"node": node, "display_node": node, "output": output, "prompt_id": id});
+        let audience = run.job.audience.clone();
+        self.send_to(&audience, Frame::Text(pyjson::message("executed", data)));
+        run.ui_outputs.insert(node.to_string(), output);
+        let meta = json!({"node_id": node, "display_node": node, "parent_node": null, "real_node_id": node});
+        run.meta.insert(node.to_string(), meta);
+    }
+
+    fn save_file(&mut self, kind: &str, prefix: &str, ext: &str, data: Bytes) -> (String, String) {
         let (subfolder, base) = prefix.rsplit_once('/').unwrap_or(("", prefix));
         let key = (kind.to_owned(), subfolder.to_owned(), base.to_owned());
         let counter = self.counters.entry(key).or_insert(0);
         *counter = counter.saturating_add(1);
-        let filename = format!("{base}_{counter:05}_.png");
+        let filename = format!("{base}_{counter:05}_.{ext}");
         let key = (kind.to_owned(), subfolder.to_owned(), filename.clone());
-        self.files.insert(key, png);
+        self.files.insert(key, data);
         (subfolder.to_owned(), filename)
     }
 
@@ -551,4 +588,68 @@ impl MockServer {
         });
         self.record_history(id, entry);
     }
+}
+
+/// The smallest files that sniff as what they are: an mp4 (`ftyp` box) and a FLAC (`fLaC`).
+const MOCK_MP4: &[u8] = b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2\0\0\0\x08free";
+const MOCK_FLAC: &[u8] = b"fLaC\x80\0\0\x22\x10\0\x10\0\0\0\0\0\0\0\x0a\xc4\x40\xf0\0\0\0\0";
+
+/// What `SaveVideo`, `SaveAudio` and `PreviewAny` do in the simulation, as ComfyUI 0.3.64
+/// reports it: a video under `images` with `animated: [true]` (in `video/` by default), a FLAC
+/// under `audio` (in `audio/`), and `{"text": [str(source)]}`.
+fn media_act(wf: &comfy_proxy::Workflow, node: &NodeId, class: &str) -> Option<Act> {
+    let literal = |name: &str| {
+        wf.node(node.as_str())
+            .and_then(|n| n.input(name))
+            .and_then(|i| i.as_value())
+    };
+    let prefix = |default: &str| {
+        literal("filename_prefix")
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_owned()
+    };
+    let node = node.clone();
+    Some(match class {
+        "SaveVideo" => Act::SaveMedia {
+            node,
+            prefix: prefix("video/ComfyUI"),
+            ext: "mp4",
+            key: "images",
+            animated: true,
+            bytes: Bytes::from_static(MOCK_MP4),
+        },
+        "SaveAudio" => Act::SaveMedia {
+            node,
+            prefix: prefix("audio/ComfyUI"),
+            ext: "flac",
+            key: "audio",
+            animated: false,
+            bytes: Bytes::from_static(MOCK_FLAC),
+        },
+        "PreviewAny" => {
+            // Python's str() of the value: a literal, or the `value` of a linked primitive
+            // (`PrimitiveString`...); anything else shows as the mock's placeholder.
+            let linked = wf
+                .node(node.as_str())
+                .and_then(|n| n.input("source"))
+                .and_then(|i| i.as_link())
+                .and_then(|l| wf.node(l.node.as_str()))
+                .and_then(|n| n.input("value"))
+                .and_then(|i| i.as_value());
+            let text = match literal("source").or(linked) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Bool(true)) => "True".to_owned(),
+                Some(Value::Bool(false)) => "False".to_owned(),
+                Some(Value::Null) => "None".to_owned(),
+                Some(v) => v.to_string(),
+                None => "mock text".to_owned(),
+            };
+            Act::Ui {
+                node,
+                output: json!({"text": [text]}),
+            }
+        }
+        _ => return None,
+    })
 }
