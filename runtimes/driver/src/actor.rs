@@ -33,6 +33,7 @@ use futures_util::future::{Either, select};
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::{Future, SinkExt};
 
+use crate::alarm::Alarm;
 use crate::auth::Auth;
 use crate::headers::Headers;
 use crate::record::Recorder;
@@ -284,6 +285,8 @@ impl Actor {
         let epoch = Instant::now();
         let mut inputs = futures_util::stream::select(control, frames);
         let mut closing = false;
+        // One timer for the session's next deadline, kept while that deadline only moves later.
+        let mut alarm = Alarm::new();
         loop {
             let now = epoch.elapsed();
             self.drain(now);
@@ -293,18 +296,16 @@ impl Actor {
                 self.conn = None;
                 return;
             }
-            let next = match self.session.poll_timeout() {
-                Some(at) => {
-                    let wait = at.saturating_sub(epoch.elapsed());
-                    match select(inputs.next(), self.rt.sleep(wait)).await {
-                        Either::Left((input, _)) => input,
-                        Either::Right(_) => {
-                            self.session.handle_timeout(epoch.elapsed());
-                            continue;
-                        }
-                    }
-                }
-                None => inputs.next().await,
+            let deadline = self.session.poll_timeout().map(|at| epoch + at);
+            let rt = self.rt.clone();
+            let next = futures_util::future::poll_fn(|cx| match inputs.poll_next_unpin(cx) {
+                Poll::Ready(input) => Poll::Ready(Some(input)),
+                Poll::Pending => alarm.poll(rt.as_ref(), cx, deadline).map(|()| None),
+            })
+            .await;
+            let Some(next) = next else {
+                self.session.handle_timeout(epoch.elapsed());
+                continue;
             };
             let now = epoch.elapsed();
             let Some(input) = next else { return };

@@ -21,8 +21,9 @@ use comfy_proxy::{PromptId, ServerAddress, TransportError, TransportErrorKind, W
 use futures_channel::mpsc;
 use futures_util::future::{Either, select};
 use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
-use futures_util::{FutureExt, Sink, StreamExt};
+use futures_util::{Sink, StreamExt};
 
+use crate::alarm::Alarm;
 use crate::client::{Client, ClientConfig, ClientError, PromptStream};
 use crate::runtime::{BoxFuture, HttpClient, Runtime};
 
@@ -228,6 +229,9 @@ impl Driver {
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut events: mpsc::Sender<PoolEvent>,
     ) {
+        // One timer, kept while the next deadline only moves later (the tick moves with the
+        // clock): no timer registered and dropped per turn.
+        let mut alarm = Alarm::new();
         loop {
             self.perform();
             if self.machine.is_done() {
@@ -242,7 +246,8 @@ impl Driver {
                 .machine
                 .poll_timeout()
                 .map_or(TICK, |t| t.saturating_sub(now).min(TICK));
-            let mut timer = self.rt.sleep(wait);
+            let deadline = Some(self.epoch + now + wait);
+            let rt = self.rt.clone();
             let has_event = self.machine.has_event();
             let wake = futures_util::future::poll_fn(|cx| {
                 if let Poll::Ready(input) = inputs.poll_next_unpin(cx) {
@@ -265,7 +270,7 @@ impl Driver {
                         Poll::Pending => {}
                     }
                 }
-                if timer.poll_unpin(cx).is_ready() {
+                if alarm.poll(rt.as_ref(), cx, deadline).is_ready() {
                     return Poll::Ready(Wake::Timer);
                 }
                 Poll::Pending
