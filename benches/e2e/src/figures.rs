@@ -18,6 +18,16 @@ pub struct RunFigures {
     pub cpu_s: f64,
     /// The client process's peak resident set, in KiB.
     pub peak_rss_kib: u64,
+    /// From before the client started to the end of its first job, in seconds.
+    #[serde(default)]
+    pub first_done_s: Option<f64>,
+    /// The client's CPU time from the end of its first job to the end of its last (start-up
+    /// taken off), in seconds.
+    #[serde(default)]
+    pub steady_cpu_s: Option<f64>,
+    /// Each job's server index and prompt id (real-server runs, for `/history`).
+    #[serde(default)]
+    pub prompts: Vec<(usize, String)>,
 }
 
 /// How a run ended.
@@ -130,6 +140,8 @@ pub struct Derived {
     pub utilisation: Option<f64>,
     /// CPU time per job, in seconds.
     pub cpu_per_job_s: f64,
+    /// CPU time per job after the first job's end (start-up taken off), in seconds.
+    pub steady_cpu_per_job_s: Option<f64>,
 }
 
 impl Derived {
@@ -168,6 +180,10 @@ impl Derived {
             over_ideal: (ideal > 0.0).then(|| run.makespan_s / ideal),
             utilisation,
             cpu_per_job_s: run.cpu_s / jobs as f64,
+            steady_cpu_per_job_s: run
+                .steady_cpu_s
+                .filter(|_| jobs > 1)
+                .map(|c| c / (jobs - 1) as f64),
             run,
         })
     }
@@ -182,6 +198,8 @@ impl Derived {
             "utilisation": self.utilisation.map(|v| round(v, 4)),
             "cpu_s": round(self.run.cpu_s, 4),
             "cpu_per_job_us": round(self.cpu_per_job_s * 1e6, 1),
+            "steady_cpu_per_job_us": self.steady_cpu_per_job_s.map(|c| round(c * 1e6, 1)),
+            "first_done_s": self.run.first_done_s.map(|v| round(v, 4)),
             "peak_rss_kib": self.run.peak_rss_kib,
             "per_server": self.run.per_server,
         })

@@ -52,6 +52,15 @@ fn scenarios() -> Vec<Scenario> {
     };
     vec![
         Scenario {
+            key: "0",
+            title: "0. client cost: 4 servers at 30 ms, 400 jobs, 8 KiB images".into(),
+            delays_ms: vec![30; 4],
+            jobs: 400,
+            image_bytes: SMALL,
+            write: false,
+            target: Target::Utilisation(0.98),
+        },
+        Scenario {
             key: "1",
             title: "1. client overhead: 4 servers, no delay, 2000 jobs, 8 KiB images".into(),
             delays_ms: vec![0; 4],
@@ -86,8 +95,17 @@ fn scenarios() -> Vec<Scenario> {
 
 const CLIENTS: [&str; 3] = ["smol", "async-std", "original"];
 
+/// What to run.
+pub struct Options {
+    /// Skip the original.
+    pub no_python: bool,
+    /// Only these scenarios (keys such as `0`, `4a`); every one when empty.
+    pub only: Vec<String>,
+}
+
 /// Runs everything; `Err` if one of our runs failed or a figure could not be measured.
-pub fn main(no_python: bool) -> Result<(), String> {
+pub fn main(options: &Options) -> Result<(), String> {
+    let no_python = options.no_python;
     let target = target_dir()?;
     let machine = machine();
     let date = today();
@@ -116,7 +134,10 @@ pub fn main(no_python: bool) -> Result<(), String> {
     let mut rss: BTreeMap<&str, Vec<Option<u64>>> = BTreeMap::new();
     let mut errors = Vec::new();
     let mut write_baseline = Value::Null;
-    for scenario in scenarios() {
+    let chosen = scenarios()
+        .into_iter()
+        .filter(|s| options.only.is_empty() || options.only.iter().any(|k| k == s.key));
+    for scenario in chosen {
         println!();
         println!("== {}", scenario.title);
         let ideal = ideal_s(&scenario.delays_ms, scenario.jobs);
@@ -376,6 +397,14 @@ fn print_scenario(
         }),
     );
     table.row("client CPU per job", cells(&|d| secs(d.cpu_per_job_s)));
+    table.row(
+        "client CPU per job, start-up off",
+        cells(&|d| d.steady_cpu_per_job_s.map_or("n/a".into(), secs)),
+    );
+    table.row(
+        "first job done after",
+        cells(&|d| d.run.first_done_s.map_or("n/a".into(), secs)),
+    );
     table.row("client peak RSS", cells(&|d| mib(d.run.peak_rss_kib)));
     table.row(
         "jobs per server",
