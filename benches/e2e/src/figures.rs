@@ -50,13 +50,16 @@ pub enum Outcome {
 
 /// Where the original's jobs got to, from its driver's standard error: `start ADDR N` when the
 /// Nth job of a server starts, `image ADDR N` when it yields its image, `empty ADDR N` when it
-/// ends without one, `done K SECONDS` when the Kth job is complete.
+/// ends without one, `done K SECONDS CPU` when the Kth job is complete (CPU: the process's
+/// user + system seconds then).
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
     /// Jobs complete.
     pub done: usize,
     /// When the last of them completed, in seconds from the start.
     pub last_done_s: Option<f64>,
+    /// The process's CPU time when the first job completed, and when the last did (seconds).
+    pub cpu_at_done_s: Option<(f64, f64)>,
     /// Per-server ordinals (1 = the server's first job) of the jobs that ended without an image.
     pub empty: Vec<u32>,
     /// Per-server ordinals of the jobs that started and never ended.
@@ -79,6 +82,10 @@ impl Trace {
                         trace.done = k;
                         trace.last_done_s = Some(t);
                     }
+                    if let Some(Ok(cpu)) = words.next().map(str::parse::<f64>) {
+                        let first = trace.cpu_at_done_s.map_or(cpu, |(f, _)| f);
+                        trace.cpu_at_done_s = Some((first, cpu));
+                    }
                 }
                 ("start", Ok(n)) => {
                     open.insert((a.to_owned(), n), ());
@@ -95,6 +102,14 @@ impl Trace {
         }
         trace.stuck = open.into_keys().map(|(_, n)| n).collect();
         trace
+    }
+}
+
+impl Trace {
+    /// CPU time per job from the first job's end to the last's, over the jobs done.
+    pub fn steady_cpu_per_job_s(&self) -> Option<f64> {
+        let (first, last) = self.cpu_at_done_s?;
+        (self.done > 1).then(|| (last - first) / (self.done - 1) as f64)
     }
 }
 

@@ -93,7 +93,7 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-const CLIENTS: [&str; 3] = ["smol", "async-std", "original"];
+const CLIENTS: [&str; 4] = ["smol", "smol-1thread", "async-std", "original"];
 
 /// What to run.
 pub struct Options {
@@ -405,6 +405,30 @@ fn print_scenario(
         "first job done after",
         cells(&|d| d.run.first_done_s.map_or("n/a".into(), secs)),
     );
+    // The original's CPU per job with start-up off, from its trace when it hung.
+    let original_cpu = outcomes.iter().find(|(c, _, _)| *c == "original").and_then(
+        |(_, outcome, derived)| match (outcome, derived) {
+            (_, Some(d)) => d.steady_cpu_per_job_s,
+            (Outcome::Hang { trace, .. }, _) => trace.steady_cpu_per_job_s(),
+            _ => None,
+        },
+    );
+    table.row(
+        "original / ours, CPU per job, start-up off",
+        outcomes
+            .iter()
+            .map(|(client, _, derived)| {
+                match (
+                    derived.as_ref().and_then(|d| d.steady_cpu_per_job_s),
+                    original_cpu,
+                ) {
+                    _ if *client == "original" => "-".into(),
+                    (Some(ours), Some(orig)) => format!("{:.1}x", orig / ours),
+                    _ => "n/a".into(),
+                }
+            })
+            .collect(),
+    );
     table.row("client peak RSS", cells(&|d| mib(d.run.peak_rss_kib)));
     table.row(
         "jobs per server",
@@ -454,6 +478,13 @@ fn print_scenario(
                         trace.done as f64 / t
                     );
                 }
+                if let Some(cpu) = trace.steady_cpu_per_job_s() {
+                    println!(
+                        "    client CPU per job over those, start-up off (from the first job's end \
+                         to the last's): {}",
+                        secs(cpu)
+                    );
+                }
                 if !trace.empty.is_empty() {
                     println!(
                         "    {} job(s) ended without an image, their callers waiting for ever; \
@@ -471,6 +502,7 @@ fn print_scenario(
                     );
                 }
                 json!({"status": "hang", "done": trace.done, "last_done_s": trace.last_done_s,
+                       "steady_cpu_per_job_us": trace.steady_cpu_per_job_s().map(|c| round(c * 1e6, 1)),
                        "jobs_without_image": trace.empty.len(), "jobs_never_ended": trace.stuck.len(),
                        "deadline_s": deadline_s})
             }

@@ -199,7 +199,8 @@ async def run(servers, jobs, image_bytes, write_dir):
         done += 1
         if first is None:
             first = (time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF))
-        print(f"done {done} {time.perf_counter() - start:.6f}", file=sys.stderr, flush=True)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"done {done} {time.perf_counter() - start:.6f} {ru.ru_utime + ru.ru_stime:.6f}", file=sys.stderr, flush=True)
 
     await asyncio.gather(*(one(i) for i in range(jobs)))
     makespan = time.perf_counter() - start

@@ -35,7 +35,7 @@ struct Busy {
     end_ms: f64,
 }
 
-/// `real --servers LIST --graph FILE --jobs N [--runs K] [--no-validate 1]`.
+/// `real --servers LIST --graph FILE --jobs N [--runs K] [--no-validate 1] [--no-warmup 1]`.
 pub fn main(args: &Args) -> Result<(), String> {
     let servers: Vec<String> = args.get("servers")?.split(',').map(str::to_owned).collect();
     let graph = args.get("graph")?;
@@ -47,6 +47,20 @@ pub fn main(args: &Args) -> Result<(), String> {
         servers.join(", "),
         if validate { "on" } else { "off" }
     );
+    if args.opt("no-warmup").is_none() {
+        // ComfyUI collects garbage after a prompt when its last collection is 10 s old or more
+        // (`gc_collect_interval` in main.py; about a second here, with torch loaded): a run
+        // started after a pause pays it right after its first job. Two jobs per server first;
+        // the runs that follow come within 10 s of it
+        // (the first waits for the collection to end).
+        let warm = run_once(&servers, graph, 2 * servers.len(), validate)?;
+        println!(
+            "  warm-up ({} jobs, then 3 s for the servers' collection): utilisation {}",
+            2 * servers.len(),
+            warm["utilisation"]
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
     let mut all = Vec::new();
     for run in 1..=runs {
         let figures = run_once(&servers, graph, jobs, validate)?;
@@ -62,6 +76,7 @@ pub fn main(args: &Args) -> Result<(), String> {
             figures["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0,
             figures["per_server"],
         );
+        println!("    idle per server: {}", figures["idle"]);
         all.push(figures);
     }
     println!(
@@ -104,11 +119,14 @@ fn run_once(servers: &[String], graph: &str, jobs: usize, validate: bool) -> Res
         return Err(format!("{} prompt ids for {jobs} jobs", run.prompts.len()));
     }
     let mut busy = Vec::new();
+    let mut per_server: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
     for (server, prompt) in &run.prompts {
         let address = servers
             .get(*server)
             .ok_or_else(|| format!("server index {server}"))?;
-        busy.push(history(address, prompt)?);
+        let b = history(address, prompt)?;
+        per_server[*server].push((b.start_ms, b.end_ms));
+        busy.push(b);
     }
     let first = busy
         .iter()
@@ -117,7 +135,22 @@ fn run_once(servers: &[String], graph: &str, jobs: usize, validate: bool) -> Res
     let last = busy.iter().map(|b| b.end_ms).fold(0.0, f64::max);
     let busy_ms: f64 = busy.iter().map(|b| b.end_ms - b.start_ms).sum();
     let wall_ms = last - launch_ms;
+    // Where each server's idle time went: before its first job, between jobs, after its last.
+    let idle: Vec<Value> = per_server
+        .iter_mut()
+        .map(|jobs| {
+            jobs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let gaps: Vec<f64> = jobs.windows(2).map(|w| w[1].0 - w[0].1).collect();
+            json!({
+                "before_first_ms": jobs.first().map(|j| round(j.0 - launch_ms, 1)),
+                "gaps_ms_total": round(gaps.iter().sum::<f64>(), 1),
+                "gap_ms_max": round(gaps.iter().copied().fold(0.0, f64::max), 1),
+                "after_last_ms": jobs.last().map(|j| round(last - j.1, 1)),
+            })
+        })
+        .collect();
     Ok(json!({
+        "idle": idle,
         "first_start_s": round((first - launch_ms) / 1e3, 4),
         "wall_s": round(wall_ms / 1e3, 4),
         "busy_s": round(busy_ms / 1e3, 4),
