@@ -133,22 +133,36 @@ pub(crate) async fn exchange(
 
     // The head, written as ureq-proto encodes it into the connection's read buffer (unused
     // until the response; as large as the largest head); a failed write means nothing came back.
+    // A body that fits after the head goes out with it, in one write (one segment, one system
+    // call); a larger one is written after the head.
+    let mut head = 0;
     while !call.can_proceed() {
-        let n = call.write(&mut conn.scratch).map_err(invalid)?;
-        conn.stream
-            .write_all(&conn.scratch[..n])
-            .await
-            .map_err(|e| io_fail(e, true))?;
+        head += call.write(&mut conn.scratch[head..]).map_err(invalid)?;
     }
     let mut call = match call.proceed().map_err(invalid)? {
-        Some(SendRequestResult::RecvResponse(call)) => call,
+        Some(SendRequestResult::RecvResponse(call)) => {
+            let bytes = &conn.scratch[..head];
+            conn.stream
+                .write_all(bytes)
+                .await
+                .map_err(|e| io_fail(e, true))?;
+            call
+        }
         Some(SendRequestResult::SendBody(mut send)) => {
             let body = o.request.body.as_ref().map_or(&[][..], |b| &b.bytes[..]);
             send.consume_direct_write(body.len()).map_err(invalid)?;
-            conn.stream
-                .write_all(body)
-                .await
-                .map_err(|e| io_fail(e, true))?;
+            let end = head + body.len();
+            let written = if end <= conn.scratch.len() {
+                conn.scratch[head..end].copy_from_slice(body);
+                conn.stream.write_all(&conn.scratch[..end]).await
+            } else {
+                let bytes = &conn.scratch[..head];
+                match conn.stream.write_all(bytes).await {
+                    Ok(()) => conn.stream.write_all(body).await,
+                    Err(e) => Err(e),
+                }
+            };
+            written.map_err(|e| io_fail(e, true))?;
             send.proceed()
                 .ok_or_else(|| invalid("the body was not all sent"))?
         }
