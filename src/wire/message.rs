@@ -58,6 +58,48 @@ pub struct NodeProgress {
     pub display_node_id: Option<NodeId>,
 }
 
+/// `progress_state.nodes` as the server sent it: an object of [`NodeProgress`] keyed by node
+/// id. The server sends one with every node's change, each listing every node so far; a client
+/// that follows prompts by their other messages never needs them, so they are decoded only when
+/// asked ([`ProgressNodes::decode`]), not with the message. The object itself was checked to be
+/// JSON when the message was decoded.
+#[derive(Debug, Clone)]
+pub struct ProgressNodes(Box<RawValue>);
+
+impl ProgressNodes {
+    /// The nodes, in the server's order.
+    ///
+    /// ```
+    /// use comfy_proxy::wire::ServerMessage;
+    /// let msg = ServerMessage::decode(
+    ///     r#"{"type":"progress_state","data":{"prompt_id":"p","nodes":{"2":{"value":3,"max":10,"state":"running","node_id":"2"}}}}"#,
+    /// )
+    /// .unwrap();
+    /// let ServerMessage::ProgressState { nodes, .. } = msg else { panic!() };
+    /// assert_eq!(nodes.decode().unwrap()[0].state, "running");
+    /// ```
+    pub fn decode(&self) -> Result<Vec<NodeProgress>, ProtocolError> {
+        serde_json::from_str::<data::indexmap_like::Nodes>(self.0.get())
+            .map(|n| n.0)
+            .map_err(|e| ProtocolError::json("progress_state nodes", &e))
+    }
+
+    /// The JSON text as sent.
+    pub fn raw(&self) -> &str {
+        self.0.get()
+    }
+}
+
+/// Equal when they decode to the same nodes (or, if either does not decode, the same text).
+impl PartialEq for ProgressNodes {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.decode(), other.decode()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.raw() == other.raw(),
+        }
+    }
+}
+
 /// The `execution_error` message: a node raised while running.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
@@ -193,8 +235,8 @@ pub enum ServerMessage {
     ProgressState {
         /// The prompt.
         prompt_id: PromptId,
-        /// Per node, in the server's order.
-        nodes: Vec<NodeProgress>,
+        /// Per node, in the server's order: kept as sent, decoded by [`ProgressNodes::decode`].
+        nodes: ProgressNodes,
     },
     /// `executed`: a node's UI output (file names, text).
     Executed {
@@ -352,7 +394,7 @@ impl<'de> de::DeserializeSeed<'de> for Data<'_> {
                 let d = data::ProgressState::deserialize(d)?;
                 M::ProgressState {
                     prompt_id: d.prompt_id,
-                    nodes: d.nodes.0,
+                    nodes: ProgressNodes(d.nodes),
                 }
             }
             "executed" => {
@@ -449,7 +491,7 @@ mod data {
     #[derive(Deserialize)]
     pub struct ProgressState {
         pub prompt_id: PromptId,
-        pub nodes: indexmap_like::Nodes,
+        pub nodes: Box<RawValue>,
     }
     #[derive(Deserialize)]
     pub struct Executed {
@@ -677,6 +719,7 @@ mod tests {
         ) else {
             panic!()
         };
+        let nodes = nodes.decode().unwrap();
         assert_eq!(
             nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(),
             ["2", "1"]
