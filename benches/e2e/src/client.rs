@@ -35,6 +35,8 @@ struct Job {
     graph: Workflow,
     /// Route by capability: check each job against the classes it uses on each server.
     validate: bool,
+    /// Jobs in flight per server, if not the scheduler's default.
+    per_server: Option<usize>,
 }
 
 /// `client --runtime smol|async-std --servers LIST --jobs M (--image-bytes B | --graph FILE)
@@ -63,6 +65,10 @@ pub fn main(args: &Args) -> Result<(), String> {
         write_dir: args.opt("write-dir").map(PathBuf::from),
         graph,
         validate: args.opt("validate").is_some(),
+        per_server: match args.opt("per-server") {
+            Some(_) => Some(args.num("per-server")?),
+            None => None,
+        },
     };
     let figures = match args.get("runtime")? {
         "smol" => smol::block_on(drive(comfy_proxy_smol::pool, &job))?,
@@ -94,6 +100,9 @@ async fn drive(
     let template = ClientConfig::new(job.servers[0].clone());
     let mut config = PoolConfig::new(&job.servers, &template);
     config.route_by_capability = job.validate;
+    if let Some(n) = job.per_server {
+        config.scheduler.per_server = n;
+    }
     let (pool, mut events) = start_pool(config);
     for _ in 0..job.jobs {
         pool.submit(job.graph.clone());

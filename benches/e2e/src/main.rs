@@ -57,7 +57,7 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage: e2e [--no-python] [--only KEY,...]\n       \
-    e2e real --servers HOST:PORT,... --graph FILE --jobs N [--runs K] [--no-validate 1] [--no-warmup 1]";
+    e2e real --servers HOST:PORT,... --graph FILE --jobs N [--runs K] [--no-validate 1] [--no-warmup 1] [--per-server N]";
 
 /// The harness's flags: `--no-python`, `--only 0,2,4a`.
 fn options(args: &[String]) -> Result<harness::Options, String> {

@@ -35,13 +35,18 @@ struct Busy {
     end_ms: f64,
 }
 
-/// `real --servers LIST --graph FILE --jobs N [--runs K] [--no-validate 1] [--no-warmup 1]`.
+/// `real --servers LIST --graph FILE --jobs N [--runs K] [--no-validate 1] [--no-warmup 1]
+/// [--per-server N]`.
 pub fn main(args: &Args) -> Result<(), String> {
     let servers: Vec<String> = args.get("servers")?.split(',').map(str::to_owned).collect();
     let graph = args.get("graph")?;
     let jobs: usize = args.num("jobs")?;
     let runs: usize = args.opt("runs").map_or(Ok(1), |_| args.num("runs"))?;
     let validate = args.opt("no-validate").is_none();
+    let per_server: Option<usize> = match args.opt("per-server") {
+        Some(_) => Some(args.num("per-server")?),
+        None => None,
+    };
     println!(
         "comfy-proxy against real servers {}: {jobs} jobs of {graph}, validation {}",
         servers.join(", "),
@@ -53,7 +58,7 @@ pub fn main(args: &Args) -> Result<(), String> {
         // started after a pause pays it right after its first job. Two jobs per server first;
         // the runs that follow come within 10 s of it
         // (the first waits for the collection to end).
-        let warm = run_once(&servers, graph, 2 * servers.len(), validate)?;
+        let warm = run_once(&servers, graph, 2 * servers.len(), validate, per_server)?;
         println!(
             "  warm-up ({} jobs, then 3 s for the servers' collection): utilisation {}",
             2 * servers.len(),
@@ -63,7 +68,7 @@ pub fn main(args: &Args) -> Result<(), String> {
     }
     let mut all = Vec::new();
     for run in 1..=runs {
-        let figures = run_once(&servers, graph, jobs, validate)?;
+        let figures = run_once(&servers, graph, jobs, validate, per_server)?;
         println!(
             "  run {run}: first job started {} after launch; utilisation {:.3} over {} \
              (busy {}); client CPU {} ({} per job), peak RSS {:.1} MiB; jobs per server {}",
@@ -87,7 +92,13 @@ pub fn main(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn run_once(servers: &[String], graph: &str, jobs: usize, validate: bool) -> Result<Value, String> {
+fn run_once(
+    servers: &[String],
+    graph: &str,
+    jobs: usize,
+    validate: bool,
+    per_server: Option<usize>,
+) -> Result<Value, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -100,6 +111,9 @@ fn run_once(servers: &[String], graph: &str, jobs: usize, validate: bool) -> Res
     .args(["--jobs", &jobs.to_string(), "--graph", graph]);
     if validate {
         cmd.args(["--validate", "1"]);
+    }
+    if let Some(n) = per_server {
+        cmd.args(["--per-server", &n.to_string()]);
     }
     let launch_ms = epoch_ms();
     let end = child::run(cmd, Duration::from_secs(120 + jobs as u64 * 10))?;
