@@ -547,7 +547,7 @@ fn print_flatness(rss: &BTreeMap<&str, Vec<Option<u64>>>) -> Value {
                 let per_job = growth / extra / (LARGE / 1024) as f64;
                 let flat = growth < keep_all_kib / 10.0;
                 println!(
-                    "  {client:<10} {} -> {}: {:+.1} MiB, {:+.1}% of an image per extra job ({})",
+                    "  {client:<12} {} -> {}: {:+.1} MiB, {:+.1}% of an image per extra job ({})",
                     mib(*a),
                     mib(*b),
                     growth / 1024.0,
@@ -561,7 +561,7 @@ fn print_flatness(rss: &BTreeMap<&str, Vec<Option<u64>>>) -> Value {
                 );
             }
             _ => {
-                println!("  {client:<10} n/a (a run did not finish)");
+                println!("  {client:<12} n/a (a run did not finish)");
                 out.insert(client.into(), Value::Null);
             }
         }

@@ -14,9 +14,11 @@
 //! - `serve --instances N --job-ms LIST --image-bytes B` starts N simulating mock servers on
 //!   free loopback ports (smol), prints their addresses on one line and runs until its standard
 //!   input closes, so it dies with the harness;
-//! - `client --runtime smol|async-std --servers LIST --jobs M --image-bytes B [--write-dir D]`
+//! - `client --runtime smol|smol-1thread|async-std --servers LIST --jobs M --image-bytes B [--write-dir D]`
 //!   runs M jobs on a [`Pool`](comfy_proxy_smol::Pool) over those servers and prints one
 //!   JSON line of figures (makespan, jobs per server, CPU time, peak RSS);
+//! - `real --servers LIST --graph FILE --jobs N` runs the `client` against running ComfyUI
+//!   servers and reads the servers' own timings from `/history` (see `real.rs`);
 //! - the Python original runs from a virtualenv under `target/` with a driver script that prints
 //!   the same JSON line.
 //!
