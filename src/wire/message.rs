@@ -16,6 +16,9 @@ use serde_json::{Map, Value};
 use crate::error::ProtocolError;
 use crate::ids::{NodeId, PromptId};
 
+mod progress;
+pub use progress::{NodeProgress, ProgressNodes};
+
 /// The client's first text message, announcing that it understands type 4 frames.
 ///
 /// It must be the first message on the socket: the server ignores it later.
@@ -37,25 +40,6 @@ pub struct FileRef {
 
 fn default_file_kind() -> String {
     "output".to_owned()
-}
-
-/// One node's entry in a `progress_state` message.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[non_exhaustive]
-pub struct NodeProgress {
-    /// Progress so far.
-    #[serde(deserialize_with = "number")]
-    pub value: f64,
-    /// The value at which the node is done.
-    #[serde(deserialize_with = "number")]
-    pub max: f64,
-    /// `pending`, `running`, `finished` or `error`.
-    pub state: String,
-    /// The node's id.
-    pub node_id: NodeId,
-    /// The node shown in the UI.
-    #[serde(default)]
-    pub display_node_id: Option<NodeId>,
 }
 
 /// The `execution_error` message: a node raised while running.
@@ -193,8 +177,8 @@ pub enum ServerMessage {
     ProgressState {
         /// The prompt.
         prompt_id: PromptId,
-        /// Per node, in the server's order.
-        nodes: Vec<NodeProgress>,
+        /// Per node, in the server's order: kept as sent, decoded by [`ProgressNodes::decode`].
+        nodes: ProgressNodes,
     },
     /// `executed`: a node's UI output (file names, text).
     Executed {
@@ -352,7 +336,7 @@ impl<'de> de::DeserializeSeed<'de> for Data<'_> {
                 let d = data::ProgressState::deserialize(d)?;
                 M::ProgressState {
                     prompt_id: d.prompt_id,
-                    nodes: d.nodes.0,
+                    nodes: ProgressNodes(d.nodes),
                 }
             }
             "executed" => {
@@ -449,7 +433,7 @@ mod data {
     #[derive(Deserialize)]
     pub struct ProgressState {
         pub prompt_id: PromptId,
-        pub nodes: indexmap_like::Nodes,
+        pub nodes: Box<RawValue>,
     }
     #[derive(Deserialize)]
     pub struct Executed {
@@ -476,34 +460,6 @@ mod data {
                 }
             })
             .transpose()
-    }
-
-    pub mod indexmap_like {
-        //! `progress_state.nodes` is an object keyed by node id; we keep its order as a list.
-        use super::*;
-        use serde::de::{MapAccess, Visitor};
-
-        pub struct Nodes(pub Vec<NodeProgress>);
-
-        impl<'de> Deserialize<'de> for Nodes {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = Nodes;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        f.write_str("an object of node progress entries")
-                    }
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Nodes, A::Error> {
-                        let mut out = Vec::new();
-                        while let Some((_, v)) = map.next_entry::<de::IgnoredAny, NodeProgress>()? {
-                            out.push(v);
-                        }
-                        Ok(Nodes(out))
-                    }
-                }
-                d.deserialize_map(V)
-            }
-        }
     }
 }
 
@@ -677,6 +633,7 @@ mod tests {
         ) else {
             panic!()
         };
+        let nodes = nodes.decode().unwrap();
         assert_eq!(
             nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(),
             ["2", "1"]

@@ -11,4 +11,4 @@ pub mod message;
 
 pub use frame::{BinaryFrame, FrameError, ImageFormat, PreviewMetadata};
 pub use http::{HttpRequest, HttpResponse, Method, PromptOutcome, PromptRequest};
-pub use message::{FileRef, ServerMessage};
+pub use message::{FileRef, NodeProgress, ProgressNodes, ServerMessage};

@@ -27,25 +27,58 @@ pub fn graph() -> Workflow {
 struct Job {
     servers: Vec<ServerAddress>,
     jobs: usize,
-    image_bytes: usize,
+    /// The image size every job must return; `None`: any successful job counts (a real
+    /// server's graph).
+    image_bytes: Option<usize>,
     write_dir: Option<PathBuf>,
+    /// The graph to run (default: [`graph`]).
+    graph: Workflow,
+    /// Route by capability: check each job against the classes it uses on each server.
+    validate: bool,
+    /// Jobs in flight per server, if not the scheduler's default.
+    per_server: Option<usize>,
 }
 
-/// `client --runtime smol|async-std --servers LIST --jobs M --image-bytes B [--write-dir D]`.
+/// `client --runtime smol|async-std --servers LIST --jobs M (--image-bytes B | --graph FILE)
+/// [--write-dir D] [--validate]`.
 pub fn main(args: &Args) -> Result<(), String> {
     let servers = args
         .get("servers")?
         .split(',')
         .map(|s| ServerAddress::parse(s).map_err(|e| format!("server {s:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+    let graph = match args.opt("graph") {
+        None => graph(),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("read the graph {path}: {e}"))?;
+            Workflow::from_json(&text).map_err(|e| format!("the graph {path}: {e}"))?
+        }
+    };
     let job = Job {
         servers,
         jobs: args.num("jobs")?,
-        image_bytes: args.num("image-bytes")?,
+        image_bytes: match args.opt("graph") {
+            None => Some(args.num("image-bytes")?),
+            Some(_) => None,
+        },
         write_dir: args.opt("write-dir").map(PathBuf::from),
+        graph,
+        validate: args.opt("validate").is_some(),
+        per_server: match args.opt("per-server") {
+            Some(_) => Some(args.num("per-server")?),
+            None => None,
+        },
     };
     let figures = match args.get("runtime")? {
         "smol" => smol::block_on(drive(comfy_proxy_smol::pool, &job))?,
+        // Every task of the pool on the thread that reads its events.
+        "smol-1thread" => {
+            let executor = std::sync::Arc::new(smol::Executor::new());
+            let rt = std::sync::Arc::new(comfy_proxy_smol::Smol::with_executor(executor.clone()));
+            let start = move |config| comfy_proxy_smol::pool_with(rt.clone(), config);
+            smol::block_on(executor.run(drive(start, &job)))?
+        }
         "async-std" => async_std::task::block_on(drive(comfy_proxy_async_std::pool, &job))?,
         other => return Err(format!("unknown runtime {other:?}")),
     };
@@ -59,20 +92,26 @@ pub fn main(args: &Args) -> Result<(), String> {
 /// Submits every job, waits for every `Finished`, and measures from before the pool starts
 /// (its connections included) to the last report.
 async fn drive(
-    start_pool: fn(PoolConfig) -> (Pool, PoolEvents),
+    start_pool: impl Fn(PoolConfig) -> (Pool, PoolEvents),
     job: &Job,
 ) -> Result<RunFigures, String> {
-    let graph = graph();
     let before = usage()?;
     let start = Instant::now();
     let template = ClientConfig::new(job.servers[0].clone());
-    let (pool, mut events) = start_pool(PoolConfig::new(&job.servers, &template));
-    for _ in 0..job.jobs {
-        pool.submit(graph.clone());
+    let mut config = PoolConfig::new(&job.servers, &template);
+    config.route_by_capability = job.validate;
+    if let Some(n) = job.per_server {
+        config.scheduler.per_server = n;
     }
+    let (pool, mut events) = start_pool(config);
+    for _ in 0..job.jobs {
+        pool.submit(job.graph.clone());
+    }
+    let mut prompts = Vec::new();
     pool.close();
     let mut per_server = vec![0usize; job.servers.len()];
     let mut finished = 0;
+    let mut first: Option<(f64, f64)> = None;
     while finished < job.jobs {
         let Some(event) = events.next().await else {
             return Err(format!(
@@ -84,7 +123,13 @@ async fn drive(
             continue;
         };
         finished += 1;
+        if first.is_none() {
+            first = Some((start.elapsed().as_secs_f64(), usage()?.cpu_s));
+        }
         let server = check(&report, job.image_bytes)?;
+        if let (None, Some(prompt)) = (job.image_bytes, &report.prompt_id) {
+            prompts.push((server, prompt.as_str().to_owned()));
+        }
         *per_server
             .get_mut(server)
             .ok_or_else(|| format!("job {} reports server {server}", report.job))? += 1;
@@ -106,18 +151,24 @@ async fn drive(
         per_server,
         cpu_s,
         peak_rss_kib: after.max_rss_kib,
+        first_done_s: first.map(|f| f.0),
+        steady_cpu_s: first.map(|f| after.cpu_s - f.1),
+        prompts,
     })
 }
 
-/// The server that ran a successful job with its one PNG of the expected size; any other
-/// report is an error.
-fn check(report: &JobReport, image_bytes: usize) -> Result<usize, String> {
+/// The server that ran a successful job with its one PNG of the expected size (any outputs
+/// when `image_bytes` is `None`); any other report is an error.
+fn check(report: &JobReport, image_bytes: Option<usize>) -> Result<usize, String> {
     if let Err(e) = &report.outcome {
         return Err(format!("job {} failed: {e}", report.job));
     }
     let server = report
         .server
         .ok_or_else(|| format!("job {} succeeded on no server", report.job))?;
+    let Some(image_bytes) = image_bytes else {
+        return Ok(server);
+    };
     match &report.outputs[..] {
         [output]
             if output.node.as_str() == SAVE_NODE

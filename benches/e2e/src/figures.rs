@@ -18,6 +18,16 @@ pub struct RunFigures {
     pub cpu_s: f64,
     /// The client process's peak resident set, in KiB.
     pub peak_rss_kib: u64,
+    /// From before the client started to the end of its first job, in seconds.
+    #[serde(default)]
+    pub first_done_s: Option<f64>,
+    /// The client's CPU time from the end of its first job to the end of its last (start-up
+    /// taken off), in seconds.
+    #[serde(default)]
+    pub steady_cpu_s: Option<f64>,
+    /// Each job's server index and prompt id (real-server runs, for `/history`).
+    #[serde(default)]
+    pub prompts: Vec<(usize, String)>,
 }
 
 /// How a run ended.
@@ -40,13 +50,16 @@ pub enum Outcome {
 
 /// Where the original's jobs got to, from its driver's standard error: `start ADDR N` when the
 /// Nth job of a server starts, `image ADDR N` when it yields its image, `empty ADDR N` when it
-/// ends without one, `done K SECONDS` when the Kth job is complete.
+/// ends without one, `done K SECONDS CPU` when the Kth job is complete (CPU: the process's
+/// user + system seconds then).
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
     /// Jobs complete.
     pub done: usize,
     /// When the last of them completed, in seconds from the start.
     pub last_done_s: Option<f64>,
+    /// The process's CPU time when the first job completed, and when the last did (seconds).
+    pub cpu_at_done_s: Option<(f64, f64)>,
     /// Per-server ordinals (1 = the server's first job) of the jobs that ended without an image.
     pub empty: Vec<u32>,
     /// Per-server ordinals of the jobs that started and never ended.
@@ -69,6 +82,10 @@ impl Trace {
                         trace.done = k;
                         trace.last_done_s = Some(t);
                     }
+                    if let Some(Ok(cpu)) = words.next().map(str::parse::<f64>) {
+                        let first = trace.cpu_at_done_s.map_or(cpu, |(f, _)| f);
+                        trace.cpu_at_done_s = Some((first, cpu));
+                    }
                 }
                 ("start", Ok(n)) => {
                     open.insert((a.to_owned(), n), ());
@@ -85,6 +102,14 @@ impl Trace {
         }
         trace.stuck = open.into_keys().map(|(_, n)| n).collect();
         trace
+    }
+}
+
+impl Trace {
+    /// CPU time per job from the first job's end to the last's, over the jobs done.
+    pub fn steady_cpu_per_job_s(&self) -> Option<f64> {
+        let (first, last) = self.cpu_at_done_s?;
+        (self.done > 1).then(|| (last - first) / (self.done - 1) as f64)
     }
 }
 
@@ -130,6 +155,8 @@ pub struct Derived {
     pub utilisation: Option<f64>,
     /// CPU time per job, in seconds.
     pub cpu_per_job_s: f64,
+    /// CPU time per job after the first job's end (start-up taken off), in seconds.
+    pub steady_cpu_per_job_s: Option<f64>,
 }
 
 impl Derived {
@@ -168,6 +195,10 @@ impl Derived {
             over_ideal: (ideal > 0.0).then(|| run.makespan_s / ideal),
             utilisation,
             cpu_per_job_s: run.cpu_s / jobs as f64,
+            steady_cpu_per_job_s: run
+                .steady_cpu_s
+                .filter(|_| jobs > 1)
+                .map(|c| c / (jobs - 1) as f64),
             run,
         })
     }
@@ -182,6 +213,8 @@ impl Derived {
             "utilisation": self.utilisation.map(|v| round(v, 4)),
             "cpu_s": round(self.run.cpu_s, 4),
             "cpu_per_job_us": round(self.cpu_per_job_s * 1e6, 1),
+            "steady_cpu_per_job_us": self.steady_cpu_per_job_s.map(|c| round(c * 1e6, 1)),
+            "first_done_s": self.run.first_done_s.map(|v| round(v, 4)),
             "peak_rss_kib": self.run.peak_rss_kib,
             "per_server": self.run.per_server,
         })

@@ -52,6 +52,15 @@ fn scenarios() -> Vec<Scenario> {
     };
     vec![
         Scenario {
+            key: "0",
+            title: "0. client cost: 4 servers at 30 ms, 400 jobs, 8 KiB images".into(),
+            delays_ms: vec![30; 4],
+            jobs: 400,
+            image_bytes: SMALL,
+            write: false,
+            target: Target::Utilisation(0.98),
+        },
+        Scenario {
             key: "1",
             title: "1. client overhead: 4 servers, no delay, 2000 jobs, 8 KiB images".into(),
             delays_ms: vec![0; 4],
@@ -84,10 +93,19 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-const CLIENTS: [&str; 3] = ["smol", "async-std", "original"];
+const CLIENTS: [&str; 4] = ["smol", "smol-1thread", "async-std", "original"];
+
+/// What to run.
+pub struct Options {
+    /// Skip the original.
+    pub no_python: bool,
+    /// Only these scenarios (keys such as `0`, `4a`); every one when empty.
+    pub only: Vec<String>,
+}
 
 /// Runs everything; `Err` if one of our runs failed or a figure could not be measured.
-pub fn main(no_python: bool) -> Result<(), String> {
+pub fn main(options: &Options) -> Result<(), String> {
+    let no_python = options.no_python;
     let target = target_dir()?;
     let machine = machine();
     let date = today();
@@ -116,7 +134,10 @@ pub fn main(no_python: bool) -> Result<(), String> {
     let mut rss: BTreeMap<&str, Vec<Option<u64>>> = BTreeMap::new();
     let mut errors = Vec::new();
     let mut write_baseline = Value::Null;
-    for scenario in scenarios() {
+    let chosen = scenarios()
+        .into_iter()
+        .filter(|s| options.only.is_empty() || options.only.iter().any(|k| k == s.key));
+    for scenario in chosen {
         println!();
         println!("== {}", scenario.title);
         let ideal = ideal_s(&scenario.delays_ms, scenario.jobs);
@@ -376,6 +397,38 @@ fn print_scenario(
         }),
     );
     table.row("client CPU per job", cells(&|d| secs(d.cpu_per_job_s)));
+    table.row(
+        "client CPU per job, start-up off",
+        cells(&|d| d.steady_cpu_per_job_s.map_or("n/a".into(), secs)),
+    );
+    table.row(
+        "first job done after",
+        cells(&|d| d.run.first_done_s.map_or("n/a".into(), secs)),
+    );
+    // The original's CPU per job with start-up off, from its trace when it hung.
+    let original_cpu = outcomes.iter().find(|(c, _, _)| *c == "original").and_then(
+        |(_, outcome, derived)| match (outcome, derived) {
+            (_, Some(d)) => d.steady_cpu_per_job_s,
+            (Outcome::Hang { trace, .. }, _) => trace.steady_cpu_per_job_s(),
+            _ => None,
+        },
+    );
+    table.row(
+        "original / ours, CPU per job, start-up off",
+        outcomes
+            .iter()
+            .map(|(client, _, derived)| {
+                match (
+                    derived.as_ref().and_then(|d| d.steady_cpu_per_job_s),
+                    original_cpu,
+                ) {
+                    _ if *client == "original" => "-".into(),
+                    (Some(ours), Some(orig)) => format!("{:.1}x", orig / ours),
+                    _ => "n/a".into(),
+                }
+            })
+            .collect(),
+    );
     table.row("client peak RSS", cells(&|d| mib(d.run.peak_rss_kib)));
     table.row(
         "jobs per server",
@@ -425,6 +478,13 @@ fn print_scenario(
                         trace.done as f64 / t
                     );
                 }
+                if let Some(cpu) = trace.steady_cpu_per_job_s() {
+                    println!(
+                        "    client CPU per job over those, start-up off (from the first job's end \
+                         to the last's): {}",
+                        secs(cpu)
+                    );
+                }
                 if !trace.empty.is_empty() {
                     println!(
                         "    {} job(s) ended without an image, their callers waiting for ever; \
@@ -442,6 +502,7 @@ fn print_scenario(
                     );
                 }
                 json!({"status": "hang", "done": trace.done, "last_done_s": trace.last_done_s,
+                       "steady_cpu_per_job_us": trace.steady_cpu_per_job_s().map(|c| round(c * 1e6, 1)),
                        "jobs_without_image": trace.empty.len(), "jobs_never_ended": trace.stuck.len(),
                        "deadline_s": deadline_s})
             }
@@ -486,7 +547,7 @@ fn print_flatness(rss: &BTreeMap<&str, Vec<Option<u64>>>) -> Value {
                 let per_job = growth / extra / (LARGE / 1024) as f64;
                 let flat = growth < keep_all_kib / 10.0;
                 println!(
-                    "  {client:<10} {} -> {}: {:+.1} MiB, {:+.1}% of an image per extra job ({})",
+                    "  {client:<12} {} -> {}: {:+.1} MiB, {:+.1}% of an image per extra job ({})",
                     mib(*a),
                     mib(*b),
                     growth / 1024.0,
@@ -500,7 +561,7 @@ fn print_flatness(rss: &BTreeMap<&str, Vec<Option<u64>>>) -> Value {
                 );
             }
             _ => {
-                println!("  {client:<10} n/a (a run did not finish)");
+                println!("  {client:<12} n/a (a run did not finish)");
                 out.insert(client.into(), Value::Null);
             }
         }

@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release -p comfy-proxy-bench --bin e2e            # every scenario, every client
 //! cargo run --release -p comfy-proxy-bench --bin e2e -- --no-python
+//! cargo run --release -p comfy-proxy-bench --bin e2e -- --only 0    # one scenario
 //! ```
 //!
 //! # How it works
@@ -13,9 +14,11 @@
 //! - `serve --instances N --job-ms LIST --image-bytes B` starts N simulating mock servers on
 //!   free loopback ports (smol), prints their addresses on one line and runs until its standard
 //!   input closes, so it dies with the harness;
-//! - `client --runtime smol|async-std --servers LIST --jobs M --image-bytes B [--write-dir D]`
+//! - `client --runtime smol|smol-1thread|async-std --servers LIST --jobs M --image-bytes B [--write-dir D]`
 //!   runs M jobs on a [`Pool`](comfy_proxy_smol::Pool) over those servers and prints one
 //!   JSON line of figures (makespan, jobs per server, CPU time, peak RSS);
+//! - `real --servers LIST --graph FILE --jobs N` runs the `client` against running ComfyUI
+//!   servers and reads the servers' own timings from `/history` (see `real.rs`);
 //! - the Python original runs from a virtualenv under `target/` with a driver script that prints
 //!   the same JSON line.
 //!
@@ -28,6 +31,7 @@ mod client;
 mod figures;
 mod harness;
 mod python;
+mod real;
 mod serve;
 
 use std::collections::HashMap;
@@ -38,15 +42,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve::main(&Args::parse(&args[1..])),
         Some("client") => client::main(&Args::parse(&args[1..])),
+        Some("real") => real::main(&Args::parse(&args[1..])),
         Some("--help" | "-h") => {
-            println!("usage: e2e [--no-python]");
+            println!("{USAGE}");
             Ok(())
         }
-        None => harness::main(false),
-        Some("--no-python") if args.len() == 1 => harness::main(true),
-        Some(other) => Err(format!(
-            "unknown argument {other:?}; usage: e2e [--no-python]"
-        )),
+        _ => options(&args).and_then(|o| harness::main(&o)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,6 +56,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+const USAGE: &str = "usage: e2e [--no-python] [--only KEY,...]\n       \
+    e2e real --servers HOST:PORT,... --graph FILE --jobs N [--runs K] [--no-validate 1] [--no-warmup 1] [--per-server N]";
+
+/// The harness's flags: `--no-python`, `--only 0,2,4a`.
+fn options(args: &[String]) -> Result<harness::Options, String> {
+    let mut options = harness::Options {
+        no_python: false,
+        only: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--no-python" => options.no_python = true,
+            "--only" => {
+                let list = it.next().ok_or("--only needs a list of scenarios")?;
+                options.only = list.split(',').map(|k| k.trim().to_owned()).collect();
+            }
+            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+        }
+    }
+    Ok(options)
 }
 
 /// `--key value` pairs of the hidden modes.

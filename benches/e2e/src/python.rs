@@ -182,9 +182,10 @@ async def run(servers, jobs, image_bytes, write_dir):
             return watch(_generate(wf, image_uploads), _addr, per_server[_addr])
         instance.generate = counted
     done = 0
+    first = None
 
     async def one(i):
-        nonlocal done
+        nonlocal done, first
         image = None
         async for data in comfy.generate(workflow()):
             image = data
@@ -196,7 +197,10 @@ async def run(servers, jobs, image_bytes, write_dir):
                 f.write(image)
         del image
         done += 1
-        print(f"done {done} {time.perf_counter() - start:.6f}", file=sys.stderr, flush=True)
+        if first is None:
+            first = (time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF))
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"done {done} {time.perf_counter() - start:.6f} {ru.ru_utime + ru.ru_stime:.6f}", file=sys.stderr, flush=True)
 
     await asyncio.gather(*(one(i) for i in range(jobs)))
     makespan = time.perf_counter() - start
@@ -209,6 +213,8 @@ async def run(servers, jobs, image_bytes, write_dir):
         "per_server": [per_server[a] for a in comfy.addresses],
         "cpu_s": cpu,
         "peak_rss_kib": after.ru_maxrss,
+        "first_done_s": first[0],
+        "steady_cpu_s": (after.ru_utime + after.ru_stime) - (first[1].ru_utime + first[1].ru_stime),
     }), flush=True)
 
 

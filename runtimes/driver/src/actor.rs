@@ -505,12 +505,13 @@ impl Actor {
     }
 
     fn spawn_http(&self, id: RequestId, request: comfy_proxy::wire::HttpRequest) {
-        let rt = self.rt.clone();
         let http = self.http.clone();
         let mut outgoing = self.endpoint.outgoing(request);
-        let limit = self.session.timeouts().http;
-        // The client holds its exchange to the same deadline (no limit: none it can reach).
-        outgoing.timeout = limit.unwrap_or(Duration::MAX);
+        // The client holds its exchange to the session's deadline (no limit: none it can
+        // reach), as `HttpClient::send` promises; the session's own timer for the request,
+        // a second later, is the backstop. No second timer here: each costs the reactor a
+        // wake-up, and this runs once per prompt.
+        outgoing.timeout = self.session.timeouts().http.unwrap_or(Duration::MAX);
         let control = self.control.clone();
         self.rt.spawn(Box::pin(async move {
             let what = format!(
@@ -519,13 +520,7 @@ impl Actor {
                 outgoing.shown_url
             );
             log::debug!(target: LOG, "{what}");
-            let result = match bounded(rt.as_ref(), limit, http.send(outgoing)).await {
-                Some(result) => result,
-                None => Err(TransportError::new(
-                    TransportErrorKind::TimedOut(limit.unwrap_or_default()),
-                    what.clone(),
-                )),
-            };
+            let result = http.send(outgoing).await;
             match &result {
                 Ok(r) => log::debug!(target: LOG, "{what}: {}", r.status),
                 Err(e) => log::debug!(target: LOG, "{what}: {e}"),

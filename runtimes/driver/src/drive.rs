@@ -13,8 +13,7 @@ use std::ops::ControlFlow;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::FutureExt;
-
+use crate::alarm::Alarm;
 use crate::runtime::Runtime;
 
 /// A task that owns a sans-IO machine and moves its I/O: what [`drive`] needs from it. Times
@@ -49,25 +48,21 @@ pub(crate) trait Drive {
 pub(crate) async fn drive(rt: &dyn Runtime, task: &mut impl Drive) {
     let epoch = rt.now();
     let clock = || rt.now().saturating_duration_since(epoch);
+    // One timer, kept while the deadline only moves later (see [`Alarm`]): no timer made and
+    // dropped with the reactor every turn.
+    let mut alarm = Alarm::new();
     loop {
         let now = clock();
         task.perform(now);
         if task.finished(now) {
             return;
         }
-        let mut timer = task
-            .poll_timeout(now)
-            .map(|at| rt.sleep(at.saturating_sub(clock())));
+        let deadline = task.poll_timeout(now).map(|at| epoch + at);
         let wake = futures_util::future::poll_fn(|cx| {
             if let Poll::Ready(wake) = task.poll_wake(cx) {
                 return Poll::Ready(Some(wake));
             }
-            if let Some(timer) = &mut timer
-                && timer.poll_unpin(cx).is_ready()
-            {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
+            alarm.poll(rt, cx, deadline).map(|()| None)
         })
         .await;
         let now = clock();

@@ -7,6 +7,7 @@
 //! [`Runtime`] and [`HttpClient`] in a few hundred lines each.
 
 mod actor;
+mod alarm;
 pub mod auth;
 pub mod client;
 mod drive;

@@ -165,8 +165,23 @@ pub fn pool(config: PoolConfig) -> (Pool, PoolEvents) {
 }
 
 /// A pool on the runtime `rt` (such as [`Smol::with_executor`]), with the driver's HTTP client
-/// on the same runtime. On an executor of its own, a program can tell when every task of the
-/// pool has ended (its cancels sent after a drop): `executor.is_empty()`.
+/// on the same runtime. With an executor the program runs on the thread that reads the pool's
+/// events, every task of the pool runs on that one thread: no wake-up crosses threads. On an
+/// executor of its own, a program can also tell when every task of the pool has ended (its
+/// cancels sent after a drop): `executor.is_empty()`.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use comfy_proxy_smol::{ClientConfig, PoolConfig, Smol, pool_with};
+/// use smol::stream::StreamExt;
+///
+/// let executor = Arc::new(smol::Executor::new());
+/// let servers = ["127.0.0.1:8188".parse().unwrap()];
+/// let config = PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone()));
+/// let (pool, mut events) = pool_with(Arc::new(Smol::with_executor(executor.clone())), config);
+/// pool.close();
+/// smol::block_on(executor.run(async { while events.next().await.is_some() {} }));
+/// ```
 pub fn pool_with(rt: Arc<dyn Runtime>, config: PoolConfig) -> (Pool, PoolEvents) {
     Pool::start(rt.clone(), Arc::new(Http1::new(rt)), config)
 }

@@ -131,31 +131,38 @@ pub(crate) async fn exchange(
     let call = Call::new(request(o)?).map_err(invalid)?;
     let mut call = call.proceed();
 
-    // The head, written as ureq-proto encodes it; a failed write means nothing came back.
-    let mut out = vec![0u8; 8 << 10];
+    // The head, written as ureq-proto encodes it into the connection's read buffer (unused
+    // until the response; as large as the largest head); a failed write means nothing came back.
+    // A body that fits after the head goes out with it, in one write (one segment, one system
+    // call); a larger one is written after the head.
+    let mut head = 0;
     while !call.can_proceed() {
-        let n = match call.write(&mut out) {
-            Ok(n) => n,
-            Err(ureq_proto::Error::OutputOverflow) if out.len() < MAX_HEAD => {
-                out.resize(out.len() * 2, 0);
-                continue;
-            }
-            Err(e) => return Err(invalid(e)),
-        };
-        conn.stream
-            .write_all(&out[..n])
-            .await
-            .map_err(|e| io_fail(e, true))?;
+        head += call.write(&mut conn.scratch[head..]).map_err(invalid)?;
     }
     let mut call = match call.proceed().map_err(invalid)? {
-        Some(SendRequestResult::RecvResponse(call)) => call,
+        Some(SendRequestResult::RecvResponse(call)) => {
+            let bytes = &conn.scratch[..head];
+            conn.stream
+                .write_all(bytes)
+                .await
+                .map_err(|e| io_fail(e, true))?;
+            call
+        }
         Some(SendRequestResult::SendBody(mut send)) => {
             let body = o.request.body.as_ref().map_or(&[][..], |b| &b.bytes[..]);
             send.consume_direct_write(body.len()).map_err(invalid)?;
-            conn.stream
-                .write_all(body)
-                .await
-                .map_err(|e| io_fail(e, true))?;
+            let end = head + body.len();
+            let written = if end <= conn.scratch.len() {
+                conn.scratch[head..end].copy_from_slice(body);
+                conn.stream.write_all(&conn.scratch[..end]).await
+            } else {
+                let bytes = &conn.scratch[..head];
+                match conn.stream.write_all(bytes).await {
+                    Ok(()) => conn.stream.write_all(body).await,
+                    Err(e) => Err(e),
+                }
+            };
+            written.map_err(|e| io_fail(e, true))?;
             send.proceed()
                 .ok_or_else(|| invalid("the body was not all sent"))?
         }
@@ -217,18 +224,22 @@ pub(crate) async fn exchange(
                 return Err(too_large(n));
             }
             let close_delimited = matches!(mode, BodyMode::CloseDelimited);
-            let mut piece = vec![0u8; READ_CHUNK];
             loop {
                 if !close_delimited && recv.can_proceed() {
                     break;
                 }
                 if !conn.buf.is_empty() {
-                    let (used, produced) = recv.read(&conn.buf, &mut piece).map_err(malformed)?;
+                    // Decoded straight into the body: never more than the input's length (a
+                    // chunked body's framing only shrinks it), at most one read past `max`.
+                    let start = body.len();
+                    body.resize(start + conn.buf.len().min(max + 1 - start.min(max)), 0);
+                    let read = recv.read(&conn.buf, &mut body[start..]);
+                    let (used, produced) = read.map_err(malformed)?;
+                    body.truncate(start + produced);
                     conn.buf.drain(..used);
-                    if body.len() + produced > max {
-                        return Err(too_large((body.len() + produced) as u64));
+                    if body.len() > max {
+                        return Err(too_large(body.len() as u64));
                     }
-                    body.extend_from_slice(&piece[..produced]);
                     if used > 0 || produced > 0 {
                         continue;
                     }
