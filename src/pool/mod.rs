@@ -102,6 +102,7 @@ mod queue;
 mod report;
 mod routing;
 mod server;
+mod status;
 mod types;
 
 #[cfg(test)]
@@ -123,6 +124,7 @@ pub use control::JobOptions;
 pub use machine::{HttpId, Io, Pool, PoolSettings};
 pub use queue::EventQueue;
 pub use report::{JobError, JobReport, PoolEvent, Upload};
+pub use status::StatusBuffer;
 
 use engine::{Ask, Job, State, Steal};
 use server::{Breaker, Server};

@@ -68,7 +68,10 @@ async fn drive(
     let template = ClientConfig::new(job.servers[0].clone());
     let (pool, mut events) = start_pool(PoolConfig::new(&job.servers, &template));
     for _ in 0..job.jobs {
-        pool.submit(graph.clone());
+        // Its report comes on `events`: the handle is dropped at once.
+        pool.submit(graph.clone())
+            .await
+            .map_err(|e| format!("submit: {e}"))?;
     }
     pool.close();
     let mut per_server = vec![0usize; job.servers.len()];

@@ -136,7 +136,10 @@ fn a_pool_of_two_servers_runs_twenty_jobs_from_plain_threads() {
     assert_eq!(pool.servers(), &servers[..]);
     // Submitted from one thread, read from another.
     let submitter = std::thread::spawn(move || {
-        let jobs: Vec<_> = (0..20).map(|i| pool.submit(sampler(3, i))).collect();
+        // Each handle is dropped at once: the reports come on `events`.
+        let jobs: Vec<_> = (0..20)
+            .map(|i| pool.submit(sampler(3, i)).unwrap().id())
+            .collect();
         pool.close();
         // The pool handle stays alive until the events end: dropping it would cancel the jobs.
         (pool, jobs)
