@@ -28,10 +28,10 @@ fn sample(kind: &str) -> String {
     ] {
         let t = Transcript::parse(&fixture(name)).unwrap();
         for r in t.records {
-            if let RecordKind::WsText { text } = r.kind {
-                if ServerMessage::decode(&text).is_ok_and(|m| m.kind() == kind) {
-                    return text;
-                }
+            if let RecordKind::WsText { text } = r.kind
+                && ServerMessage::decode(&text).is_ok_and(|m| m.kind() == kind)
+            {
+                return text;
             }
         }
     }

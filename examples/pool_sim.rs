@@ -116,13 +116,13 @@ fn main() {
         // Idle servers that were given work start the next attempt they hold.
         for i in touched.drain(..) {
             let sim = &mut sims[i];
-            if !sim.busy {
-                if let Some(&(job, attempt)) = sim.queue.front() {
-                    sim.busy = true;
-                    pool.handle_started(now, job, attempt).expect("known job");
-                    seq += 1;
-                    done.push(Reverse((now + sim.job_time, seq, i)));
-                }
+            if !sim.busy
+                && let Some(&(job, attempt)) = sim.queue.front()
+            {
+                sim.busy = true;
+                pool.handle_started(now, job, attempt).expect("known job");
+                seq += 1;
+                done.push(Reverse((now + sim.job_time, seq, i)));
             }
         }
         let next_done = done.peek().map(|Reverse((t, ..))| *t);

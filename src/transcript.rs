@@ -262,13 +262,13 @@ fn record_kind(raw: RawRecord) -> Result<RecordKind, Kind> {
         },
         "ws_binary" => {
             let data = b64(&string(rest, "b64")?)?;
-            if let Some(len) = rest.get("len").and_then(Value::as_u64) {
-                if len != data.len() as u64 {
-                    return Err(Kind::LengthMismatch {
-                        actual: data.len(),
-                        declared: len,
-                    });
-                }
+            if let Some(len) = rest.get("len").and_then(Value::as_u64)
+                && len != data.len() as u64
+            {
+                return Err(Kind::LengthMismatch {
+                    actual: data.len(),
+                    declared: len,
+                });
             }
             RecordKind::WsBinary { data }
         }

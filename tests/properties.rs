@@ -76,12 +76,12 @@ fn mutate_text(text: &str, seed: u64) -> String {
     let rounds = 1 + rng.index(3);
     let mut out = text.to_owned();
     for _ in 0..rounds {
-        if rng.index(3) != 0 {
-            if let Ok(mut v) = serde_json::from_str::<Value>(&out) {
-                mutate_value(&mut v, &mut rng);
-                out = v.to_string();
-                continue;
-            }
+        if rng.index(3) != 0
+            && let Ok(mut v) = serde_json::from_str::<Value>(&out)
+        {
+            mutate_value(&mut v, &mut rng);
+            out = v.to_string();
+            continue;
         }
         let mut chars: Vec<char> = out.chars().collect();
         let at = rng.index(chars.len() + 1);

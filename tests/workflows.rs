@@ -35,10 +35,10 @@ fn recorded_graphs() -> Vec<(String, Value)> {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         for line in fs::read_to_string(&path).unwrap().lines() {
             let event: Value = serde_json::from_str(line).unwrap();
-            if event["kind"] == "http_request" {
-                if let Some(graph) = event["body"].get("prompt") {
-                    graphs.push((name.clone(), graph.clone()));
-                }
+            if event["kind"] == "http_request"
+                && let Some(graph) = event["body"].get("prompt")
+            {
+                graphs.push((name.clone(), graph.clone()));
             }
         }
     }

@@ -16,8 +16,10 @@ use comfy_proxy::text::{terminal_safe_json, terminal_safe_line};
 use comfy_proxy::{ServerAddress, Workflow};
 use comfy_proxy_smol::{ClientConfig, JobReport, PoolConfig, PoolEvent, Smol, Upload};
 use futures_util::StreamExt;
+use smol::Executor;
 
 use crate::error::{Result, usage};
+use crate::interrupt::{self, Interrupt};
 use crate::output;
 use crate::progress::Progress;
 
@@ -141,6 +143,10 @@ pub struct Tally {
     pub succeeded: usize,
     /// Jobs that failed.
     pub failed: usize,
+    /// Jobs that had not ended when Ctrl-C stopped the run (cancelled on their servers).
+    pub cancelled: usize,
+    /// Ctrl-C stopped the run.
+    pub interrupted: bool,
     /// Per server (in the plan's order): jobs finished there, and their run time there (from
     /// `execution_start` to the end) added up.
     pub per_server: Vec<(usize, Duration)>,
@@ -149,9 +155,11 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// 0 when every job succeeded, 1 when any failed.
+    /// 0 when every job succeeded, 1 when any failed, 130 when interrupted.
     pub fn exit_code(&self) -> ExitCode {
-        if self.failed == 0 {
+        if self.interrupted {
+            ExitCode::from(interrupt::EXIT_CODE)
+        } else if self.failed == 0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
@@ -177,9 +185,38 @@ pub fn run_with_uploads(
             plan.out.display()
         ))
     })?;
-    let progress = Progress::new(plan.quiet, workflows.len());
-    let tally = smol::block_on(drive(plan, workflows, uploads, progress));
+    let progress = Progress::new(plan.quiet, workflows.len(), &plan.servers);
+    // The pool's tasks run on an executor of this run's own: once the pool is dropped, its
+    // being empty says that every cancel was sent and answered (or gave up).
+    let executor = Arc::new(Executor::new());
+    let interrupt = Interrupt::install();
+    let run = drive(plan, workflows, uploads, progress, &executor, interrupt);
+    let tally = smol::block_on(executor.run(run));
     Ok(tally)
+}
+
+/// How long an interrupted run waits for its cancels (the interrupt and queue-delete requests
+/// to every server) before it exits all the same.
+const CANCEL_GRACE: Duration = Duration::from_millis(2500);
+/// How long a finished run waits for its connections to close.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
+
+/// Waits until every task on `executor` has ended, `limit` at most; whether they all did.
+async fn settle(executor: &Executor<'static>, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while !executor.is_empty() {
+        if Instant::now() >= until {
+            return false;
+        }
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// What the run's loop waits for next.
+enum Next {
+    Event(Option<Box<PoolEvent>>),
+    Interrupted,
 }
 
 async fn drive(
@@ -187,7 +224,10 @@ async fn drive(
     workflows: Vec<Workflow>,
     uploads: Vec<Upload>,
     mut progress: Progress,
+    executor: &Arc<Executor<'static>>,
+    interrupt: Interrupt,
 ) -> Tally {
+    let total = workflows.len();
     let started = Instant::now();
     let mut config = PoolConfig::new(&plan.servers, &plan.template);
     config.route_by_capability = plan.validate;
@@ -195,7 +235,8 @@ async fn drive(
         let give_up = &mut config.scheduler.all_down_give_up;
         *give_up = (*give_up).min(timeout);
     }
-    let (pool, mut events) = comfy_proxy_smol::pool(config);
+    let rt = Arc::new(Smol::with_executor(executor.clone()));
+    let (pool, mut events) = comfy_proxy_smol::pool_with(rt, config);
     // Every job reports to `events`: its handle is dropped at once. A submission waits only
     // while the pool's task catches up, never for `events` to be read.
     for wf in workflows {
@@ -210,7 +251,23 @@ async fn drive(
     };
     // When each job's current attempt started running on its server.
     let mut running: HashMap<JobId, Instant> = HashMap::new();
-    while let Some(event) = events.next().await {
+    loop {
+        let next = smol::future::or(
+            async { Next::Event(events.next().await.map(Box::new)) },
+            async {
+                interrupt.pressed().await;
+                Next::Interrupted
+            },
+        )
+        .await;
+        let event = match next {
+            Next::Event(Some(event)) => *event,
+            Next::Event(None) => break,
+            Next::Interrupted => {
+                tally.interrupted = true;
+                break;
+            }
+        };
         match event {
             PoolEvent::Progress {
                 job,
@@ -224,7 +281,7 @@ async fn drive(
                 job,
                 server,
                 attempt,
-            } => progress.dispatched(job, &plan.servers[server], attempt),
+            } => progress.dispatched(job, server, &plan.servers[server], attempt),
             PoolEvent::Accepted {
                 job,
                 server,
@@ -271,7 +328,22 @@ async fn drive(
             _ => {}
         }
     }
+    // Dropping the pool cancels every unfinished job's prompt on its server.
     drop(pool);
+    drop(events);
+    if tally.interrupted {
+        progress.interrupted();
+        tally.cancelled = total.saturating_sub(tally.succeeded + tally.failed);
+        if !settle(executor, CANCEL_GRACE).await {
+            progress.note(&format!(
+                "gave up waiting for the servers after {:.1} s: a cancel may not have reached \
+                 its server",
+                CANCEL_GRACE.as_secs_f64()
+            ));
+        }
+    } else {
+        settle(executor, CLOSE_GRACE).await;
+    }
     tally.elapsed = started.elapsed();
     if !plan.quiet {
         for line in summary(&plan.servers, &tally) {
@@ -332,9 +404,14 @@ pub fn summary(servers: &[ServerAddress], tally: &Tally) -> Vec<String> {
             )
         })
         .collect();
+    let cancelled = if tally.interrupted {
+        format!(", {} cancelled (interrupted)", tally.cancelled)
+    } else {
+        String::new()
+    };
     lines.push(format!(
-        "{}: {} succeeded, {} failed, in {:.2} s",
-        plural(tally.succeeded + tally.failed, "job"),
+        "{}: {} succeeded, {} failed{cancelled}, in {:.2} s",
+        plural(tally.succeeded + tally.failed + tally.cancelled, "job"),
         tally.succeeded,
         tally.failed,
         tally.elapsed.as_secs_f64()

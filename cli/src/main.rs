@@ -2,13 +2,16 @@
 //! replay recorded sessions, run mock servers, and a demo that needs no GPU.
 //!
 //! Exit codes: 0 when every job succeeded, 1 when any failed (or the machinery broke), 2 for a
-//! usage or configuration error, with a message that says what to fix.
+//! usage or configuration error, with a message that says what to fix, 130 when interrupted
+//! (Ctrl-C).
 
 mod convert;
 mod demo;
 mod error;
 mod generate;
+mod interrupt;
 mod jobs;
+mod logger;
 mod mock;
 mod model;
 mod ops;
@@ -31,9 +34,14 @@ use clap::{Parser, Subcommand};
 #[command(
     after_help = "Environment: COMFY_SERVERS (default for --server), COMFY_TOKEN \
     (bearer token sent to every server).\nExit codes: 0 every job succeeded, 1 a job failed, \
-    2 usage or configuration error."
+    2 usage or configuration error, 130 interrupted: Ctrl-C cancels the run's prompts on their \
+    servers and prints the summary so far; a second Ctrl-C exits at once."
 )]
 struct Cli {
+    /// Log what the client and the pool do on stderr: -v connects, retries, breakers,
+    /// steals, cancels and job ends; -vv every request and post too. URLs show no token.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +98,7 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    logger::init(logger::level(cli.verbose));
     let result = match cli.command {
         Command::Workflow(convert::WorkflowCommand::Builtin(m)) => workflow::run(&m),
         Command::Workflow(convert::WorkflowCommand::Convert(c)) => convert::run(&c),

@@ -1,6 +1,7 @@
-//! Progress on stderr: bars (one per running job and one overall) on a terminal, plain lines
-//! otherwise, nothing with `--quiet`. Results go to stdout; [`Progress::result`] prints them
-//! without tearing the bars.
+//! Progress on stderr: on a terminal, redrawn in place, an overall bar, a line per server (jobs
+//! in flight there, done, failed) and a bar per running job; plain lines otherwise; nothing
+//! with `--quiet`. Results go to stdout; [`Progress::result`] prints them, and log lines
+//! (`-v`) are printed, without tearing the bars.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -26,6 +27,30 @@ pub struct Bars {
     multi: MultiProgress,
     overall: ProgressBar,
     jobs: HashMap<JobId, ProgressBar>,
+    /// Per server: its line and its counts.
+    servers: Vec<(ProgressBar, Counts)>,
+    /// The server each job was last handed to.
+    placed: HashMap<JobId, usize>,
+}
+
+/// A server's jobs, for its line.
+#[derive(Default)]
+struct Counts {
+    in_flight: usize,
+    done: usize,
+    failed: usize,
+}
+
+impl Bars {
+    fn count(&mut self, server: usize, change: impl FnOnce(&mut Counts)) {
+        if let Some((line, counts)) = self.servers.get_mut(server) {
+            change(counts);
+            line.set_message(format!(
+                "{} in flight, {} done, {} failed",
+                counts.in_flight, counts.done, counts.failed
+            ));
+        }
+    }
 }
 
 /// A job's line before its first step.
@@ -40,9 +65,9 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Progress {
-    /// Progress for `total` jobs: bars when stderr is a terminal, lines otherwise, none when
-    /// `quiet`.
-    pub fn new(quiet: bool, total: usize) -> Self {
+    /// Progress for `total` jobs on `servers`: bars when stderr is a terminal, lines
+    /// otherwise, none when `quiet`.
+    pub fn new(quiet: bool, total: usize, servers: &[ServerAddress]) -> Self {
         if quiet {
             return Self::Quiet;
         }
@@ -53,18 +78,44 @@ impl Progress {
         let overall = multi.add(ProgressBar::new(total as u64));
         overall.set_style(style("{elapsed:>4} [{wide_bar}] {pos}/{len} jobs {msg}"));
         overall.enable_steady_tick(Duration::from_millis(200));
+        let width = servers
+            .iter()
+            .map(|s| s.authority().len())
+            .max()
+            .unwrap_or(0);
+        let servers = servers
+            .iter()
+            .map(|s| {
+                let line = multi.add(ProgressBar::new(0));
+                line.set_style(style("  {prefix} {msg}"));
+                line.set_prefix(format!("{:width$}", s.authority()));
+                line.set_message("0 in flight, 0 done, 0 failed");
+                (line, Counts::default())
+            })
+            .collect();
+        let printer = multi.clone();
+        crate::logger::set_printer(Some(Box::new(move |line: &str| {
+            printer.suspend(|| eprintln!("{line}"));
+        })));
         Self::Bars(Bars {
             multi,
             overall,
             jobs: HashMap::new(),
+            servers,
+            placed: HashMap::new(),
         })
     }
 
-    /// Job `job` was handed to `server` (uploads, then the post): not sent yet.
-    pub fn dispatched(&mut self, job: JobId, server: &ServerAddress, attempt: u32) {
+    /// Job `job` was handed to server `index`, `server` (uploads, then the post): not sent
+    /// yet.
+    pub fn dispatched(&mut self, job: JobId, index: usize, server: &ServerAddress, attempt: u32) {
         let again = again(attempt);
         match self {
             Self::Bars(b) => {
+                if let Some(before) = b.placed.insert(job, index) {
+                    b.count(before, |c| c.in_flight = c.in_flight.saturating_sub(1));
+                }
+                b.count(index, |c| c.in_flight += 1);
                 let bar = b.jobs.remove(&job).unwrap_or_else(|| {
                     let bar = b.multi.add(ProgressBar::new(0));
                     bar.set_prefix(job.to_string());
@@ -121,6 +172,15 @@ impl Progress {
                     bar.finish_and_clear();
                     b.multi.remove(&bar);
                 }
+                if let Some(server) = b.placed.remove(&job) {
+                    b.count(server, |c| {
+                        c.in_flight = c.in_flight.saturating_sub(1);
+                        match outcome {
+                            Ok(()) => c.done += 1,
+                            Err(_) => c.failed += 1,
+                        }
+                    });
+                }
                 b.overall.inc(1);
                 if outcome.is_err() {
                     b.overall.set_message("(some failed)");
@@ -151,15 +211,40 @@ impl Progress {
         }
     }
 
-    /// Removes the bars.
-    pub fn done(self) {
+    /// The run was interrupted: takes the bars down and says so while the prompts are
+    /// cancelled.
+    pub fn interrupted(&mut self) {
+        let line = "interrupted: cancelling this run's prompts on their servers \
+                    (Ctrl-C again to exit at once)";
         if let Self::Bars(b) = self {
-            for bar in b.jobs.values() {
-                bar.finish_and_clear();
-            }
-            b.overall.finish_and_clear();
-            let _ = b.multi.clear();
+            b.clear();
+            // Plain lines from now on: nothing is drawn in place any more.
+            *self = Self::Plain;
         }
+        if let Self::Plain = self {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Removes the bars.
+    pub fn done(mut self) {
+        if let Self::Bars(b) = &mut self {
+            b.clear();
+        }
+    }
+}
+
+impl Bars {
+    /// Takes every bar and line off the screen, for good.
+    fn clear(&mut self) {
+        crate::logger::set_printer(None);
+        let lines = self.jobs.drain().map(|(_, bar)| bar);
+        let lines = lines.chain(self.servers.drain(..).map(|(line, _)| line));
+        for line in lines.chain([self.overall.clone()]) {
+            line.finish_and_clear();
+            self.multi.remove(&line);
+        }
+        let _ = self.multi.clear();
     }
 }
 

@@ -121,10 +121,10 @@ impl Scheduler {
 
     /// Frees the slot a steal of `run` held on the thief.
     fn void_steal(&mut self, run: &Run) {
-        if let Steal::Pending { to } = run.steal {
-            if let Some(s) = self.servers.get_mut(to) {
-                s.reserved = s.reserved.saturating_sub(1);
-            }
+        if let Steal::Pending { to } = run.steal
+            && let Some(s) = self.servers.get_mut(to)
+        {
+            s.reserved = s.reserved.saturating_sub(1);
         }
     }
 

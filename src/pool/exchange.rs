@@ -137,12 +137,13 @@ impl Pool {
         };
         let _ = self.scheduler.handle_health(now, ServerId(s), verdict);
         // Back from an outage: it may have restarted with other nodes or models.
-        if before != BreakerState::Closed && self.breaker(s) == BreakerState::Closed {
-            if let Some(caps) = self.caps.as_mut().and_then(|c| c.get_mut(s)) {
-                caps.reset();
-                self.forget_verdicts(s);
-                self.reroute_all(now);
-            }
+        if before != BreakerState::Closed
+            && self.breaker(s) == BreakerState::Closed
+            && let Some(caps) = self.caps.as_mut().and_then(|c| c.get_mut(s))
+        {
+            caps.reset();
+            self.forget_verdicts(s);
+            self.reroute_all(now);
         }
     }
 

@@ -68,11 +68,11 @@ fn unarmed(s: &Server) -> bool {
 
 impl Servers {
     fn touch(&mut self, i: usize) {
-        if let Some(e) = self.entries.get_mut(i) {
-            if !e.dirty {
-                e.dirty = true;
-                self.dirty.push(i);
-            }
+        if let Some(e) = self.entries.get_mut(i)
+            && !e.dirty
+        {
+            e.dirty = true;
+            self.dirty.push(i);
         }
     }
 

@@ -393,10 +393,10 @@ impl Pool {
             self.pump(now);
             return;
         };
-        if event.is_terminal() {
-            if let Some(p) = event.prompt() {
-                self.prompts.remove(p);
-            }
+        if event.is_terminal()
+            && let Some(p) = event.prompt()
+        {
+            self.prompts.remove(p);
         }
         self.attempt_event(now, s, job, attempt, event);
         self.pump(now);

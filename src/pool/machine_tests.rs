@@ -76,10 +76,10 @@ fn answer_classes(
             } if *s == server && request.path.starts_with("/object_info/") => {
                 let class = request.path.trim_start_matches("/object_info/");
                 let mut body = serde_json::Map::new();
-                if class != without {
-                    if let Some(c) = full.get(class) {
-                        body.insert(class.to_owned(), c.clone());
-                    }
+                if class != without
+                    && let Some(c) = full.get(class)
+                {
+                    body.insert(class.to_owned(), c.clone());
                 }
                 let resp = HttpResponse::new(200, Value::Object(body).to_string());
                 pool.handle_http(now, *id, Ok(resp));

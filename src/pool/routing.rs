@@ -60,10 +60,9 @@ impl Pool {
                 self.finish_now(now, job, error);
             } else if self.scheduler.abort_queued(job, error.to_string())
                 == Ok(super::Handled::Applied)
+                && let Some(j) = self.jobs.get_mut(&job)
             {
-                if let Some(j) = self.jobs.get_mut(&job) {
-                    j.last_error = Some(error);
-                }
+                j.last_error = Some(error);
             }
         }
     }
@@ -137,10 +136,10 @@ impl Pool {
         for (s, c) in caps.iter().enumerate() {
             let cached = j.verdicts.get(s).cloned().flatten();
             let v = cached.unwrap_or_else(|| c.verdict(&j.workflow, &j.classes));
-            if v != Verdict::Pending {
-                if let Some(slot) = j.verdicts.get_mut(s) {
-                    *slot = Some(v.clone());
-                }
+            if v != Verdict::Pending
+                && let Some(slot) = j.verdicts.get_mut(s)
+            {
+                *slot = Some(v.clone());
             }
             out.push((s, v));
         }
@@ -157,10 +156,10 @@ impl Pool {
     }
 
     fn unhold(&mut self, job: JobId) {
-        if let Some(j) = self.jobs.get_mut(&job) {
-            if std::mem::replace(&mut j.held, false) {
-                self.held -= 1;
-            }
+        if let Some(j) = self.jobs.get_mut(&job)
+            && std::mem::replace(&mut j.held, false)
+        {
+            self.held -= 1;
         }
     }
 

@@ -374,11 +374,12 @@ impl Session {
                     number: accepted.number,
                     warnings: accepted.node_errors,
                 });
-                if gap && self.is_connected() {
-                    if let Some(mut p) = self.prompts.remove(id) {
-                        self.ask_history(now, &mut p);
-                        self.prompts.insert(id.clone(), p);
-                    }
+                if gap
+                    && self.is_connected()
+                    && let Some(mut p) = self.prompts.remove(id)
+                {
+                    self.ask_history(now, &mut p);
+                    self.prompts.insert(id.clone(), p);
                 }
             }
             Ok(PromptOutcome::Rejected(rejection)) => {

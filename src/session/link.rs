@@ -137,11 +137,11 @@ impl Session {
             }
             _ => {}
         }
-        if let Some(at) = self.keepalive_at {
-            if at <= now {
-                self.transmits.push_back(Transmit::Ping);
-                self.keepalive_at = self.config.keepalive.map(|k| now + k);
-            }
+        if let Some(at) = self.keepalive_at
+            && at <= now
+        {
+            self.transmits.push_back(Transmit::Ping);
+            self.keepalive_at = self.config.keepalive.map(|k| now + k);
         }
         let expired: Vec<(PromptId, Deadline, Phase)> = self
             .order

@@ -115,10 +115,11 @@ impl Prompt {
 
     /// Records that `node` (or, with `None`, the end of the prompt) follows the current node.
     pub fn advance(&mut self, node: Option<&NodeId>) {
-        if let Some((prev, clean)) = self.current.take() {
-            if clean && self.is_ws_output(prev.as_str()) {
-                self.ws_nodes_whole.insert(prev);
-            }
+        if let Some((prev, clean)) = self.current.take()
+            && clean
+            && self.is_ws_output(prev.as_str())
+        {
+            self.ws_nodes_whole.insert(prev);
         }
         self.current = node.map(|n| (n.clone(), true));
     }

@@ -19,9 +19,10 @@
 //! so a reader that does not read never stalls the socket, other prompts or timers.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
 use bytes::Bytes;
@@ -30,10 +31,11 @@ use comfy_proxy::wire::HttpResponse;
 use comfy_proxy::{Misuse, PromptId, ServerAddress, TransportError, TransportErrorKind};
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Either, select};
-use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::stream::{Select, SplitSink, StreamExt};
 use futures_util::{Future, SinkExt};
 
 use crate::auth::Auth;
+use crate::drive::{Drive, drive};
 use crate::headers::Headers;
 use crate::record::Recorder;
 use crate::runtime::{HttpClient, OutgoingRequest, Runtime};
@@ -243,7 +245,14 @@ pub(crate) struct Actor {
     /// The connection whose frames count; older ones' reports are ignored.
     generation: u64,
     conn: Option<Conn>,
+    /// Websockets opened so far: after the first, an open is a reconnect.
+    opened: u32,
+    /// Closed by its clients, every prompt ended: the socket closes for good.
+    closed: bool,
 }
+
+/// The target of the client's log lines.
+const LOG: &str = "comfy_proxy::client";
 
 impl Actor {
     /// An actor for `session`; run it with [`Actor::run`].
@@ -272,63 +281,24 @@ impl Actor {
             ws_path: String::new(),
             generation: 0,
             conn: None,
+            opened: 0,
+            closed: false,
         }
     }
 
     /// Runs until closed and every prompt in flight has ended.
     pub(crate) async fn run(
-        mut self,
+        self,
         control: mpsc::UnboundedReceiver<Input>,
         frames: mpsc::Receiver<Input>,
     ) {
-        let epoch = Instant::now();
-        let mut inputs = futures_util::stream::select(control, frames);
-        let mut closing = false;
-        loop {
-            let now = epoch.elapsed();
-            self.drain(now);
-            if closing && self.session.in_flight().next().is_none() {
-                self.session.close(now);
-                self.drain(now);
-                self.conn = None;
-                return;
-            }
-            let next = match self.session.poll_timeout() {
-                Some(at) => {
-                    let wait = at.saturating_sub(epoch.elapsed());
-                    match select(inputs.next(), self.rt.sleep(wait)).await {
-                        Either::Left((input, _)) => input,
-                        Either::Right(_) => {
-                            self.session.handle_timeout(epoch.elapsed());
-                            continue;
-                        }
-                    }
-                }
-                None => inputs.next().await,
-            };
-            let now = epoch.elapsed();
-            let Some(input) = next else { return };
-            match input {
-                Input::Close => closing = true,
-                Input::Submit {
-                    submission,
-                    events,
-                    ack,
-                } => {
-                    let id = submission.prompt_id.clone();
-                    let result = if closing {
-                        Err(Misuse::Closed)
-                    } else {
-                        self.session.submit(now, submission)
-                    };
-                    if let (true, Some(events)) = (result.is_ok(), events) {
-                        self.routes.insert(id, MailboxTx(events));
-                    }
-                    let _ = ack.send(result);
-                }
-                other => self.handle(now, other),
-            }
-        }
+        let rt = self.rt.clone();
+        let mut running = Running {
+            actor: self,
+            inputs: futures_util::stream::select(control, frames),
+            closing: false,
+        };
+        drive(rt.as_ref(), &mut running).await;
     }
 
     /// Drains the session until both queues are empty: routing an event may cancel a prompt,
@@ -361,6 +331,12 @@ impl Actor {
                 stop,
             } => {
                 if generation == self.generation {
+                    let server = &self.endpoint.server;
+                    match self.opened {
+                        0 => log::info!(target: LOG, "connected to {server}"),
+                        _ => log::info!(target: LOG, "reconnected to {server}"),
+                    }
+                    self.opened = self.opened.saturating_add(1);
                     if let Some(r) = &mut self.recorder {
                         r.ws_open(&self.ws_path);
                     }
@@ -373,6 +349,7 @@ impl Actor {
             }
             Input::ConnectFailed { generation, error } => {
                 if generation == self.generation {
+                    log::warn!(target: LOG, "cannot connect to {}: {error}", self.endpoint.server);
                     self.session.handle_connect_failed(now, error);
                 }
             }
@@ -394,7 +371,9 @@ impl Actor {
                     Frame::Text(text) => drop(self.session.handle_text(now, &text)),
                     Frame::Binary(data) => drop(self.session.handle_binary(now, data)),
                     Frame::Pong => self.session.handle_pong(now),
-                    Frame::Closed(_reason) => {
+                    Frame::Closed(reason) => {
+                        let server = &self.endpoint.server;
+                        log::warn!(target: LOG, "websocket to {server} ended: {reason}");
                         self.drop_conn();
                         self.session.handle_disconnect(now);
                     }
@@ -423,6 +402,8 @@ impl Actor {
     fn transmit(&mut self, t: Transmit, now: Duration) {
         let message = match t {
             Transmit::Connect { path } => {
+                let path_only = path.split('?').next().unwrap_or_default();
+                log::debug!(target: LOG, "connecting to {}{path_only}", self.endpoint.server);
                 self.drop_conn();
                 self.ws_path = path.clone();
                 self.spawn_connect(self.generation, path);
@@ -435,7 +416,17 @@ impl Actor {
                 self.spawn_http(id, request);
                 return;
             }
-            Transmit::Close => return self.drop_conn(),
+            Transmit::Close => {
+                let server = &self.endpoint.server;
+                match (self.conn.is_some(), self.closed) {
+                    (true, true) => log::debug!(target: LOG, "closing the websocket to {server}"),
+                    // Before the close, the session gives up an open socket that went silent.
+                    (true, false) => log::warn!(target: LOG,
+                        "the websocket to {server} went silent: closing it to reconnect"),
+                    (false, _) => {}
+                }
+                return self.drop_conn();
+            }
             Transmit::Text(text) => {
                 if let Some(r) = &mut self.recorder {
                     r.ws_send_text(&text);
@@ -527,13 +518,18 @@ impl Actor {
                 outgoing.request.method.as_str(),
                 outgoing.shown_url
             );
+            log::debug!(target: LOG, "{what}");
             let result = match bounded(rt.as_ref(), limit, http.send(outgoing)).await {
                 Some(result) => result,
                 None => Err(TransportError::new(
                     TransportErrorKind::TimedOut(limit.unwrap_or_default()),
-                    what,
+                    what.clone(),
                 )),
             };
+            match &result {
+                Ok(r) => log::debug!(target: LOG, "{what}: {}", r.status),
+                Err(e) => log::debug!(target: LOG, "{what}: {e}"),
+            }
             let _ = control.unbounded_send(Input::Http { id, result });
         }));
     }
@@ -555,6 +551,73 @@ impl Actor {
         if terminal {
             self.routes.remove(&id);
         }
+    }
+}
+
+/// The actor in the [drive loop](crate::drive): its inputs, and whether it was told to close.
+struct Running {
+    actor: Actor,
+    inputs: Select<mpsc::UnboundedReceiver<Input>, mpsc::Receiver<Input>>,
+    closing: bool,
+}
+
+impl Drive for Running {
+    /// An input; `None` once every sender is gone.
+    type Wake = Option<Input>;
+
+    fn perform(&mut self, now: Duration) {
+        self.actor.drain(now);
+    }
+
+    fn finished(&mut self, now: Duration) -> bool {
+        let actor = &mut self.actor;
+        if !self.closing || actor.session.in_flight().next().is_some() {
+            return false;
+        }
+        actor.closed = true;
+        actor.session.close(now);
+        actor.drain(now);
+        actor.conn = None;
+        true
+    }
+
+    fn poll_timeout(&self, _now: Duration) -> Option<Duration> {
+        self.actor.session.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        self.actor.session.handle_timeout(now);
+    }
+
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
+        self.inputs.poll_next_unpin(cx)
+    }
+
+    fn handle(&mut self, now: Duration, input: Option<Input>) -> ControlFlow<()> {
+        let Some(input) = input else {
+            return ControlFlow::Break(());
+        };
+        match input {
+            Input::Close => self.closing = true,
+            Input::Submit {
+                submission,
+                events,
+                ack,
+            } => {
+                let id = submission.prompt_id.clone();
+                let result = if self.closing {
+                    Err(Misuse::Closed)
+                } else {
+                    self.actor.session.submit(now, submission)
+                };
+                if let (true, Some(events)) = (result.is_ok(), events) {
+                    self.actor.routes.insert(id, MailboxTx(events));
+                }
+                let _ = ack.send(result);
+            }
+            other => self.actor.handle(now, other),
+        }
+        ControlFlow::Continue(())
     }
 }
 

@@ -358,6 +358,7 @@ impl Client {
                 &config.server,
                 client_id.as_str(),
                 config.redactor(),
+                rt.clone(),
             )
             .ok()
         });

@@ -9,12 +9,17 @@
 mod actor;
 pub mod auth;
 pub mod client;
+mod drive;
+#[cfg(test)]
+mod fake;
 pub mod headers;
 pub mod http1;
 mod ops;
 pub mod pool;
 mod record;
 pub mod runtime;
+#[cfg(test)]
+mod timing_tests;
 pub mod tls;
 mod ws;
 

@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -15,10 +16,13 @@ use comfy_proxy::wire::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 
 use crate::auth::Redactor;
+use crate::runtime::Runtime;
 
 /// Writes one transcript: a header line, then one line per event.
 pub(crate) struct Recorder {
     out: BufWriter<File>,
+    /// The runtime's clock: `t_ms` counts from `epoch` on it.
+    clock: Arc<dyn Runtime>,
     epoch: Instant,
     redactor: Redactor,
 }
@@ -55,6 +59,7 @@ impl Recorder {
         server: &comfy_proxy::ServerAddress,
         client_id: &str,
         redactor: Redactor,
+        clock: Arc<dyn Runtime>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let host: String = server
@@ -79,17 +84,16 @@ impl Recorder {
         writeln!(out, "{header}")?;
         Ok(Self {
             out,
-            epoch: Instant::now(),
+            epoch: clock.now(),
+            clock,
             redactor,
         })
     }
 
     fn write(&mut self, mut line: Value) {
+        let elapsed = self.clock.now().saturating_duration_since(self.epoch);
         if let Value::Object(map) = &mut line {
-            map.insert(
-                "t_ms".into(),
-                json!(self.epoch.elapsed().as_millis() as u64),
-            );
+            map.insert("t_ms".into(), json!(elapsed.as_millis() as u64));
         }
         // Each line is flushed whole: a process that exits while the client task still runs
         // (a command-line tool, once its jobs are done) leaves a transcript that parses. A
@@ -167,8 +171,11 @@ mod tests {
             value: "s3cret/query".into(),
         };
         let redactor = Redactor::new(auth.secrets().into_iter().chain(["s3cret-bearer".into()]));
-        let mut r = Recorder::create(&dir, &server, "c1", redactor).unwrap();
+        let rt = crate::fake::FakeRuntime::new();
+        let mut r = Recorder::create(&dir, &server, "c1", redactor, rt.clone()).unwrap();
         r.ws_open("/ws?clientId=c1");
+        // Times count on the runtime's clock.
+        rt.advance(std::time::Duration::from_millis(1_500));
         r.ws_text(r#"{"type":"status","echo":"Bearer s3cret-bearer"}"#);
         // Image bytes are left alone: scrubbing them would corrupt the image.
         r.ws_binary(b"\0\0\0\x01s3cret-bearer");
@@ -207,5 +214,15 @@ mod tests {
             .decode(b64)
             .unwrap();
         assert_eq!(bytes, b"\0\0\0\x01s3cret-bearer");
+        let times: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["t_ms"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(times[..2], [0, 1_500], "t_ms follows the runtime's clock");
     }
 }

@@ -1,9 +1,9 @@
-//! What a runtime crate supplies: spawn, timers, TCP connect, and an HTTP client.
+//! What a runtime crate supplies: spawn, timers and the clock, TCP connect, and an HTTP client.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use comfy_proxy::TransportError;
 use comfy_proxy::wire::{HttpRequest, HttpResponse};
@@ -16,7 +16,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
-/// The runtime: spawn, sleep and connect, in the manner of quinn's `Runtime`.
+/// The runtime: spawn, sleep, connect and the clock, in the manner of quinn's `Runtime`.
+///
+/// The driver reads the time only through [`Runtime::now`] and waits only through
+/// [`Runtime::sleep`], so a runtime whose clock a test moves drives every deadline of the client
+/// and the pool without waiting real time.
 pub trait Runtime: Send + Sync + 'static {
     /// Runs a future in the background until it completes.
     fn spawn(&self, future: BoxFuture<'static, ()>);
@@ -24,6 +28,12 @@ pub trait Runtime: Send + Sync + 'static {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
     /// Opens a TCP connection to `host:port`.
     fn connect(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
+    /// The current time, on the clock [`Runtime::sleep`] counts on. Default: the system's
+    /// monotonic clock.
+    fn now(&self) -> Instant {
+        #[allow(clippy::disallowed_methods)] // The one place the driver reads the system clock.
+        Instant::now()
+    }
 }
 
 /// One HTTP request to a server, with everything the adapter adds to the core's description.

@@ -200,7 +200,13 @@ pub fn connect_with(rt: Arc<dyn Runtime>, config: ClientConfig) -> Client {
 /// with [`Pool::submit`] and follow each with its [`JobHandle`]; jobs whose handle was dropped
 /// report to the [`PoolEvents`].
 pub fn pool(config: PoolConfig) -> (Pool, PoolEvents) {
-    let rt: Arc<dyn Runtime> = Arc::new(Smol);
+    pool_with(Arc::new(Smol), config)
+}
+
+/// A pool on the runtime `rt` (such as [`Smol::with_executor`]), with the driver's HTTP client
+/// on the same runtime. On an executor of its own, a program can tell when every task of the
+/// pool has ended (its cancels sent after a drop): `executor.is_empty()`.
+pub fn pool_with(rt: Arc<dyn Runtime>, config: PoolConfig) -> (Pool, PoolEvents) {
     Pool::start(rt.clone(), Arc::new(Http1::new(rt)), config)
 }
 

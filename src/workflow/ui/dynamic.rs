@@ -30,11 +30,11 @@ fn strip_comments(text: &str) -> String {
     while let Some(at) = rest.find('/') {
         let (before, from) = rest.split_at(at);
         out.push_str(before);
-        if let Some(body) = from.strip_prefix("/*") {
-            if let Some(end) = body.find("*/") {
-                rest = &body[end + 2..];
-                continue;
-            }
+        if let Some(body) = from.strip_prefix("/*")
+            && let Some(end) = body.find("*/")
+        {
+            rest = &body[end + 2..];
+            continue;
         }
         if from.starts_with("//") {
             rest = &from[from.find('\n').unwrap_or(from.len())..];
@@ -123,14 +123,13 @@ fn unescape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(&next) = chars.peek() {
-                if matches!(next, '{' | '}' | '|') {
-                    out.push(next);
-                    chars.next();
-                    continue;
-                }
-            }
+        if c == '\\'
+            && let Some(&next) = chars.peek()
+            && matches!(next, '{' | '}' | '|')
+        {
+            out.push(next);
+            chars.next();
+            continue;
         }
         out.push(c);
     }

@@ -17,7 +17,7 @@ mod exchange;
 mod idle;
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use comfy_proxy::wire::{HttpResponse, Method};
 use comfy_proxy::{TransportError, TransportErrorKind};
@@ -92,13 +92,13 @@ impl Http1 {
 
     fn take(&self, key: &str) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.take(key, Instant::now())
+        idle.take(key, self.rt.now())
     }
 
     fn put(&self, key: &str, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         // A connection the pool has no room for is closed here, outside the lock's users.
-        let refused = idle.put(key, conn, Instant::now());
+        let refused = idle.put(key, conn, self.rt.now());
         drop(idle);
         drop(refused);
     }

@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use comfy_proxy::Workflow;
 use comfy_proxy::pool::{EventQueue, JobId, JobOptions, PoolStats};
@@ -149,12 +150,13 @@ impl Drop for Handles {
 
 impl Driver {
     /// Performs the machine's I/O and delivers its events, until it has neither.
-    pub(super) fn settle(&mut self) {
+    pub(super) fn settle(&mut self, now: Duration) {
         loop {
-            self.perform();
+            self.perform_io(now);
             let mut again = false;
             while let Some(event) = self.machine.poll_event() {
-                again |= self.deliver(event);
+                super::trace::event(&event, self.machine.servers());
+                again |= self.deliver(now, event);
             }
             if !again {
                 return;
@@ -164,26 +166,26 @@ impl Driver {
 
     /// Sends an event to its job's handle, else to the pool-wide backlog. Returns whether the
     /// machine was told a report was consumed (it may then have more to do).
-    fn deliver(&mut self, event: PoolEvent) -> bool {
+    fn deliver(&mut self, now: Duration, event: PoolEvent) -> bool {
         let job = event.job();
         let finished = matches!(event, PoolEvent::Finished(_));
         if let Some(slot) = self.handles.jobs.get(&job).cloned().flatten() {
             slot.push(event);
             if finished {
                 slot.end();
-                return self.consumed(job);
+                return self.consumed(now, job);
             }
             return false;
         }
-        self.send_pool_wide(event)
+        self.send_pool_wide(now, event)
     }
 
     /// Queues an event of a detached job for the pool-wide stream; with nobody to read it, a
     /// report is consumed at once. Returns whether one was.
-    fn send_pool_wide(&mut self, event: PoolEvent) -> bool {
+    fn send_pool_wide(&mut self, now: Duration, event: PoolEvent) -> bool {
         if self.handles.events_gone {
             return match event {
-                PoolEvent::Finished(r) => self.consumed(r.job),
+                PoolEvent::Finished(r) => self.consumed(now, r.job),
                 _ => false,
             };
         }
@@ -192,21 +194,19 @@ impl Driver {
     }
 
     /// The job's report reached its reader: the machine forgets it.
-    pub(super) fn consumed(&mut self, job: JobId) -> bool {
+    pub(super) fn consumed(&mut self, now: Duration, job: JobId) -> bool {
         self.handles.jobs.remove(&job);
-        let now = self.now();
         self.machine.handle_consumed(now, job);
         true
     }
 
     /// The pool-wide receiver was dropped: nobody can learn how detached jobs end, so they
     /// are cancelled; jobs with a handle go on.
-    pub(super) fn events_gone(&mut self) {
+    pub(super) fn events_gone(&mut self, now: Duration) {
         if self.handles.events_gone {
             return;
         }
         self.handles.events_gone = true;
-        let now = self.now();
         let mut detached: Vec<JobId> = self
             .handles
             .jobs
@@ -221,15 +221,14 @@ impl Driver {
         }
         while let Some(event) = self.handles.backlog.pop() {
             if let PoolEvent::Finished(r) = event {
-                self.consumed(r.job);
+                self.consumed(now, r.job);
             }
         }
-        self.settle();
+        self.settle(now);
     }
 
     /// An input from the pool's user other than an abort.
-    pub(super) fn on_input(&mut self, input: Input) {
-        let now = self.now();
+    pub(super) fn on_input(&mut self, now: Duration, input: Input) {
         match input {
             Input::Submit {
                 job,
@@ -262,7 +261,7 @@ impl Driver {
             Input::Detached(job, slot) => {
                 // What the handle left unread goes first, then what comes later.
                 for event in slot.unread() {
-                    self.send_pool_wide(event);
+                    self.send_pool_wide(now, event);
                 }
                 if let Some(entry) = self.handles.jobs.get_mut(&job) {
                     *entry = None;
@@ -274,10 +273,11 @@ impl Driver {
             Input::Stats(answer) => drop(answer.send(self.machine.stats(now))),
             Input::Close => self.machine.close(),
             Input::Abort => {
+                log::info!(target: "comfy_proxy::pool", "aborting: cancelling every unfinished job");
                 self.machine.abort(now);
                 // Every cancel goes to its client before the clients go: each closes its
                 // socket once its cancels are out.
-                self.settle();
+                self.settle(now);
                 self.clients.clear();
             }
         }

@@ -20,10 +20,12 @@
 //! The `comfy-proxy-smol` crate's docs show a pool with handles, priority, cancel and stats.
 
 use std::fmt;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use comfy_proxy::pool::{
     HttpId, Io, JobId, Pool as Machine, PoolConfig as SchedulerConfig, PoolSettings, ServerId,
@@ -37,10 +39,12 @@ use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
 use futures_util::{FutureExt, Sink, StreamExt};
 
 use crate::client::{Client, ClientConfig, ClientError, PromptStream};
+use crate::drive::{Drive, drive};
 use crate::runtime::{BoxFuture, HttpClient, Runtime};
 
 mod handle;
 mod status;
+mod trace;
 
 pub use comfy_proxy::pool::{
     BreakerState, JobError, JobOptions, JobReport, PoolEvent, PoolStats, ServerStats, Upload,
@@ -180,16 +184,21 @@ impl Pool {
         let settings = config.settings();
         let handles = handle::Handles::new(settings.max_progress);
         let machine = Machine::new(servers.clone(), settings, fastrand::u64(..));
+        for (i, s) in servers.iter().enumerate() {
+            log::debug!(target: "comfy_proxy::pool", "server {i} is {s}");
+        }
         let driver = Driver {
             handles,
             rt: rt.clone(),
             clients,
             machine,
-            epoch: Instant::now(),
+            inputs,
+            events,
             pending: FuturesUnordered::new(),
             streams,
+            watch: trace::Watch::default(),
         };
-        rt.spawn(Box::pin(driver.run(inputs, events)));
+        rt.spawn(Box::pin(driver.run()));
         (
             Self {
                 submissions: futures_util::lock::Mutex::new(control.clone()),
@@ -223,7 +232,6 @@ enum Wake {
     Event(usize, Event),
     CanSend,
     Gone,
-    Timer,
 }
 
 struct Driver {
@@ -231,117 +239,33 @@ struct Driver {
     rt: Arc<dyn Runtime>,
     clients: Vec<Client>,
     machine: Machine,
-    epoch: Instant,
+    inputs: mpsc::Receiver<Input>,
+    events: mpsc::Sender<PoolEvent>,
     pending: FuturesUnordered<BoxFuture<'static, Wake>>,
     streams: SelectAll<BoxStream<'static, (usize, Event)>>,
+    watch: trace::Watch,
 }
 
 /// The longest the driver sleeps without looking whether its consumer went away.
 const TICK: Duration = Duration::from_secs(1);
 
 impl Driver {
-    fn now(&self) -> Duration {
-        self.epoch.elapsed()
-    }
-
-    async fn run(mut self, mut inputs: mpsc::Receiver<Input>, mut events: mpsc::Sender<PoolEvent>) {
-        loop {
-            self.settle();
-            if self.machine.is_done() {
-                return;
-            }
-            if events.is_closed() {
-                self.events_gone();
-            }
-            let now = self.now();
-            let wait = self
-                .machine
-                .poll_timeout()
-                .map_or(TICK, |t| t.saturating_sub(now).min(TICK));
-            let mut timer = self.rt.sleep(wait);
-            let has_event = !self.handles.events_gone && !self.handles.backlog.is_empty();
-            let wake = futures_util::future::poll_fn(|cx| {
-                if let Poll::Ready(input) = inputs.poll_next_unpin(cx) {
-                    return Poll::Ready(Wake::Input(input));
-                }
-                if !self.pending.is_empty()
-                    && let Poll::Ready(Some(w)) = self.pending.poll_next_unpin(cx)
-                {
-                    return Poll::Ready(w);
-                }
-                if !self.streams.is_empty()
-                    && let Poll::Ready(Some((s, e))) = self.streams.poll_next_unpin(cx)
-                {
-                    return Poll::Ready(Wake::Event(s, e));
-                }
-                if has_event {
-                    match Sink::poll_ready(std::pin::Pin::new(&mut events), cx) {
-                        Poll::Ready(Ok(())) => return Poll::Ready(Wake::CanSend),
-                        Poll::Ready(Err(_)) => return Poll::Ready(Wake::Gone),
-                        Poll::Pending => {}
-                    }
-                }
-                if timer.poll_unpin(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
-                Poll::Pending
-            })
-            .await;
-            let now = self.now();
-            match wake {
-                Wake::Input(Some(input)) => self.on_input(input),
-                Wake::Input(None) => {
-                    self.abort();
-                    return;
-                }
-                Wake::Gone => self.events_gone(),
-                Wake::Http(id, result) => self.machine.handle_http(now, id, result),
-                Wake::Submitted(s, _, Ok(stream)) => {
-                    self.streams.push(stream.map(move |e| (s, e)).boxed());
-                }
-                Wake::Submitted(s, prompt, Err(e)) => {
-                    let failure = e.into_failure("submit");
-                    let event = Event::Failed { prompt, failure };
-                    self.machine.handle_event(now, ServerId(s), event);
-                }
-                Wake::Event(s, event) => self.machine.handle_event(now, ServerId(s), event),
-                Wake::CanSend => {
-                    if let Some(event) = self.handles.backlog.pop() {
-                        let finished = match &event {
-                            PoolEvent::Finished(r) => Some(r.job),
-                            _ => None,
-                        };
-                        if Sink::start_send(std::pin::Pin::new(&mut events), event).is_err() {
-                            self.events_gone();
-                            continue;
-                        }
-                        // The channel holds one report: a consumer that does not read stops
-                        // the pool from dispatching more (the scheduler counts it unconsumed).
-                        if let Some(job) = finished {
-                            self.consumed(job);
-                        }
-                    }
-                }
-                Wake::Timer => {
-                    if self.machine.poll_timeout().is_some_and(|t| t <= now) {
-                        self.machine.handle_timeout(now);
-                    }
-                }
-            }
-        }
+    async fn run(mut self) {
+        let rt = self.rt.clone();
+        drive(rt.as_ref(), &mut self).await;
     }
 
     /// Cancels every prompt on its server and stops; dropping the clients closes the sockets.
-    fn abort(&mut self) {
-        let now = self.now();
+    fn abort(&mut self, now: Duration) {
+        log::info!(target: "comfy_proxy::pool", "aborting: cancelling every unfinished job");
         self.machine.abort(now);
-        self.perform();
+        self.perform_io(now);
     }
 
     /// Performs every I/O the machine asks for.
-    fn perform(&mut self) {
-        let now = self.now();
+    fn perform_io(&mut self, now: Duration) {
         while let Some(io) = self.machine.poll_io() {
+            trace::io(&io, self.machine.servers());
             match io {
                 Io::Http {
                     server,
@@ -393,6 +317,101 @@ impl Driver {
                 _ => {}
             }
         }
+    }
+}
+
+impl Drive for Driver {
+    type Wake = Wake;
+
+    fn perform(&mut self, now: Duration) {
+        self.settle(now);
+        let machine = &self.machine;
+        self.watch
+            .look(|| machine.scheduler().stats(), machine.servers());
+    }
+
+    fn finished(&mut self, now: Duration) -> bool {
+        if self.machine.is_done() {
+            return true;
+        }
+        if self.events.is_closed() {
+            self.events_gone(now);
+        }
+        self.machine.is_done()
+    }
+
+    fn poll_timeout(&self, now: Duration) -> Option<Duration> {
+        let tick = now.saturating_add(TICK);
+        Some(self.machine.poll_timeout().map_or(tick, |t| t.min(tick)))
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        if self.machine.poll_timeout().is_some_and(|t| t <= now) {
+            self.machine.handle_timeout(now);
+        }
+    }
+
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if let Poll::Ready(input) = self.inputs.poll_next_unpin(cx) {
+            return Poll::Ready(Wake::Input(input));
+        }
+        if !self.pending.is_empty()
+            && let Poll::Ready(Some(w)) = self.pending.poll_next_unpin(cx)
+        {
+            return Poll::Ready(w);
+        }
+        if !self.streams.is_empty()
+            && let Poll::Ready(Some((s, e))) = self.streams.poll_next_unpin(cx)
+        {
+            return Poll::Ready(Wake::Event(s, e));
+        }
+        if !self.handles.events_gone && !self.handles.backlog.is_empty() {
+            match Sink::poll_ready(Pin::new(&mut self.events), cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Wake::CanSend),
+                Poll::Ready(Err(_)) => return Poll::Ready(Wake::Gone),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    fn handle(&mut self, now: Duration, wake: Wake) -> ControlFlow<()> {
+        match wake {
+            Wake::Input(Some(input)) => self.on_input(now, input),
+            Wake::Input(None) => {
+                self.abort(now);
+                return ControlFlow::Break(());
+            }
+            Wake::Gone => self.events_gone(now),
+            Wake::Http(id, result) => self.machine.handle_http(now, id, result),
+            Wake::Submitted(s, _, Ok(stream)) => {
+                self.streams.push(stream.map(move |e| (s, e)).boxed());
+            }
+            Wake::Submitted(s, prompt, Err(e)) => {
+                let failure = e.into_failure("submit");
+                let event = Event::Failed { prompt, failure };
+                self.machine.handle_event(now, ServerId(s), event);
+            }
+            Wake::Event(s, event) => self.machine.handle_event(now, ServerId(s), event),
+            Wake::CanSend => {
+                if let Some(event) = self.handles.backlog.pop() {
+                    let finished = match &event {
+                        PoolEvent::Finished(r) => Some(r.job),
+                        _ => None,
+                    };
+                    if Sink::start_send(Pin::new(&mut self.events), event).is_err() {
+                        self.events_gone(now);
+                        return ControlFlow::Continue(());
+                    }
+                    // The channel holds one report: a consumer that does not read stops the
+                    // pool from dispatching more (the scheduler counts it unconsumed).
+                    if let Some(job) = finished {
+                        self.consumed(now, job);
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
