@@ -123,7 +123,7 @@ impl JobReport {
             prompt_id: None,
             attempts: 0,
             outcome: Err(error),
-            outputs: Vec::new(),
+            outputs: Default::default(),
             previews: 0,
             elapsed: Duration::ZERO,
         }
