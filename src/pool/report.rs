@@ -29,6 +29,7 @@ pub struct Upload {
 #[non_exhaustive]
 pub enum PoolEvent {
     /// A job's attempt was handed to a server (uploads, then the post). Not yet accepted.
+    /// Attempt 2 and later are retries, or moves to a faster server.
     Dispatched {
         /// The job.
         job: JobId,
