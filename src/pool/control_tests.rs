@@ -303,3 +303,29 @@ fn a_job_submitted_after_close_ends_at_once() {
     assert_eq!(reports(&mut pool, s(1)).len(), 1);
     assert!(pool.is_done());
 }
+
+#[test]
+fn cancelling_a_job_while_its_files_upload_posts_nothing() {
+    let mut pool = machine(1);
+    let upload = Upload {
+        input: "1.width".into(),
+        file_name: "cat.png".into(),
+        bytes: std::sync::Arc::new(b"\x89PNG".to_vec()),
+    };
+    let options = JobOptions::new().uploads(vec![upload]);
+    pool.submit_with(s(0), JobId(1), graph(), options).unwrap();
+    let io: Vec<Io> = std::iter::from_fn(|| pool.poll_io()).collect();
+    let [Io::Http { id, .. }] = io[..] else {
+        panic!("the upload first: {io:?}")
+    };
+    assert_eq!(pool.cancel(s(1), JobId(1)), Ok(Handled::Applied));
+    let r = reports(&mut pool, s(1));
+    assert!(matches!(r[0].outcome, Err(JobError::Cancelled)), "{r:?}");
+    // The upload's answer comes after: nothing is posted.
+    let answer =
+        crate::wire::HttpResponse::new(200, r#"{"name":"cat.png","subfolder":"","type":"input"}"#);
+    pool.handle_http(s(2), id, Ok(answer));
+    assert!(submits(&mut pool).is_empty());
+    assert!(pool.scheduler().is_idle());
+    assert_eq!(pool.stats(s(2)).servers[0].failed, 0);
+}
