@@ -227,7 +227,7 @@ impl Driver {
         self.settle(now);
     }
 
-    /// An input from the pool's user other than an abort.
+    /// An input from the pool's user (its end, when every sender is gone, is the loop's).
     pub(super) fn on_input(&mut self, now: Duration, input: Input) {
         match input {
             Input::Submit {
