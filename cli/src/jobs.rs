@@ -238,8 +238,12 @@ async fn drive(
     }
     let rt = Arc::new(Smol::with_executor(executor.clone()));
     let (pool, mut events) = comfy_proxy_smol::pool_with(rt, config);
+    // Every job reports to `events`: its handle is dropped at once. A submission waits only
+    // while the pool's task catches up, never for `events` to be read.
     for wf in workflows {
-        pool.submit_with_uploads(wf, uploads.clone());
+        if pool.submit_with_uploads(wf, uploads.clone()).await.is_err() {
+            break;
+        }
     }
     pool.close();
     let mut tally = Tally {

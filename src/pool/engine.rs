@@ -18,6 +18,8 @@ pub(super) struct Job {
     pub avoid: Option<usize>,
     /// The servers that can run it (capability routing); `None` for any.
     pub eligible: Option<Vec<usize>>,
+    /// Submitted with priority: it waits ahead of every job without.
+    pub front: bool,
 }
 
 /// Where a job is. Transitions:
@@ -127,9 +129,10 @@ impl Scheduler {
     }
 
     /// Takes the job off its server: frees its slot and any slot held for stealing it.
-    pub(super) fn release(&mut self, job: JobId, run: &Run) {
+    pub(super) fn release(&mut self, now: Duration, job: JobId, run: &Run) {
         if let Some(s) = self.servers.get_mut(run.server) {
             s.jobs.retain(|j| *j != job);
+            s.track_busy(now);
         }
         self.void_steal(run);
         self.in_flight = self.in_flight.saturating_sub(1);
@@ -186,6 +189,7 @@ impl Scheduler {
         if let Some(s) = self.servers.get_mut(server) {
             s.jobs.push(job);
             s.dispatched += 1;
+            s.track_busy(now);
         }
         self.in_flight += 1;
         self.actions.push_back(Action::Dispatch {
@@ -296,7 +300,7 @@ impl Scheduler {
     }
 
     /// Gives up on learning an uncertain attempt's fate: cancels it and runs the job elsewhere.
-    fn abandon(&mut self, job: JobId) {
+    fn abandon(&mut self, now: Duration, job: JobId) {
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
@@ -308,7 +312,7 @@ impl Scheduler {
             server: ServerId(run.server),
             attempt: run.attempt,
         });
-        self.release(job, &run);
+        self.release(now, job, &run);
         self.servers[run.server].failed += 1;
         let error = format!(
             "server {} could not be asked for {:?} whether the job ran: {}",
@@ -574,7 +578,7 @@ impl Scheduler {
                 .is_some_and(|t| t.saturating_add(give_up) <= now);
             let unanswered = matches!(doubt.ask, Ask::Asked(t) if t.saturating_add(give_up) <= now);
             if unreachable || unanswered {
-                self.abandon(job);
+                self.abandon(now, job);
             } else if matches!(doubt.ask, Ask::At(t) if t <= now) {
                 doubt.ask = Ask::Idle;
                 self.ask_if_idle(now, job);

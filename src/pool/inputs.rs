@@ -23,7 +23,7 @@ impl Scheduler {
             return Ok(Handled::Stale);
         };
         let s = run.server;
-        self.release(job, &run);
+        self.release(now, job, &run);
         self.servers[s].failed += 1;
         let error = error.into();
         self.server_failure(now, s, error.clone());
@@ -50,6 +50,57 @@ impl Scheduler {
         }
         let attempts = j.attempt;
         self.queue.retain(|q| *q != job);
+        self.end(
+            job,
+            JobOutcome::Failed {
+                error: error.into(),
+                attempts,
+            },
+        );
+        Ok(Handled::Applied)
+    }
+
+    /// Queues a job with priority: ahead of every job submitted without, behind those
+    /// submitted with it before (and behind retries, which always go first).
+    pub fn submit_in_front(&mut self, now: Duration, job: JobId) -> Result<(), PoolMisuse> {
+        self.submit(now, job)?;
+        self.queue.retain(|q| *q != job);
+        let at = self
+            .queue
+            .iter()
+            .rposition(|q| self.jobs.get(q).is_some_and(|j| j.front))
+            .map_or(0, |i| i + 1);
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.front = true;
+        }
+        self.queue.insert(at, job);
+        Ok(())
+    }
+
+    /// The caller cancelled the job: one that waits leaves the queue; one on a server (running,
+    /// or of uncertain fate) is cancelled there with an [`Action::Cancel`](super::Action::Cancel)
+    /// and frees its slot, counting as neither a success nor a failure of the server. Either way
+    /// its one [`Action::Finished`](super::Action::Finished) follows, failed with `error`.
+    /// `Stale` when it has ended already.
+    pub fn cancel(
+        &mut self,
+        now: Duration,
+        job: JobId,
+        error: impl Into<String>,
+    ) -> Result<Handled, PoolMisuse> {
+        let j = self.jobs.get(&job).ok_or(PoolMisuse::UnknownJob(job))?;
+        let run = match &j.state {
+            State::Done => return Ok(Handled::Stale),
+            State::Queued => return self.abort_queued(job, error),
+            State::Running(run) | State::Uncertain(run, _) => *run,
+        };
+        let attempts = j.attempt;
+        self.actions.push_back(super::Action::Cancel {
+            job,
+            server: super::ServerId(run.server),
+            attempt: run.attempt,
+        });
+        self.release(now, job, &run);
         self.end(
             job,
             JobOutcome::Failed {

@@ -33,7 +33,7 @@ use crate::wire::HttpRequest;
 use crate::wire::message::FileRef;
 use crate::{NodeId, PromptId, ServerAddress, Workflow};
 
-use super::caps::{ServerCaps, classes_of};
+use super::caps::ServerCaps;
 use super::report::{JobError, JobReport, PoolEvent, Upload};
 use super::{Action, JobId, JobOutcome, JobResult, PoolConfig, Scheduler, ServerId};
 use crate::session::Outputs;
@@ -124,6 +124,8 @@ pub(super) struct Job {
     pub attempts: u32,
     pub last_error: Option<JobError>,
     pub done: bool,
+    /// Submitted with priority: ahead in the pool's queue and in its server's.
+    pub front: bool,
 }
 
 pub(super) struct Attempt {
@@ -183,7 +185,7 @@ pub struct Pool {
     pub(super) down: Vec<Option<(Duration, TransportError)>>,
     pub(super) exchanges: HashMap<HttpId, (usize, Duration, Exchange)>,
     next_http: u64,
-    next_job: u64,
+    pub(super) next_job: u64,
     seed: u64,
     pub(super) io: VecDeque<Io>,
     events: VecDeque<PoolEvent>,
@@ -191,7 +193,7 @@ pub struct Pool {
     /// Jobs held (not yet handed to the scheduler).
     pub(super) held: usize,
     dropped: u64,
-    closed: bool,
+    pub(super) closed: bool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -246,39 +248,17 @@ impl Pool {
         self.dropped
     }
 
-    /// Queues a job whose inputs need `uploads` (each attempt uploads them to its server first).
-    /// With routing on, it waits until a server is known to be able to run it.
+    /// Queues a job whose inputs need `uploads` (each attempt uploads them to its server first),
+    /// numbered by the machine. With routing on, it waits until a server is known to be able to
+    /// run it. A driver that numbers jobs itself uses [`Pool::submit_with`] instead (not both).
     pub fn submit(&mut self, now: Duration, workflow: Workflow, uploads: Vec<Upload>) -> JobId {
-        let job = JobId(self.next_job);
-        self.next_job += 1;
-        let classes = if self.caps.is_some() {
-            classes_of(&workflow)
-        } else {
-            Vec::new()
-        };
-        self.jobs.insert(
-            job,
-            Job {
-                workflow,
-                classes,
-                uploads,
-                submitted_at: now,
-                held: true,
-                verdicts: vec![None; self.servers.len()],
-                attempt: None,
-                attempts: 0,
-                last_error: None,
-                done: false,
-            },
-        );
-        self.held += 1;
-        if self.servers.is_empty() {
-            let servers = Vec::new();
-            self.finish_now(now, job, JobError::NoServerReachable { servers });
-        } else {
-            self.route(now, job);
+        let mut job = JobId(self.next_job);
+        while self.jobs.contains_key(&job) {
+            job = JobId(job.0.wrapping_add(1));
         }
-        self.pump(now);
+        self.next_job = job.0.wrapping_add(1);
+        let options = super::JobOptions::new().uploads(uploads);
+        let _ = self.submit_with(now, job, workflow, options);
         job
     }
 
@@ -441,9 +421,16 @@ impl Pool {
                 return;
             }
             Event::Started { .. } => drop(self.scheduler.handle_started(now, job, attempt)),
-            // Held until the attempt succeeds; previews are only counted.
+            // Reported as they arrive, and held for the report until the attempt succeeds;
+            // previews are only counted.
             Event::Output { .. } | Event::File { .. } | Event::NodeOutput { .. } => {
                 a.outputs.handle_event(&event);
+                self.emit(PoolEvent::Output {
+                    job,
+                    server: s,
+                    attempt,
+                    event,
+                });
                 return;
             }
             Event::Preview { .. } => a.previews += 1,
@@ -776,8 +763,11 @@ impl Pool {
             None => j.workflow.clone(),
         };
         a.uploading = None;
-        let submission =
+        let mut submission =
             Submission::new(a.prompt.clone(), workflow).with_deadlines(self.settings.deadlines);
+        if j.front {
+            submission = submission.in_front();
+        }
         self.io.push_back(Io::Submit {
             server: ServerId(s),
             job,

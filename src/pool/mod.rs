@@ -92,16 +92,21 @@
 //! ```
 
 mod caps;
+mod control;
 mod engine;
 mod exchange;
 mod index;
 mod inputs;
 mod machine;
+mod queue;
 mod report;
 mod routing;
 mod server;
+mod status;
 mod types;
 
+#[cfg(test)]
+mod control_tests;
 #[cfg(test)]
 mod machine_tests;
 #[cfg(test)]
@@ -115,8 +120,11 @@ pub use types::{
     PoolConfig, PoolMisuse, PoolStats, ServerId, ServerStats,
 };
 
+pub use control::JobOptions;
 pub use machine::{HttpId, Io, Pool, PoolSettings};
+pub use queue::EventQueue;
 pub use report::{JobError, JobReport, PoolEvent, Upload};
+pub use status::StatusBuffer;
 
 use engine::{Ask, Job, State, Steal};
 use server::{Breaker, Server};
@@ -194,6 +202,7 @@ impl Scheduler {
                 last_error: None,
                 avoid: None,
                 eligible: None,
+                front: false,
             },
         );
         self.queue.push_back(job);
@@ -271,7 +280,7 @@ impl Scheduler {
         let s = run.server;
         match result {
             JobResult::Success => {
-                self.release(job, &run);
+                self.release(now, job, &run);
                 let server = &mut self.servers[s];
                 server.succeeded += 1;
                 server.record_success();
@@ -293,7 +302,7 @@ impl Scheduler {
                 error,
                 ..
             } => {
-                self.release(job, &run);
+                self.release(now, job, &run);
                 self.servers[s].failed += 1;
                 let attempts = self.jobs.get(&job).map_or(attempt, |j| j.attempt);
                 self.end(job, JobOutcome::Failed { error, attempts });
@@ -308,7 +317,7 @@ impl Scheduler {
                 self.ask_if_idle(now, job);
             }
             JobResult::Failed { error, .. } => {
-                self.release(job, &run);
+                self.release(now, job, &run);
                 self.servers[s].failed += 1;
                 self.server_failure(now, s, error.clone());
                 self.retry_or_fail(job, Some(s), error);
@@ -339,7 +348,7 @@ impl Scheduler {
         };
         match result {
             Lookup::Finished { ok: true } => {
-                self.release(job, &run);
+                self.release(now, job, &run);
                 self.servers[s].succeeded += 1;
                 self.servers[s].record_success();
                 let outcome = JobOutcome::Succeeded {
@@ -349,7 +358,7 @@ impl Scheduler {
                 self.end(job, outcome);
             }
             Lookup::Finished { ok: false } | Lookup::Unknown => {
-                self.release(job, &run);
+                self.release(now, job, &run);
                 // The driver may still hold the abandoned attempt (a post that never got an
                 // answer): it must stop waiting for it, and the server must not run it later.
                 self.actions.push_back(Action::Cancel {
@@ -408,7 +417,7 @@ impl Scheduler {
                 // Its server was taken out meanwhile. Taken back, it is known not to run there:
                 // no lookup is needed, and it does not count against the budget.
                 if taken {
-                    self.release(job, &run);
+                    self.release(now, job, &run);
                     self.servers[run.server].stolen += 1;
                     if let Some(j) = self.jobs.get_mut(&job) {
                         j.state = State::Queued;
@@ -429,7 +438,7 @@ impl Scheduler {
             }
             return Ok(Handled::Applied);
         }
-        self.release(job, &run);
+        self.release(now, job, &run);
         self.servers[run.server].stolen += 1;
         if let Some(j) = self.jobs.get_mut(&job) {
             j.state = State::Queued;
@@ -532,10 +541,19 @@ impl Scheduler {
         self.queue.is_empty() && self.in_flight == 0 && self.actions.is_empty()
     }
 
-    /// A snapshot of the pool.
+    /// A snapshot of the pool; each server's busy time counts the intervals that have ended.
     pub fn stats(&self) -> PoolStats {
+        self.snapshot(None)
+    }
+
+    /// A snapshot of the pool at `now`: busy times include the current interval.
+    pub fn stats_at(&self, now: Duration) -> PoolStats {
+        self.snapshot(Some(now))
+    }
+
+    fn snapshot(&self, now: Option<Duration>) -> PoolStats {
         PoolStats {
-            servers: self.servers.iter().map(Server::stats).collect(),
+            servers: self.servers.iter().map(|s| s.stats(now)).collect(),
             queued: self.queue.len(),
             in_flight: self.in_flight,
             unconsumed: self.unconsumed,

@@ -29,6 +29,7 @@ pub struct Upload {
 #[non_exhaustive]
 pub enum PoolEvent {
     /// A job's attempt was handed to a server (uploads, then the post). Not yet accepted.
+    /// Attempt 2 and later are retries, or moves to a faster server.
     Dispatched {
         /// The job.
         job: JobId,
@@ -48,8 +49,9 @@ pub enum PoolEvent {
     },
     /// Something happened to a job's current attempt (progress, preview, node started...).
     /// Outputs ([`Event::Output`], [`Event::File`], [`Event::NodeOutput`]) are not reported
-    /// here: they come with [`PoolEvent::Finished`], once, from the attempt that succeeded. Progress and previews are dropped (and counted) when the
-    /// consumer lags.
+    /// here: they come as [`PoolEvent::Output`] as they arrive, and all together in the report
+    /// of [`PoolEvent::Finished`], from the attempt that succeeded. Progress and previews are
+    /// dropped (and counted) when the consumer lags.
     Progress {
         /// The job.
         job: JobId,
@@ -58,8 +60,35 @@ pub enum PoolEvent {
         /// The session's event.
         event: Event,
     },
+    /// An output of a job's current attempt, as it arrives (the session's
+    /// [`Event::Output`]). Never dropped. An attempt that fails afterwards may be followed by
+    /// another that sends its outputs again: the job's outputs are those of its
+    /// [`PoolEvent::Finished`] report, from the attempt that succeeded.
+    Output {
+        /// The job.
+        job: JobId,
+        /// The server.
+        server: usize,
+        /// The attempt that made it.
+        attempt: u32,
+        /// The session's event.
+        event: Event,
+    },
     /// A job ended. Exactly one per job.
     Finished(JobReport),
+}
+
+impl PoolEvent {
+    /// The job the event is about.
+    pub fn job(&self) -> JobId {
+        match self {
+            Self::Dispatched { job, .. }
+            | Self::Accepted { job, .. }
+            | Self::Progress { job, .. }
+            | Self::Output { job, .. } => *job,
+            Self::Finished(report) => report.job,
+        }
+    }
 }
 
 /// How a job ended, with every output of the attempt that succeeded.
@@ -90,6 +119,24 @@ pub struct JobReport {
     pub elapsed: Duration,
 }
 
+impl JobReport {
+    /// The report of a job that ended without running (for a driver that has to end a job the
+    /// machine never took, e.g. once the pool's task has stopped).
+    pub fn not_run(job: JobId, error: JobError) -> Self {
+        Self {
+            job,
+            server: None,
+            address: None,
+            prompt_id: None,
+            attempts: 0,
+            outcome: Err(error),
+            outputs: Default::default(),
+            previews: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
 /// Why a job failed.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -115,8 +162,11 @@ pub enum JobError {
     TimedOut(Deadline),
     /// The prompt was interrupted on its server (by someone else).
     Interrupted,
-    /// The job was cancelled (the pool was dropped, or its events receiver).
+    /// The job was cancelled: by its handle, by the pool's abort, or because the pool (or the
+    /// events receiver its report was going to) was dropped.
     Cancelled,
+    /// The pool was closed (or had stopped) when the job was submitted: it never ran.
+    PoolClosed,
     /// The scheduler gave up: attempts spent, or every server out of service too long.
     GaveUp {
         /// Attempts made.
@@ -145,6 +195,7 @@ impl fmt::Display for JobError {
             Self::TimedOut(deadline) => write!(f, "timed out ({deadline:?} deadline)"),
             Self::Interrupted => f.write_str("interrupted on the server"),
             Self::Cancelled => f.write_str("cancelled"),
+            Self::PoolClosed => f.write_str("the pool was closed: job not run"),
             Self::GaveUp { attempts, reason } => {
                 write!(f, "gave up after {attempts} attempt(s): {reason}")
             }

@@ -78,7 +78,7 @@ impl Pool {
         if self.caps.is_none() {
             if j.held {
                 self.unhold(job);
-                let _ = self.scheduler.submit(now, job);
+                self.enqueue(now, job);
             }
             return;
         }
@@ -117,7 +117,7 @@ impl Pool {
         }
         if held {
             self.unhold(job);
-            let _ = self.scheduler.submit(now, job);
+            self.enqueue(now, job);
         }
         if ok.len() < self.servers.len() {
             let _ = self.scheduler.set_eligible(job, &ok);
@@ -144,6 +144,15 @@ impl Pool {
             out.push((s, v));
         }
         out
+    }
+
+    /// Hands the job to the scheduler's queue, ahead of the rest if it has priority.
+    fn enqueue(&mut self, now: Duration, job: JobId) {
+        if self.jobs.get(&job).is_some_and(|j| j.front) {
+            let _ = self.scheduler.submit_in_front(now, job);
+        } else {
+            let _ = self.scheduler.submit(now, job);
+        }
     }
 
     fn unhold(&mut self, job: JobId) {

@@ -46,6 +46,10 @@ pub(super) struct Server {
     pub down_since: Option<Duration>,
     /// The last failure reported, for error messages.
     pub last_error: Option<String>,
+    /// Time it held at least one of our jobs, over the intervals that have ended.
+    pub busy: Duration,
+    /// Since when it holds one of our jobs, while it does.
+    pub busy_since: Option<Duration>,
 }
 
 impl Server {
@@ -65,6 +69,28 @@ impl Server {
             next_health: None,
             down_since: None,
             last_error: None,
+            busy: Duration::ZERO,
+            busy_since: None,
+        }
+    }
+
+    /// Opens or closes the busy interval after its jobs changed at `now`.
+    pub fn track_busy(&mut self, now: Duration) {
+        match (self.jobs.is_empty(), self.busy_since) {
+            (false, None) => self.busy_since = Some(now),
+            (true, Some(since)) => {
+                self.busy = self.busy.saturating_add(now.saturating_sub(since));
+                self.busy_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Busy time up to `now` (the open interval counted up to `now`, if `now` is given).
+    pub fn busy_at(&self, now: Option<Duration>) -> Duration {
+        match (self.busy_since, now) {
+            (Some(since), Some(now)) => self.busy.saturating_add(now.saturating_sub(since)),
+            _ => self.busy,
         }
     }
 
@@ -140,8 +166,9 @@ impl Server {
         });
     }
 
-    pub fn stats(&self) -> ServerStats {
+    pub fn stats(&self, now: Option<Duration>) -> ServerStats {
         ServerStats {
+            busy: self.busy_at(now),
             dispatched: self.dispatched,
             succeeded: self.succeeded,
             failed: self.failed,

@@ -367,6 +367,11 @@ pub struct ServerStats {
     pub in_flight: usize,
     /// Other clients' prompts in its queue, as last estimated.
     pub external_load: u64,
+    /// How long it has held at least one of our jobs (from dispatch to the job's end there),
+    /// in all. [`Scheduler::stats`](super::Scheduler::stats) counts the intervals that have
+    /// ended; [`Scheduler::stats_at`](super::Scheduler::stats_at) and the pool machine's
+    /// [`stats`](super::Pool::stats) count the current one up to `now`.
+    pub busy: Duration,
 }
 
 /// A snapshot of the pool.
@@ -375,7 +380,8 @@ pub struct ServerStats {
 pub struct PoolStats {
     /// Per server, in server order.
     pub servers: Vec<ServerStats>,
-    /// Jobs waiting for a server.
+    /// Jobs waiting for a server (for the pool machine, also those waiting to learn which
+    /// server can run them).
     pub queued: usize,
     /// Jobs on a server (in flight, or of uncertain fate).
     pub in_flight: usize,

@@ -105,7 +105,10 @@ async fn drive(
     }
     let (pool, mut events) = start_pool(config);
     for _ in 0..job.jobs {
-        pool.submit(job.graph.clone());
+        // Its report comes on `events`: the handle is dropped at once.
+        pool.submit(job.graph.clone())
+            .await
+            .map_err(|err| format!("submit: {err}"))?;
     }
     let mut prompts = Vec::new();
     pool.close();

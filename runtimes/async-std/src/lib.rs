@@ -50,7 +50,10 @@ pub use comfy_proxy as core;
 /// per image, animated image, video, audio, 3D or other file and text, told apart by
 /// [`OutputKind`].
 pub use comfy_proxy::session::{Output, OutputBody, OutputKind, Outputs};
-pub use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, PoolEvents, Upload};
+pub use comfy_proxy_driver::pool::{
+    BreakerState, JobError, JobHandle, JobOptions, JobReport, Pool, PoolConfig, PoolEvent,
+    PoolEvents, PoolStats, ServerStats, SubmitError, Upload,
+};
 pub use comfy_proxy_driver::{
     Auth, Client, ClientConfig, ClientError, PromptStream, RunResult, UploadOptions,
 };
@@ -89,7 +92,8 @@ pub fn connect(config: ClientConfig) -> Client {
 }
 
 /// A pool over many servers on async-std: a client per server and the scheduler's task. Submit
-/// jobs with [`Pool::submit`]; the events say how each one went.
+/// jobs with [`Pool::submit`] and follow each with its [`JobHandle`]; jobs whose handle was
+/// dropped report to the [`PoolEvents`].
 pub fn pool(config: PoolConfig) -> (Pool, PoolEvents) {
     Pool::start(Arc::new(AsyncStd), Arc::new(http_client()), config)
 }

@@ -231,7 +231,7 @@ pub(crate) struct Actor {
     /// Each prompt's mailbox.
     routes: HashMap<PromptId, MailboxTx>,
     /// Where events of no prompt go, if anywhere.
-    others: Option<mpsc::UnboundedSender<Event>>,
+    others: Option<crate::pool::StatusSink>,
     /// Inputs from handles, HTTP tasks and connect tasks.
     control: mpsc::UnboundedSender<Input>,
     /// Frames from the reader task; bounded, so a slow actor slows the socket.
@@ -262,7 +262,7 @@ impl Actor {
         http: Arc<dyn HttpClient>,
         endpoint: Endpoint,
         session: Session,
-        others: Option<mpsc::UnboundedSender<Event>>,
+        others: Option<crate::pool::StatusSink>,
         control: mpsc::UnboundedSender<Input>,
         frames: mpsc::Sender<Input>,
         recorder: Option<Recorder>,
@@ -532,7 +532,7 @@ impl Actor {
     fn route(&mut self, now: Duration, event: Event) {
         let Some(id) = event.prompt().cloned() else {
             if let Some(others) = &self.others {
-                let _ = others.unbounded_send(event);
+                others.push(&event);
             }
             return;
         };

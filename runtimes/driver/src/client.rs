@@ -62,8 +62,9 @@ pub struct ClientConfig {
     pub http_timeout: Duration,
     /// Record the traffic in `comfy-transcript/1` files in this folder, one per connection.
     pub record: Option<std::path::PathBuf>,
-    /// Where events that name no prompt go (queue status, server features); the pool uses it.
-    pub(crate) server_events: Option<mpsc::UnboundedSender<Event>>,
+    /// Where events that name no prompt go (queue status, link changes), coalesced; the pool
+    /// uses it.
+    pub(crate) server_events: Option<crate::pool::StatusSink>,
 }
 
 impl ClientConfig {

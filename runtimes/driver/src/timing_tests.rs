@@ -10,7 +10,7 @@ use comfy_proxy::{ServerAddress, TransportErrorKind, Workflow};
 use futures_util::StreamExt;
 
 use crate::fake::{FakeRuntime, Unanswered};
-use crate::pool::{JobError, Pool, PoolConfig, PoolEvent};
+use crate::pool::{JobError, JobOptions, Pool, PoolConfig, PoolEvent};
 use crate::{Client, ClientConfig, Runtime};
 
 fn workflow() -> Workflow {
@@ -108,7 +108,9 @@ fn the_pool_gives_up_on_unreachable_servers_on_the_runtime_clock() {
     config.http_timeout = Duration::from_secs(1);
     config.unreachable_give_up = Duration::from_secs(3);
     let (pool, mut events) = Pool::start(rt.clone(), Arc::new(Unanswered), config);
-    pool.submit(workflow());
+    // The handle is dropped at once: the report comes on `events`.
+    let job = pool.try_submit(workflow(), JobOptions::new());
+    drop(job.expect("room in the submission queue"));
     let reports = Arc::new(Mutex::new(Vec::new()));
     let sink = reports.clone();
     let clock = rt.clone();

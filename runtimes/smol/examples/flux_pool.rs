@@ -7,8 +7,7 @@
 use comfy_proxy::address::parse_addresses;
 use comfy_proxy::workflow::{FluxParams, Size};
 use comfy_proxy_mock::{self as mock, MockHandle};
-use comfy_proxy_smol::{ClientConfig, PoolConfig, PoolEvent, Smol, pool};
-use smol::stream::StreamExt;
+use comfy_proxy_smol::{ClientConfig, PoolConfig, Smol, pool};
 
 fn main() {
     let rt = std::sync::Arc::new(Smol);
@@ -39,18 +38,24 @@ fn main() {
             Err(e) => return eprintln!("{e}"),
         };
         let template = ClientConfig::new(servers[0].clone());
-        let (pool, mut events) = pool(PoolConfig::new(&servers, &template));
+        let (pool, _events) = pool(PoolConfig::new(&servers, &template));
+        let mut jobs = Vec::new();
         for seed in 0..8 {
             let graph = FluxParams::new("a lighthouse at dusk", seed)
                 .size(Size::new(256, 256))
                 .steps(4)
                 .build()
                 .expect("valid");
-            pool.submit(graph);
+            match pool.submit(graph).await {
+                Ok(job) => jobs.push(job),
+                Err(e) => return eprintln!("{e}"),
+            }
         }
         pool.close();
-        while let Some(event) = events.next().await {
-            if let PoolEvent::Finished(report) = event {
+        for job in jobs {
+            {
+                // Each job's report, in submission order.
+                let report = job.result().await;
                 let server = report
                     .address
                     .as_ref()

@@ -17,8 +17,8 @@
 //! [`Client`](crate::Client) instead ([`Client::as_async`] gives it).
 //!
 //! Handles behave as their async counterparts: dropping a [`PromptStream`] before its end
-//! cancels the prompt on the server; dropping a [`Pool`] or its [`PoolEvents`] cancels every
-//! job of the pool.
+//! cancels the prompt on the server; dropping a [`Pool`] cancels every job of the pool, and
+//! dropping its [`PoolEvents`] the jobs whose [`JobHandle`]s were dropped.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -44,18 +44,21 @@ use std::pin::pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use comfy_proxy::pool::JobId;
 use comfy_proxy::session::{Event, OutboxStats, Submission};
 use comfy_proxy::wire::FileRef;
 use comfy_proxy::wire::http::{HistoryEntry, QueuePosition, QueueState, SystemStats, UploadedFile};
 use comfy_proxy::{PromptId, ServerAddress, Workflow};
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::pool as async_pool;
 use comfy_proxy_driver::{HttpClient, Runtime};
 use smol::stream::StreamExt;
 
-pub use comfy_proxy_driver::pool::{JobError, JobReport, PoolConfig, PoolEvent, Upload};
+mod pool;
+
+pub use comfy_proxy_driver::pool::{
+    JobError, JobOptions, JobReport, PoolConfig, PoolEvent, PoolStats, SubmitError, Upload,
+};
 pub use comfy_proxy_driver::{ClientConfig, ClientError, RunResult, UploadOptions};
+pub use pool::{JobHandle, Pool, PoolEvents};
 pub use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 
 /// The background thread's executor, started on first use.
@@ -378,111 +381,6 @@ impl Iterator for PromptStream {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
-        self.recv()
-    }
-}
-
-/// A blocking pool over many servers: the async [`Pool`](comfy_proxy_driver::pool::Pool) on
-/// the background thread. Submit jobs from any thread; read the [`PoolEvents`] (from this
-/// thread or another) for their progress and their ends.
-///
-/// [`Pool::close`] lets the events end once every submitted job has ended; dropping the pool,
-/// or its events, cancels every job instead.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use comfy_proxy::{ServerAddress, Workflow};
-/// use comfy_proxy_smol::blocking::{ClientConfig, Pool, PoolConfig, PoolEvent};
-///
-/// let servers = [
-///     ServerAddress::parse("127.0.0.1:8188").unwrap(),
-///     ServerAddress::parse("127.0.0.1:8189").unwrap(),
-/// ];
-/// let config = PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone()));
-/// let (pool, mut events) = Pool::start(config);
-/// let graph = Workflow::from_json(r#"{"1":{"class_type":"EmptyImage","inputs":{}}}"#).unwrap();
-/// for _ in 0..20 {
-///     pool.submit(graph.clone());
-/// }
-/// pool.close();
-/// for event in &mut events {
-///     if let PoolEvent::Finished(report) = event {
-///         println!("job {:?}: {:?}", report.job, report.outcome);
-///     }
-/// }
-/// ```
-#[derive(Debug)]
-pub struct Pool {
-    inner: async_pool::Pool,
-}
-
-impl Pool {
-    /// Starts a pool: a client (and its websocket) per server, and the scheduler's task, all on
-    /// the background thread. Returns at once.
-    pub fn start(config: PoolConfig) -> (Self, PoolEvents) {
-        let (rt, http) = runtime();
-        let (inner, events) = async_pool::Pool::start(rt, http, config);
-        (Self { inner }, PoolEvents { inner: events })
-    }
-
-    /// The servers, in the order their indexes refer to.
-    pub fn servers(&self) -> &[ServerAddress] {
-        self.inner.servers()
-    }
-
-    /// Queues a job; it runs as soon as a server that can run it has a free slot. Does not
-    /// wait.
-    pub fn submit(&self, workflow: Workflow) -> JobId {
-        self.inner.submit(workflow)
-    }
-
-    /// Queues a job whose inputs need files, uploaded to the server each attempt runs on. See
-    /// [`Pool::submit_with_uploads`](comfy_proxy_driver::pool::Pool::submit_with_uploads).
-    pub fn submit_with_uploads(&self, workflow: Workflow, uploads: Vec<Upload>) -> JobId {
-        self.inner.submit_with_uploads(workflow, uploads)
-    }
-
-    /// Takes no more jobs; the events end once every job has ended.
-    pub fn close(&self) {
-        self.inner.close();
-    }
-}
-
-/// A pool's events: an [`Iterator`] that blocks, with [`recv_timeout`](Self::recv_timeout) for a
-/// bounded wait. It ends after [`Pool::close`] once every job has ended. Dropping it cancels
-/// every job of the pool.
-#[derive(Debug)]
-pub struct PoolEvents {
-    inner: async_pool::PoolEvents,
-}
-
-impl PoolEvents {
-    /// The next event, waiting as long as it takes; `None` once the pool has ended.
-    pub fn recv(&mut self) -> Option<PoolEvent> {
-        next_until(&mut self.inner, None).ok()
-    }
-
-    /// The next event, waiting `timeout` at most: [`RecvTimeoutError::Timeout`] when none came,
-    /// [`RecvTimeoutError::Disconnected`] once the pool has ended.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<PoolEvent, RecvTimeoutError> {
-        next_until(&mut self.inner, deadline_in(timeout))
-    }
-
-    /// The next event, waiting until `deadline` at most.
-    pub fn recv_deadline(&mut self, deadline: Instant) -> Result<PoolEvent, RecvTimeoutError> {
-        next_until(&mut self.inner, Some(deadline))
-    }
-
-    /// The next event if one is ready, without waiting.
-    pub fn try_recv(&mut self) -> Result<PoolEvent, TryRecvError> {
-        try_next(&mut self.inner)
-    }
-}
-
-impl Iterator for PoolEvents {
-    type Item = PoolEvent;
-
-    fn next(&mut self) -> Option<PoolEvent> {
         self.recv()
     }
 }

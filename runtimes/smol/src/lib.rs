@@ -27,7 +27,51 @@
 //! });
 //! ```
 //!
-//! A pool of servers:
+//! A pool of servers: each [`Pool::submit`] returns a [`JobHandle`], a stream of that job's
+//! events (the server each attempt went to, progress, outputs as they arrive) and a future of
+//! its report; a job can be cancelled, or given priority; the pool answers with statistics.
+//!
+//! ```no_run
+//! use comfy_proxy_smol::core::address::parse_addresses;
+//! use comfy_proxy_smol::core::workflow::FluxParams;
+//! use comfy_proxy_smol::{ClientConfig, JobOptions, PoolConfig, PoolEvent, pool};
+//! use smol::stream::StreamExt;
+//!
+//! smol::block_on(async {
+//!     let servers = parse_addresses("127.0.0.1:8188-8189").unwrap();
+//!     let (pool, _events) = pool(PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone())));
+//!     let mut jobs = Vec::new();
+//!     for seed in 0..4 {
+//!         let graph = FluxParams::new("a lighthouse at dusk", seed).build().unwrap();
+//!         jobs.push(pool.submit(graph).await.unwrap()); // waits only if the queue is full
+//!     }
+//!     // Priority: ahead of the four, and at the front of its server's queue.
+//!     let graph = FluxParams::new("a lighthouse at dawn", 9).build().unwrap();
+//!     let mut urgent = pool.submit_with(graph, JobOptions::new().in_front()).await.unwrap();
+//!     while let Some(event) = urgent.next().await {
+//!         match event {
+//!             PoolEvent::Dispatched { server, attempt, .. } => {
+//!                 println!("attempt {attempt} on {}", pool.servers()[server]);
+//!             }
+//!             PoolEvent::Output { .. } => println!("an image"),
+//!             PoolEvent::Finished(report) => println!("urgent: {:?}", report.outcome),
+//!             _ => {}
+//!         }
+//!     }
+//!     jobs.pop().unwrap().cancel(); // cancelled on its server if it runs there
+//!     for job in jobs {
+//!         let report = job.result().await;
+//!         println!("job {}: {} images", report.job, report.outputs.len());
+//!     }
+//!     for (i, s) in pool.stats().await.unwrap().servers.iter().enumerate() {
+//!         println!("{}: {} done, {} failed, busy {:?}", servers[i], s.succeeded, s.failed, s.busy);
+//!     }
+//!     pool.close(); // lets running jobs finish; pool.abort() cancels them
+//! });
+//! ```
+//!
+//! A program that reads one stream for every job drops the handles: a job whose handle is
+//! dropped reports to the pool's [`PoolEvents`] instead.
 //!
 //! ```no_run
 //! use comfy_proxy_smol::core::address::parse_addresses;
@@ -39,7 +83,8 @@
 //!     let servers = parse_addresses("127.0.0.1:8188-8189").unwrap();
 //!     let (pool, mut events) = pool(PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone())));
 //!     for seed in 0..4 {
-//!         pool.submit(FluxParams::new("a lighthouse at dusk", seed).build().unwrap());
+//!         let graph = FluxParams::new("a lighthouse at dusk", seed).build().unwrap();
+//!         drop(pool.submit(graph).await.unwrap());
 //!     }
 //!     pool.close();
 //!     while let Some(event) = events.next().await {
@@ -66,7 +111,10 @@ pub use comfy_proxy as core;
 /// per image, animated image, video, audio, 3D or other file and text, told apart by
 /// [`OutputKind`].
 pub use comfy_proxy::session::{Output, OutputBody, OutputKind, Outputs};
-pub use comfy_proxy_driver::pool::{JobReport, Pool, PoolConfig, PoolEvent, PoolEvents, Upload};
+pub use comfy_proxy_driver::pool::{
+    BreakerState, JobError, JobHandle, JobOptions, JobReport, Pool, PoolConfig, PoolEvent,
+    PoolEvents, PoolStats, ServerStats, SubmitError, Upload,
+};
 pub use comfy_proxy_driver::{
     Auth, Client, ClientConfig, ClientError, PromptStream, RunResult, UploadOptions,
 };
@@ -159,7 +207,8 @@ pub fn connect_with(rt: Arc<dyn Runtime>, config: ClientConfig) -> Client {
 }
 
 /// A pool over many servers on smol: a client per server and the scheduler's task. Submit jobs
-/// with [`Pool::submit`]; the events say how each one went.
+/// with [`Pool::submit`] and follow each with its [`JobHandle`]; jobs whose handle was dropped
+/// report to the [`PoolEvents`].
 pub fn pool(config: PoolConfig) -> (Pool, PoolEvents) {
     pool_with(Arc::new(Smol), config)
 }

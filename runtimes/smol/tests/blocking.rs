@@ -1,6 +1,6 @@
 //! The blocking API from plain threads, against the mock server on loopback: a run, two
-//! threads sharing a client, a pool of two servers, bounded waits, and a dropped stream that
-//! cancels its prompt.
+//! threads sharing a client, a pool of two servers, the pool's job handles, bounded waits, and
+//! a dropped stream that cancels its prompt.
 //!
 //! No test here runs an async runtime of its own: the mock runs on smol's global executor (a
 //! server elsewhere, as far as the client knows), and every call under test is a blocking one.
@@ -16,7 +16,8 @@ use comfy_proxy::{ServerAddress, Workflow};
 use comfy_proxy_mock::{self as mock, MockConfig, MockHandle};
 use comfy_proxy_smol::Smol;
 use comfy_proxy_smol::blocking::{
-    Client, ClientConfig, Pool, PoolConfig, PoolEvent, RecvTimeoutError, TryRecvError,
+    Client, ClientConfig, JobError, JobOptions, Pool, PoolConfig, PoolEvent, RecvTimeoutError,
+    SubmitError, TryRecvError,
 };
 
 /// The longest any wait here may take before the test fails instead of hanging.
@@ -136,7 +137,10 @@ fn a_pool_of_two_servers_runs_twenty_jobs_from_plain_threads() {
     assert_eq!(pool.servers(), &servers[..]);
     // Submitted from one thread, read from another.
     let submitter = std::thread::spawn(move || {
-        let jobs: Vec<_> = (0..20).map(|i| pool.submit(sampler(3, i))).collect();
+        // Each handle is dropped at once: the reports come on `events`.
+        let jobs: Vec<_> = (0..20)
+            .map(|i| pool.submit(sampler(3, i)).unwrap().id())
+            .collect();
         pool.close();
         // The pool handle stays alive until the events end: dropping it would cancel the jobs.
         (pool, jobs)
@@ -244,4 +248,52 @@ fn dropping_a_stream_cancels_its_prompt() {
         .expect("history")
         .expect("an entry for the dropped prompt");
     assert!(entry.interrupted(), "the prompt was interrupted: {entry:?}");
+}
+
+#[test]
+fn pool_job_handles_from_plain_threads() {
+    let mocks = [start_mock(Duration::from_millis(10))];
+    let servers: Vec<ServerAddress> = mocks.iter().map(address).collect();
+    let mut config = PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone()));
+    config.scheduler.per_server = 1;
+    let (pool, mut events) = Pool::start(config);
+    let mut first = pool.submit(sampler(100, 1)).expect("submit");
+    // Handles are waited on from other threads.
+    let normal = pool.submit(sampler(3, 2)).expect("submit");
+    let urgent = pool
+        .submit_with(sampler(3, 3), JobOptions::new().in_front())
+        .expect("submit");
+    let (normal_id, urgent_id) = (normal.id(), urgent.id());
+    loop {
+        match first.recv_timeout(BOUND) {
+            Ok(PoolEvent::Accepted { .. }) => break,
+            Ok(PoolEvent::Finished(r)) => panic!("{r:?}"),
+            Ok(_) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let stats = pool.stats().expect("the pool runs");
+    assert_eq!((stats.in_flight, stats.queued), (1, 2), "{stats:?}");
+    first.cancel();
+    let report = first.result_timeout(BOUND).expect("a report in time");
+    assert!(
+        matches!(report.outcome, Err(JobError::Cancelled)),
+        "{report:?}"
+    );
+    let waiter = std::thread::spawn(move || {
+        let urgent = urgent.result();
+        (urgent, normal.result())
+    });
+    let (urgent, normal) = waiter.join().expect("the waiting thread");
+    assert_eq!((urgent.job, normal.job), (urgent_id, normal_id));
+    assert!(urgent.outcome.is_ok() && normal.outcome.is_ok());
+    // One slot: the urgent job, submitted last, ran before the other.
+    assert!(urgent.elapsed < normal.elapsed, "{urgent:?} {normal:?}");
+    pool.close();
+    assert!(matches!(pool.submit(images(1)), Err(SubmitError::Closed)));
+    // Every job had a handle: the pool's events end without one.
+    assert!(matches!(
+        events.recv_timeout(BOUND),
+        Err(RecvTimeoutError::Disconnected)
+    ));
 }

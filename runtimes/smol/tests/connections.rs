@@ -54,7 +54,7 @@ fn a_hundred_jobs_on_one_server_reuse_a_dozen_connections() {
         let (pool, mut events) = Pool::start(rt.clone(), Arc::new(Http1::new(rt.clone())), config);
         let jobs = 100;
         for i in 0..jobs {
-            pool.submit(graph(i, i % 2 == 0));
+            drop(pool.submit(graph(i, i % 2 == 0)).await.unwrap());
         }
         pool.close();
         let mut ok = 0;

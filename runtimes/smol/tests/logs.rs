@@ -12,7 +12,9 @@ use comfy_proxy::Workflow;
 use comfy_proxy::session::{Backoff, Deadlines, SessionConfig};
 use comfy_proxy_driver::Runtime;
 use comfy_proxy_mock::{self as mock, MockConfig};
-use comfy_proxy_smol::{Auth, ClientConfig, PoolConfig, PoolEvent, Smol, connect, pool};
+use comfy_proxy_smol::{
+    Auth, ClientConfig, JobOptions, PoolConfig, PoolEvent, Smol, connect, pool,
+};
 use smol::stream::StreamExt;
 
 const QUERY_SECRET: &str = "q-s3cret/value";
@@ -139,7 +141,8 @@ fn a_pool_run_logs_its_course_and_no_secret() {
         let template = config(live.clone(), auth);
         let (pool, mut events) = pool(PoolConfig::new(&servers, &template));
         for _ in 0..3 {
-            pool.submit(graph());
+            let job = pool.try_submit(graph(), JobOptions::new());
+            drop(job.expect("room in the submission queue"));
         }
         pool.close();
         let succeeded = smol::block_on(async {

@@ -75,7 +75,7 @@ fn nothing_listening_fails_naming_the_address() {
     config.route_by_capability = true;
     smol::block_on(bounded("a refused address", async {
         let (pool, mut events) = Pool::start(kit.rt.clone(), kit.http.clone(), config);
-        let job = pool.submit(graph());
+        let job = pool.submit(graph()).await.unwrap().id();
         pool.close();
         let mut reports = Vec::new();
         while let Some(event) = events.next().await {
@@ -130,7 +130,7 @@ fn a_silent_server_among_three_healthy_ones_holds_nothing_back() {
         config.route_by_capability = true;
         let (pool, mut events) = Pool::start(kit.rt.clone(), kit.http.clone(), config);
         for _ in 0..100 {
-            pool.submit(graph());
+            drop(pool.submit(graph()).await.unwrap());
         }
         pool.close();
         let (mut ok, mut failed) = (0, Vec::new());
@@ -181,7 +181,7 @@ fn dropped_mid_run(receiver: bool) {
         let config = PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone()));
         let (pool, mut events) = Pool::start(kit.rt.clone(), kit.http.clone(), config);
         for _ in 0..6 {
-            pool.submit(sampler(100));
+            drop(pool.submit(sampler(100)).await.unwrap());
         }
         // Wait until every server has accepted both its prompts.
         let mut accepted = 0;

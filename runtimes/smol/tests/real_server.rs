@@ -160,7 +160,8 @@ fn every_output_kind_fresh_and_cached_client_and_pool() {
         let template = ClientConfig::new(server.clone());
         let (pool, mut events) =
             comfy_proxy_smol::pool(PoolConfig::new(std::slice::from_ref(&server), &template));
-        pool.submit(graph);
+        // The handle is dropped: the report comes on `events`.
+        drop(pool.submit(graph).await.expect("submit"));
         pool.close();
         let mut reports = Vec::new();
         while let Some(event) = events.next().await {

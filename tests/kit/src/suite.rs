@@ -376,8 +376,11 @@ pub async fn capability_routing(kit: Kit) {
         r#"{"1":{"class_type":"NoSuchNode","inputs":{}},"save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}}}"#,
     )
     .unwrap();
-    let jobs: Vec<_> = (0..6).map(|_| pool.submit(good.clone())).collect();
-    let doomed = pool.submit(bad);
+    let mut jobs = Vec::new();
+    for _ in 0..6 {
+        jobs.push(pool.submit(good.clone()).await.unwrap().id());
+    }
+    let doomed = pool.submit(bad).await.unwrap().id();
     pool.close();
     let mut done = 0;
     while let Some(event) = events.next().await {
@@ -428,7 +431,11 @@ pub async fn uploads_follow_the_job(kit: Kit) {
         bytes: Arc::new(b"\x89PNG\r\n\x1a\nfake".to_vec()),
     };
     for _ in 0..9 {
-        pool.submit_with_uploads(graph.clone(), vec![upload.clone()]);
+        drop(
+            pool.submit_with_uploads(graph.clone(), vec![upload.clone()])
+                .await
+                .unwrap(),
+        );
     }
     pool.close();
     let mut ok = 0;
@@ -566,7 +573,8 @@ pub async fn pool_of_four(kit: Kit) {
     let mut expected = std::collections::HashMap::new();
     for i in 0..200u32 {
         let batch = 1 + i % 3;
-        expected.insert(pool.submit(graph(batch, 1)), batch as usize);
+        let job = pool.submit(graph(batch, 1)).await.unwrap().id();
+        expected.insert(job, batch as usize);
     }
     pool.close();
     let mut finished = std::collections::HashMap::new();

@@ -3,14 +3,27 @@
 //! raced against the deadline the machine set, submissions, cancels), feeds the results back,
 //! and hands the machine's events to the consumer.
 //!
-//! Dropping the [`Pool`], or the [`PoolEvents`] receiver, cancels every prompt of the pool on
-//! its server and closes its sockets.
+//! Each [`Pool::submit`] returns a [`JobHandle`]: that job's events and report, and its cancel
+//! (see the `handle` module for where events go). Dropping the [`Pool`] cancels every prompt
+//! of the pool on its server and closes its sockets; dropping the [`PoolEvents`] receiver
+//! cancels the jobs whose handles were dropped (nobody could learn how they end).
+//!
+//! # Bounds
+//!
+//! Submissions and queries go through a bounded queue ([`SUBMIT_QUEUE`]): `submit` waits for
+//! room, `try_submit` says [`SubmitError::Full`]. Control messages (a job's cancel, its
+//! handle's drop, close, abort) are sent at most once each, on a sender of their own that
+//! always has room for one. Each server's status events (queue status, link changes) are
+//! coalesced in constant space and never block its client's task. Events wait in bounded
+//! [`EventQueue`](comfy_proxy::pool::EventQueue)s: one per handle, one for [`PoolEvents`].
+//!
+//! The `comfy-proxy-smol` crate's docs show a pool with handles, priority, cancel and stats.
 
 use std::fmt;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,18 +33,28 @@ use comfy_proxy::pool::{
 use comfy_proxy::session::Event;
 use comfy_proxy::wire::HttpResponse;
 use comfy_proxy::{PromptId, ServerAddress, TransportError, TransportErrorKind, Workflow};
-use futures_channel::mpsc;
+use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Either, select};
 use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
-use futures_util::{Sink, StreamExt};
+use futures_util::{FutureExt, Sink, StreamExt};
 
 use crate::client::{Client, ClientConfig, ClientError, PromptStream};
 use crate::drive::{Drive, drive};
 use crate::runtime::{BoxFuture, HttpClient, Runtime};
 
+mod handle;
+mod status;
 mod trace;
 
-pub use comfy_proxy::pool::{JobError, JobReport, PoolEvent, Upload};
+pub use comfy_proxy::pool::{
+    BreakerState, JobError, JobOptions, JobReport, PoolEvent, PoolStats, ServerStats, Upload,
+};
+pub use handle::{JobHandle, SubmitError};
+pub(crate) use status::StatusSink;
+
+/// Submissions and statistics queries waiting for the pool's task, at most (besides one per
+/// waiting caller). The task takes them as fast as it runs, whatever the consumers do.
+pub const SUBMIT_QUEUE: usize = 64;
 
 /// Settings of a [`Pool`].
 #[derive(Debug, Clone)]
@@ -94,19 +117,31 @@ impl PoolConfig {
 
 enum Input {
     Submit {
+        job: JobId,
         workflow: Workflow,
-        uploads: Vec<Upload>,
+        options: JobOptions,
+        slot: Arc<handle::Slot>,
     },
+    Cancel(JobId),
+    /// The job's handle was dropped, with what it did not read.
+    Detached(JobId, Arc<handle::Slot>),
+    Stats(oneshot::Sender<PoolStats>),
     Close,
     Abort,
 }
 
-/// A pool of servers. Submit jobs with [`Pool::submit`]; read [`PoolEvents`] for their
-/// progress and their ends. [`Pool::close`] lets the events end once every submitted job has
-/// ended; dropping the pool (or the events receiver) cancels every job instead.
+/// A pool of servers. Submit jobs with [`Pool::submit`] and follow each with its
+/// [`JobHandle`]; jobs whose handle was dropped report to [`PoolEvents`]. [`Pool::close`] lets
+/// the jobs end and then stops the pool; [`Pool::abort`], or dropping the pool, cancels every
+/// job instead.
 pub struct Pool {
-    control: mpsc::UnboundedSender<Input>,
+    /// Submissions and queries, bounded; its lock keeps job ids in the order sent.
+    submissions: futures_util::lock::Mutex<mpsc::Sender<Input>>,
+    /// The same queue, cloned for each control message (a fresh sender has room for one).
+    control: mpsc::Sender<Input>,
     next: Arc<AtomicU64>,
+    closed: AtomicBool,
+    aborted: AtomicBool,
     servers: Vec<ServerAddress>,
 }
 
@@ -128,9 +163,9 @@ impl Pool {
         http: Arc<dyn HttpClient>,
         config: PoolConfig,
     ) -> (Self, PoolEvents) {
-        // Submissions come from a synchronous call; the machine's backpressure bounds what is
-        // dispatched, and the consumer's pace bounds what is reported.
-        let (control, inputs) = mpsc::unbounded();
+        // The machine's backpressure bounds what is dispatched, and the consumer's pace what
+        // is reported.
+        let (control, inputs) = mpsc::channel(SUBMIT_QUEUE);
         let (events, events_rx) = mpsc::channel(1);
         let servers: Vec<ServerAddress> = config.servers.iter().map(|c| c.server.clone()).collect();
         let mut streams: SelectAll<BoxStream<'static, (usize, Event)>> = SelectAll::new();
@@ -139,18 +174,21 @@ impl Pool {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let (status_tx, status_rx) = mpsc::unbounded::<Event>();
+                let (status_tx, status_rx) = status::status();
                 let mut c = c.clone();
                 c.server_events = Some(status_tx);
                 streams.push(status_rx.map(move |e| (i, e)).boxed());
                 Client::connect(rt.clone(), http.clone(), c)
             })
             .collect();
-        let machine = Machine::new(servers.clone(), config.settings(), fastrand::u64(..));
+        let settings = config.settings();
+        let handles = handle::Handles::new(settings.max_progress);
+        let machine = Machine::new(servers.clone(), settings, fastrand::u64(..));
         for (i, s) in servers.iter().enumerate() {
             log::debug!(target: "comfy_proxy::pool", "server {i} is {s}");
         }
         let driver = Driver {
+            handles,
             rt: rt.clone(),
             clients,
             machine,
@@ -163,8 +201,11 @@ impl Pool {
         rt.spawn(Box::pin(driver.run()));
         (
             Self {
+                submissions: futures_util::lock::Mutex::new(control.clone()),
                 control,
                 next: Arc::new(AtomicU64::new(0)),
+                closed: AtomicBool::new(false),
+                aborted: AtomicBool::new(false),
                 servers,
             },
             events_rx,
@@ -175,33 +216,11 @@ impl Pool {
     pub fn servers(&self) -> &[ServerAddress] {
         &self.servers
     }
-
-    /// Queues a job; it runs as soon as a server that can run it has a free slot.
-    pub fn submit(&self, workflow: Workflow) -> JobId {
-        self.submit_with_uploads(workflow, Vec::new())
-    }
-
-    /// Queues a job whose inputs need files: each attempt uploads them to the server it runs
-    /// on, then sets the inputs to the names that server returned. (Uploading once to one
-    /// server and running the job on another is a classic pitfall.)
-    pub fn submit_with_uploads(&self, workflow: Workflow, uploads: Vec<Upload>) -> JobId {
-        // The machine numbers jobs in the order it receives them, as this counter does.
-        let job = JobId(self.next.fetch_add(1, Ordering::Relaxed));
-        let _ = self
-            .control
-            .unbounded_send(Input::Submit { workflow, uploads });
-        job
-    }
-
-    /// Takes no more jobs; the events end once every job has ended.
-    pub fn close(&self) {
-        let _ = self.control.unbounded_send(Input::Close);
-    }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let _ = self.control.unbounded_send(Input::Abort);
+        self.abort();
     }
 }
 
@@ -216,10 +235,11 @@ enum Wake {
 }
 
 struct Driver {
+    handles: handle::Handles,
     rt: Arc<dyn Runtime>,
     clients: Vec<Client>,
     machine: Machine,
-    inputs: mpsc::UnboundedReceiver<Input>,
+    inputs: mpsc::Receiver<Input>,
     events: mpsc::Sender<PoolEvent>,
     pending: FuturesUnordered<BoxFuture<'static, Wake>>,
     streams: SelectAll<BoxStream<'static, (usize, Event)>>,
@@ -277,10 +297,17 @@ impl Driver {
                         continue;
                     };
                     let prompt = submission.prompt_id.clone();
-                    self.pending.push(Box::pin(async move {
+                    let mut submit: BoxFuture<'static, Wake> = Box::pin(async move {
                         let result = client.submit_with(submission).await;
                         Wake::Submitted(server.0, prompt, result)
-                    }));
+                    });
+                    // The first poll hands the prompt to the client's task at once, so that a
+                    // cancel the machine asks for later reaches that task after it.
+                    let waker = std::task::Waker::noop();
+                    if let Poll::Ready(wake) = submit.poll_unpin(&mut Context::from_waker(waker)) {
+                        submit = Box::pin(std::future::ready(wake));
+                    }
+                    self.pending.push(submit);
                 }
                 Io::Cancel { server, prompt } => {
                     if let Some(client) = self.clients.get(server.0) {
@@ -297,7 +324,7 @@ impl Drive for Driver {
     type Wake = Wake;
 
     fn perform(&mut self, now: Duration) {
-        self.perform_io(now);
+        self.settle(now);
         let machine = &self.machine;
         self.watch
             .look(|| machine.scheduler().stats(), machine.servers());
@@ -308,10 +335,9 @@ impl Drive for Driver {
             return true;
         }
         if self.events.is_closed() {
-            self.abort(now);
-            return true;
+            self.events_gone(now);
         }
-        false
+        self.machine.is_done()
     }
 
     fn poll_timeout(&self, now: Duration) -> Option<Duration> {
@@ -339,7 +365,7 @@ impl Drive for Driver {
         {
             return Poll::Ready(Wake::Event(s, e));
         }
-        if self.machine.has_event() {
+        if !self.handles.events_gone && !self.handles.backlog.is_empty() {
             match Sink::poll_ready(Pin::new(&mut self.events), cx) {
                 Poll::Ready(Ok(())) => return Poll::Ready(Wake::CanSend),
                 Poll::Ready(Err(_)) => return Poll::Ready(Wake::Gone),
@@ -351,14 +377,12 @@ impl Drive for Driver {
 
     fn handle(&mut self, now: Duration, wake: Wake) -> ControlFlow<()> {
         match wake {
-            Wake::Input(Some(Input::Submit { workflow, uploads })) => {
-                let _ = self.machine.submit(now, workflow, uploads);
-            }
-            Wake::Input(Some(Input::Close)) => self.machine.close(),
-            Wake::Input(Some(Input::Abort) | None) | Wake::Gone => {
+            Wake::Input(Some(input)) => self.on_input(now, input),
+            Wake::Input(None) => {
                 self.abort(now);
                 return ControlFlow::Break(());
             }
+            Wake::Gone => self.events_gone(now),
             Wake::Http(id, result) => self.machine.handle_http(now, id, result),
             Wake::Submitted(s, _, Ok(stream)) => {
                 self.streams.push(stream.map(move |e| (s, e)).boxed());
@@ -370,20 +394,19 @@ impl Drive for Driver {
             }
             Wake::Event(s, event) => self.machine.handle_event(now, ServerId(s), event),
             Wake::CanSend => {
-                if let Some(event) = self.machine.poll_event() {
-                    trace::event(&event, self.machine.servers());
+                if let Some(event) = self.handles.backlog.pop() {
                     let finished = match &event {
                         PoolEvent::Finished(r) => Some(r.job),
                         _ => None,
                     };
                     if Sink::start_send(Pin::new(&mut self.events), event).is_err() {
-                        self.abort(now);
-                        return ControlFlow::Break(());
+                        self.events_gone(now);
+                        return ControlFlow::Continue(());
                     }
                     // The channel holds one report: a consumer that does not read stops the
                     // pool from dispatching more (the scheduler counts it unconsumed).
                     if let Some(job) = finished {
-                        self.machine.handle_consumed(now, job);
+                        self.consumed(now, job);
                     }
                 }
             }
