@@ -294,6 +294,59 @@ fn a_prompt_the_server_forgot_fails_as_not_on_server() {
     }
 }
 
+fn refused() -> TransportError {
+    TransportError::new(TransportErrorKind::Refused, "connect to 127.0.0.1:1")
+}
+
+/// Runs the session to its next reconnect and fails it with `error`.
+fn fail_next_connect(h: &mut Harness, error: TransportError) {
+    let at = h.s.poll_timeout().expect("a reconnect is due");
+    h.s.handle_timeout(at);
+    h.drain();
+    h.s.handle_connect_failed(at + ms(1), error);
+    h.drain();
+}
+
+#[test]
+fn a_posted_prompt_moves_once_its_server_refuses_reconnects_in_a_row() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.s.handle_disconnect(ms(3));
+    h.drain();
+    for _ in 1..comfy_proxy::session::REFUSALS_GONE {
+        fail_next_connect(&mut h, refused());
+        assert!(h.terminal().is_empty(), "{:?}", h.events);
+    }
+    fail_next_connect(&mut h, refused());
+    match h.terminal()[..] {
+        [
+            Event::Failed {
+                failure: failure @ Failure::ServerGone { refusals, .. },
+                ..
+            },
+        ] => {
+            assert_eq!(*refusals, comfy_proxy::session::REFUSALS_GONE);
+            assert!(failure.is_retryable());
+            assert!(failure.to_string().contains("refused"), "{failure}");
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn refusals_must_come_in_a_row_to_give_a_posted_prompt_up() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.s.handle_disconnect(ms(3));
+    h.drain();
+    for _ in 1..comfy_proxy::session::REFUSALS_GONE {
+        fail_next_connect(&mut h, refused());
+    }
+    // A connect that times out (a server restarting, a slow network) is not a refusal.
+    let timed_out = TransportError::new(TransportErrorKind::TimedOut(ms(10)), "connect");
+    fail_next_connect(&mut h, timed_out);
+    fail_next_connect(&mut h, refused());
+    assert!(h.terminal().is_empty(), "{:?}", h.events);
+}
+
 #[test]
 fn reconnect_gives_up_after_the_attempts() {
     let mut h = Harness::accepted(no_keepalive());

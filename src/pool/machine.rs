@@ -453,6 +453,19 @@ impl Pool {
                 self.unreached(now, job, attempt, s, e);
                 return;
             }
+            // Its server went away with the prompt: it moves at once, away from that server,
+            // as if it had never reached it.
+            Event::Failed {
+                failure: Failure::ServerGone { refusals, error },
+                ..
+            } => {
+                self.unreached(now, job, attempt, s, error.clone());
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    let failure = Failure::ServerGone { refusals, error };
+                    j.last_error = Some(JobError::Failed(failure));
+                }
+                return;
+            }
             Event::Failed { failure, .. } => (
                 JobResult::from_failure(&failure),
                 Some(JobError::Failed(failure)),

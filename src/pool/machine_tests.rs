@@ -226,8 +226,9 @@ fn a_server_that_lists_nothing_rules_nothing_out() {
     assert_eq!(submits(&drain(&mut pool)).len(), 1);
 }
 
-#[test]
-fn an_unreached_attempt_moves_at_once_without_a_lookup() {
+/// A failure that proves the prompt is not on its server (never reached it, or the server went
+/// away with it) moves the job at once, to another server, with no lookup.
+fn moves_at_once_without_a_lookup(failure: impl Fn(usize) -> Failure) {
     let mut pool = machine(2, false);
     pool.submit(Duration::ZERO, graph(), Vec::new());
     let io = drain(&mut pool);
@@ -235,7 +236,7 @@ fn an_unreached_attempt_moves_at_once_without_a_lookup() {
         panic!("{io:?}")
     };
     let (first, prompt) = (*first, prompt.clone());
-    let failure = Failure::Unreachable(refused(first));
+    let failure = failure(first);
     pool.handle_event(ms(3), ServerId(first), Event::Failed { prompt, failure });
     let io = drain(&mut pool);
     assert!(
@@ -254,6 +255,19 @@ fn an_unreached_attempt_moves_at_once_without_a_lookup() {
     let r = finished(&ev)[0];
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
     assert_eq!(r.server, Some(second));
+}
+
+#[test]
+fn an_unreached_attempt_moves_at_once_without_a_lookup() {
+    moves_at_once_without_a_lookup(|s| Failure::Unreachable(refused(s)));
+}
+
+#[test]
+fn an_attempt_whose_server_went_away_moves_at_once_without_a_lookup() {
+    moves_at_once_without_a_lookup(|s| Failure::ServerGone {
+        refusals: 3,
+        error: refused(s),
+    });
 }
 
 #[test]

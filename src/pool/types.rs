@@ -230,6 +230,7 @@ impl JobResult {
             | Failure::Unreachable(_)
             | Failure::LostOutputs { .. }
             | Failure::NotOnServer
+            | Failure::ServerGone { .. }
             | Failure::FileFetch { .. } => (true, false),
         };
         Self::failed(retryable, uncertain, failure.to_string())

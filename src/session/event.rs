@@ -121,6 +121,17 @@ pub enum Failure {
     },
     /// After a reconnect, the server knows nothing of the prompt (it restarted).
     NotOnServer,
+    /// The websocket dropped and every reconnect since was refused
+    /// ([`REFUSALS_GONE`](super::REFUSALS_GONE) in a row): nothing listens at the
+    /// server's address, so the process that held the prompt, and ComfyUI's queue kept in its
+    /// memory, are gone. Retryable at once. (Behind a proxy whose own port refuses while the
+    /// server behind it still runs, the prompt could run twice.)
+    ServerGone {
+        /// Connects refused in a row.
+        refusals: u32,
+        /// The last refusal.
+        error: crate::error::TransportError,
+    },
     /// A file output named by the server could not be fetched with `/view`.
     FileFetch {
         /// The file.
@@ -164,6 +175,10 @@ impl fmt::Display for Failure {
                 )
             }
             Self::NotOnServer => f.write_str("the server has no record of the prompt (restarted?)"),
+            Self::ServerGone { refusals, error } => write!(
+                f,
+                "the server went away: {refusals} reconnects in a row refused ({error})"
+            ),
             Self::FileFetch { file, error } => {
                 write!(
                     f,
@@ -179,7 +194,9 @@ impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Protocol(e) => Some(e),
-            Self::Transport { error, .. } | Self::Unreachable(error) => Some(error),
+            Self::Transport { error, .. }
+            | Self::Unreachable(error)
+            | Self::ServerGone { error, .. } => Some(error),
             Self::FileFetch { error, .. } => Some(error),
             _ => None,
         }

@@ -4,7 +4,7 @@
 //! | link | input | what follows |
 //! | --- | --- | --- |
 //! | connecting | `handle_connected` | open; waiting prompts are posted |
-//! | connecting | `handle_connect_failed`, or the connect deadline | prompts never posted fail with [`Failure::Unreachable`]; posted ones wait for a reconnect (backoff) or, if none, the link goes down |
+//! | connecting | `handle_connect_failed`, or the connect deadline | prompts never posted fail with [`Failure::Unreachable`]; posted ones wait for a reconnect (backoff), or fail with [`Failure::ServerGone`] once [`REFUSALS_GONE`] connects in a row were refused; with none left, the link goes down |
 //! | open | `handle_disconnect` | backoff; prompts in flight are looked up after the reconnect |
 //! | open | silence deadline (no frame, no pong) | [`Transmit::Close`], then as a disconnect |
 //! | backoff | its timer | connecting |
@@ -24,14 +24,21 @@ use super::{Link, Session};
 /// timer is the backstop for an adapter that does not.
 pub(super) const GRACE: Duration = Duration::from_secs(1);
 
+/// Connects refused in a row after which prompts already posted fail with
+/// [`Failure::ServerGone`]: with the default backoff, about 1.75 s after the socket dropped.
+/// A refusal means nothing listens at the address; one or two may be a restart under way.
+pub const REFUSALS_GONE: u32 = 3;
+
 impl Session {
     /// Opening the websocket asked for by [`Transmit::Connect`] failed: refused, unresolvable,
     /// TLS, a refused handshake, or no answer within [`Timeouts::connect`](super::Timeouts).
     ///
     /// Every prompt that was never posted fails with [`Failure::Unreachable`] at once: it never
     /// reached the server, so it can run elsewhere with no risk of running twice. Prompts
-    /// already posted keep waiting for a reconnect (with backoff) and are looked up after it;
-    /// with none left, the link goes down until the next submission. A call while no connect
+    /// already posted keep waiting for a reconnect (with backoff) and are looked up after it,
+    /// unless [`REFUSALS_GONE`] connects in a row were refused: then nothing listens where the
+    /// server was, its in-memory queue is gone, and they fail with [`Failure::ServerGone`], which
+    /// a pool runs elsewhere at once. With none left, the link goes down until the next submission. A call while no connect
     /// is under way is a no-op.
     pub fn handle_connect_failed(&mut self, now: Duration, error: TransportError) {
         let Link::Connecting { attempt, .. } = self.link else {
@@ -48,6 +55,27 @@ impl Session {
                     Event::Failed {
                         prompt: id.clone(),
                         failure: Failure::Unreachable(error.clone()),
+                    },
+                );
+            }
+        }
+        self.refused = match error.kind {
+            TransportErrorKind::Refused => self.refused + 1,
+            _ => 0,
+        };
+        if self.refused >= REFUSALS_GONE {
+            // Nothing listens where the server was: the process that held the posted prompts
+            // is gone, and with it ComfyUI's queue (kept in memory). Waiting out the backoff
+            // would only delay running them elsewhere.
+            for id in self.order.clone() {
+                self.end(
+                    &id,
+                    Event::Failed {
+                        prompt: id.clone(),
+                        failure: Failure::ServerGone {
+                            refusals: self.refused,
+                            error: error.clone(),
+                        },
                     },
                 );
             }

@@ -60,6 +60,7 @@ mod config;
 mod event;
 mod handle;
 mod link;
+pub use link::REFUSALS_GONE;
 mod outbox;
 mod output;
 mod prompt;
@@ -226,6 +227,8 @@ pub struct Session {
     views_in_flight: usize,
     /// Prompts whose reader lags: their downloads wait until it catches up.
     lagging: HashSet<PromptId>,
+    /// Connect attempts refused in a row since the websocket was last open.
+    refused: u32,
 }
 
 impl Session {
@@ -248,6 +251,7 @@ impl Session {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             keepalive_at: None,
+            refused: 0,
             heard_at: Duration::ZERO,
             views: VecDeque::new(),
             views_in_flight: 0,
@@ -337,6 +341,7 @@ impl Session {
             return;
         }
         self.link = Link::Open;
+        self.refused = 0;
         self.heard_at = now;
         if self.config.feature_flags {
             self.transmits
