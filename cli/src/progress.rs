@@ -135,7 +135,12 @@ impl Progress {
         let again = again(attempt);
         match self {
             Self::Bars(b) => {
-                if let Some(bar) = b.jobs.get(&job) {
+                // The server's answer to the post may come after the job started running
+                // there (the websocket is faster): then it says nothing new.
+                if let Some(bar) = b.jobs.get(&job)
+                    && !bar.message().starts_with("running")
+                    && bar.length() == Some(0)
+                {
                     bar.set_message(format!("queued on {}{again}", server.authority()));
                 }
             }
