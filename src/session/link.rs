@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | connecting | `handle_connected` | open; waiting prompts are posted |
 //! | connecting | `handle_connect_failed`, or the connect deadline | prompts never posted fail with [`Failure::Unreachable`]; posted ones wait for a reconnect (backoff) or, if none, the link goes down |
-//! | open | `handle_disconnect` | backoff; prompts in flight are looked up after the reconnect |
+//! | open | `handle_disconnect` | a reconnect at once (at most one per [`Backoff::initial`](super::Backoff)), else backoff; prompts in flight are looked up after the reconnect |
 //! | open | silence deadline (no frame, no pong) | [`Transmit::Close`], then as a disconnect |
 //! | backoff | its timer | connecting |
 //! | down | `submit` | connecting |
@@ -69,7 +69,18 @@ impl Session {
             Link::Closed | Link::Down => return,
             Link::Open => {
                 self.events.push_back(Event::Disconnected);
-                1
+                // Reconnect at once (attempt 0, not counted), unless the last reconnect at
+                // once was less than `initial` ago: then the counted backoff starts.
+                let backoff = self.config.backoff;
+                let due = self
+                    .quick_reconnect_at
+                    .is_none_or(|at| now.saturating_sub(at) >= backoff.initial);
+                if backoff.attempts > 0 && due {
+                    self.quick_reconnect_at = Some(now);
+                    0
+                } else {
+                    1
+                }
             }
             Link::Connecting { attempt, .. } | Link::Backoff { attempt, .. } => attempt + 1,
         };
@@ -219,6 +230,8 @@ impl Session {
                     },
                 );
             }
+        } else if attempt == 0 {
+            self.connect(now, 0);
         } else {
             self.link = Link::Backoff {
                 attempt,

@@ -22,7 +22,7 @@
 //! silent (no frame, no pong) is given up and replaced.
 //!
 //! When the websocket drops, prompts in flight are not failed: the session asks for a
-//! reconnect (with backoff) and then asks `/history/{id}` (and `/queue`) what became of each.
+//! reconnect (the first at once, then with backoff; see [`Backoff`]) and then asks `/history/{id}` (and `/queue`) what became of each.
 //! A prompt that finished meanwhile completes from its history; one whose websocket-only
 //! images were sent while nobody listened fails with [`Failure::LostOutputs`], so that a pool
 //! can run it again. It never reports success with images missing.
@@ -209,6 +209,8 @@ pub struct Session {
     keepalive_at: Option<Duration>,
     /// When the open websocket last delivered a frame or a pong.
     heard_at: Duration,
+    /// When a dropped socket was last reconnected at once, without backoff.
+    quick_reconnect_at: Option<Duration>,
     /// `/view` downloads not yet started, in the order they were asked for.
     views: VecDeque<ViewJob>,
     /// `/view` downloads started and not yet answered.
@@ -238,6 +240,7 @@ impl Session {
             events: VecDeque::new(),
             keepalive_at: None,
             heard_at: Duration::ZERO,
+            quick_reconnect_at: None,
             views: VecDeque::new(),
             views_in_flight: 0,
             lagging: HashSet::new(),
