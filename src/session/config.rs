@@ -75,7 +75,9 @@ pub struct Timeouts {
     /// The longest the open websocket may stay silent: no frame and no pong. On expiry the
     /// session gives up on the socket and reconnects. Armed only with
     /// [`SessionConfig::keepalive`] on (an idle server sends nothing but pongs); keep it above
-    /// the keepalive interval. Default: 45 s.
+    /// the keepalive interval. While a prompt on the server has a shorter deadline than twice
+    /// this, the session watches at half that deadline instead (not below 2 s), and pings at
+    /// a quarter of it (not below 1 s). Default: 45 s.
     pub silence: Option<Duration>,
     /// Closing the websocket (the close handshake) and each websocket write. An adapter that
     /// cannot finish within it drops the socket. Default: 5 s.

@@ -7,6 +7,13 @@
 //! | connecting | `handle_connect_failed`, or the connect deadline | prompts never posted fail with [`Failure::Unreachable`]; posted ones wait for a reconnect (backoff) or, if none, the link goes down |
 //! | open | `handle_disconnect` | a reconnect at once (at most one per [`Backoff::initial`](super::Backoff)), else backoff; prompts in flight are looked up after the reconnect |
 //! | open | silence deadline (no frame, no pong) | [`Transmit::Close`], then as a disconnect |
+//!
+//! The silence deadline is [`Timeouts::silence`](super::Timeouts), and the pings go
+//! [`SessionConfig::keepalive`](super::SessionConfig) apart; while a prompt on the server has
+//! a shorter deadline (accept, idle or total) than twice the silence, both shrink to half and a
+//! quarter of it (not below 2 s and 1 s): a silent socket is then noticed, given up and
+//! replaced while the prompt can still learn its fate, instead of the prompt running into its
+//! own deadline.
 //! | backoff | its timer | connecting |
 //! | down | `submit` | connecting |
 
@@ -23,6 +30,15 @@ use super::{Link, Session};
 /// exchanges fire: the adapter reports the expiry first, naming the address; the session's
 /// timer is the backstop for an adapter that does not.
 pub(super) const GRACE: Duration = Duration::from_secs(1);
+
+/// The shortest ping interval and silence a prompt's short deadline can bring about (see
+/// [`Session::poll_timeout`]): below them a loaded machine's late pong would look like a dead
+/// socket.
+const PING_FLOOR: Duration = Duration::from_secs(1);
+const SILENCE_FLOOR: Duration = Duration::from_secs(2);
+
+/// The shortest bound a prompt's short deadline can put on its `POST /prompt` and lookups.
+pub(super) const LOOKUP_FLOOR: Duration = Duration::from_secs(2);
 
 impl Session {
     /// Opening the websocket asked for by [`Transmit::Connect`] failed: refused, unresolvable,
@@ -54,7 +70,7 @@ impl Session {
         }
         if self.prompts.is_empty() {
             self.link = Link::Down;
-            self.keepalive_at = None;
+            self.pinged_at = None;
             return;
         }
         self.retry(now, attempt + 1);
@@ -105,9 +121,9 @@ impl Session {
             .prompts
             .values()
             .filter_map(|p| p.next_deadline().map(|(at, _)| at));
-        let requests = self.requests.values().filter_map(|(_, at)| *at);
+        let requests = self.requests.values().filter_map(|(_, at, _)| *at);
         link.into_iter()
-            .chain(self.keepalive_at)
+            .chain(self.keepalive_at())
             .chain(prompts)
             .chain(requests)
             .min()
@@ -119,13 +135,12 @@ impl Session {
         let mut expired: Vec<_> = self
             .requests
             .iter()
-            .filter(|(_, (_, at))| at.is_some_and(|at| at <= now))
+            .filter(|(_, (_, at, _))| at.is_some_and(|at| at <= now))
             .map(|(id, _)| *id)
             .collect();
         expired.sort();
         for id in expired {
-            if let Some((pending, _)) = self.requests.remove(&id) {
-                let after = self.config.timeouts.http.unwrap_or_default();
+            if let Some((pending, _, after)) = self.requests.remove(&id) {
                 let error =
                     TransportError::new(TransportErrorKind::TimedOut(after), pending.what());
                 self.on_response(now, pending, Err(error));
@@ -148,11 +163,9 @@ impl Session {
             }
             _ => {}
         }
-        if let Some(at) = self.keepalive_at {
-            if at <= now {
-                self.transmits.push_back(Transmit::Ping);
-                self.keepalive_at = self.config.keepalive.map(|k| now + k);
-            }
+        if self.keepalive_at().is_some_and(|at| at <= now) {
+            self.transmits.push_back(Transmit::Ping);
+            self.pinged_at = Some(now);
         }
         let expired: Vec<(PromptId, Deadline, Phase)> = self
             .order
@@ -205,12 +218,37 @@ impl Session {
     /// When the open socket counts as dead if nothing more arrives.
     fn silence_at(&self) -> Option<Duration> {
         self.config.keepalive?;
-        self.config.timeouts.silence.map(|s| self.heard_at + s)
+        let mut silence = self.config.timeouts.silence?;
+        if let Some(shortest) = self.shortest_deadline() {
+            silence = silence.min((shortest / 2).max(SILENCE_FLOOR));
+        }
+        Some(self.heard_at + silence)
+    }
+
+    /// When the open socket is due for its next ping.
+    fn keepalive_at(&self) -> Option<Duration> {
+        let mut every = self.config.keepalive?;
+        if let Some(shortest) = self.shortest_deadline() {
+            every = every.min((shortest / 4).max(PING_FLOOR));
+        }
+        Some(self.pinged_at? + every)
+    }
+
+    /// The shortest deadline (accept, idle or total) of the prompts on the server. A socket
+    /// gone silent is noticed within half of it, so that a prompt with a short deadline learns
+    /// its fate from a new socket (and `/history`) instead of running into that deadline.
+    fn shortest_deadline(&self) -> Option<Duration> {
+        self.prompts
+            .values()
+            .filter(|p| p.phase != Phase::Waiting)
+            .flat_map(|p| [p.deadlines.accept, p.deadlines.idle, p.deadlines.total])
+            .flatten()
+            .min()
     }
 
     /// The socket is gone: reconnect after the backoff of `attempt`, or give up.
     fn retry(&mut self, now: Duration, attempt: u32) {
-        self.keepalive_at = None;
+        self.pinged_at = None;
         for p in self.prompts.values_mut() {
             if p.phase != Phase::Waiting {
                 p.mark_gap();
