@@ -215,7 +215,7 @@ fn a_prompt_still_queued_after_a_reconnect_completes_normally() {
 
 /// A socket dropped while the prompt runs is replaced at once, not after the backoff: the
 /// frames the server sends after the drop (here the `SaveImageWebsocket` image) reach the new
-/// socket, and the prompt succeeds. A second drop within `Backoff::initial` waits the backoff.
+/// socket, and the prompt succeeds. A fourth drop within `Backoff::initial` waits the backoff.
 #[test]
 fn a_dropped_socket_is_reconnected_at_once_and_the_prompt_catches_up() {
     let mut h = Harness::accepted(no_keepalive());
@@ -261,14 +261,18 @@ fn a_dropped_socket_is_reconnected_at_once_and_the_prompt_catches_up() {
         h.events
     );
 
-    // Two drops within `initial` (250 ms): the second reconnect waits the backoff.
+    // Four drops within `initial` (250 ms): three reconnects go at once, the fourth waits
+    // the backoff.
     let mut h = Harness::accepted(no_keepalive());
-    h.s.handle_disconnect(ms(100));
-    h.s.handle_connected(ms(101));
+    for t in [100, 120, 140] {
+        h.s.handle_disconnect(ms(t));
+        h.s.handle_connected(ms(t + 1));
+    }
     h.drain();
+    assert_eq!(connects(&h), 4, "three reconnects at once");
     h.s.handle_disconnect(ms(200));
     h.drain();
-    assert_eq!(connects(&h), 2, "no second reconnect at once");
+    assert_eq!(connects(&h), 4, "no fourth reconnect at once");
     assert_eq!(
         h.s.poll_timeout(),
         Some(ms(450)),
@@ -276,12 +280,12 @@ fn a_dropped_socket_is_reconnected_at_once_and_the_prompt_catches_up() {
     );
     h.s.handle_timeout(ms(450));
     h.drain();
-    assert_eq!(connects(&h), 3);
-    // Later than `initial` after the last one, a drop is again reconnected at once.
+    assert_eq!(connects(&h), 5);
+    // Over `initial` after the first of them, a drop is again reconnected at once.
     h.s.handle_connected(ms(451));
-    h.s.handle_disconnect(ms(400 + 250));
+    h.s.handle_disconnect(ms(460));
     h.drain();
-    assert_eq!(connects(&h), 4);
+    assert_eq!(connects(&h), 6);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// attempt: a prompt still running on the server keeps sending its frames, and a socket back
 /// within milliseconds receives them instead of leaving them to nobody (which, for
 /// `SaveImageWebsocket` images, fails the prompt). Only if that reconnect fails do the
-/// counted attempts follow, `initial` apart and doubling. At most one reconnect goes at once
+/// counted attempts follow, `initial` apart and doubling. At most three reconnects go at once
 /// per `initial`, so a server that closes every socket it accepts is not hammered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | connecting | `handle_connected` | open; waiting prompts are posted |
 //! | connecting | `handle_connect_failed`, or the connect deadline | prompts never posted fail with [`Failure::Unreachable`]; posted ones wait for a reconnect (backoff) or, if none, the link goes down |
-//! | open | `handle_disconnect` | a reconnect at once (at most one per [`Backoff::initial`](super::Backoff)), else backoff; prompts in flight are looked up after the reconnect |
+//! | open | `handle_disconnect` | a reconnect at once (at most three per [`Backoff::initial`](super::Backoff)), else backoff; prompts in flight are looked up after the reconnect |
 //! | open | silence deadline (no frame, no pong) | [`Transmit::Close`], then as a disconnect |
 //!
 //! The silence deadline is [`Timeouts::silence`](super::Timeouts), and the pings go
@@ -36,6 +36,11 @@ pub(super) const GRACE: Duration = Duration::from_secs(1);
 /// socket.
 const PING_FLOOR: Duration = Duration::from_secs(1);
 const SILENCE_FLOOR: Duration = Duration::from_secs(2);
+
+/// Reconnects at once (without backoff) allowed within one [`Backoff::initial`](super::Backoff):
+/// a prompt running on a server that drops sockets often keeps its frames coming, and a server
+/// that closes every socket it accepts is still not hammered.
+pub(super) const QUICK_RECONNECTS: u32 = 3;
 
 /// The shortest bound a prompt's short deadline can put on its `POST /prompt` and lookups.
 pub(super) const LOOKUP_FLOOR: Duration = Duration::from_secs(2);
@@ -85,14 +90,17 @@ impl Session {
             Link::Closed | Link::Down => return,
             Link::Open => {
                 self.events.push_back(Event::Disconnected);
-                // Reconnect at once (attempt 0, not counted), unless the last reconnect at
-                // once was less than `initial` ago: then the counted backoff starts.
+                // Reconnect at once (attempt 0, not counted), unless `QUICK_RECONNECTS` went
+                // at once within the last `initial`: then the counted backoff starts.
                 let backoff = self.config.backoff;
-                let due = self
-                    .quick_reconnect_at
-                    .is_none_or(|at| now.saturating_sub(at) >= backoff.initial);
-                if backoff.attempts > 0 && due {
-                    self.quick_reconnect_at = Some(now);
+                let (since, count) = self.quick_reconnects;
+                let (since, count) = if now.saturating_sub(since) >= backoff.initial || count == 0 {
+                    (now, 0)
+                } else {
+                    (since, count)
+                };
+                if backoff.attempts > 0 && count < QUICK_RECONNECTS {
+                    self.quick_reconnects = (since, count + 1);
                     0
                 } else {
                     1

@@ -210,8 +210,8 @@ pub struct Session {
     pinged_at: Option<Duration>,
     /// When the open websocket last delivered a frame or a pong.
     heard_at: Duration,
-    /// When a dropped socket was last reconnected at once, without backoff.
-    quick_reconnect_at: Option<Duration>,
+    /// Since when, and how many times, dropped sockets were reconnected at once.
+    quick_reconnects: (Duration, u32),
     /// `/view` downloads not yet started, in the order they were asked for.
     views: VecDeque<ViewJob>,
     /// `/view` downloads started and not yet answered.
@@ -241,7 +241,7 @@ impl Session {
             events: VecDeque::new(),
             pinged_at: None,
             heard_at: Duration::ZERO,
-            quick_reconnect_at: None,
+            quick_reconnects: (Duration::ZERO, 0),
             views: VecDeque::new(),
             views_in_flight: 0,
             lagging: HashSet::new(),
