@@ -318,6 +318,41 @@ fn a_lookup_never_answered_fails_within_half_the_prompts_deadline() {
     }
 }
 
+/// A reconnect whose handshake the server never answers is given up after half the
+/// deadline of the prompt on the server (5 of 10 s), not the connect bound (10 s + 1 s), and
+/// the next attempt follows while the prompt can still learn its fate.
+#[test]
+fn a_reconnect_never_answered_is_given_up_within_half_the_prompts_deadline() {
+    let (mut session, mut seen) = session(SessionConfig::default().with_keepalive(None));
+    let submission =
+        Submission::new("p1".into(), graph()).with_deadlines(Deadlines::none().total(s(10)));
+    session.submit(ms(0), submission).unwrap();
+    session.handle_connected(ms(1));
+    seen.drain(&mut session);
+    let post = seen.take("/prompt");
+    session.handle_response(
+        ms(2),
+        post,
+        HttpResponse::new(200, r#"{"prompt_id":"p1","number":1,"node_errors":{}}"#),
+    );
+    session.handle_disconnect(ms(3));
+    seen.drain(&mut session);
+    assert_eq!(seen.connects(), 2, "reconnected at once");
+    let due = session.poll_timeout().unwrap();
+    assert_eq!(due, ms(3) + s(5));
+    session.handle_timeout(due);
+    let next = session.poll_timeout().unwrap();
+    assert_eq!(
+        next,
+        due + ms(250),
+        "the next attempt after the first backoff"
+    );
+    session.handle_timeout(next);
+    seen.drain(&mut session);
+    assert_eq!(seen.connects(), 3);
+    assert!(seen.failures().is_empty(), "p1 waits for the new socket");
+}
+
 #[test]
 fn without_keepalive_silence_is_not_watched() {
     let config = SessionConfig::default()

@@ -158,7 +158,10 @@ impl Session {
             Link::Connecting {
                 deadline: Some(at), ..
             } if at <= now => {
-                let after = self.config.timeouts.connect.unwrap_or_default();
+                let after = self
+                    .short_connect()
+                    .or(self.config.timeouts.connect)
+                    .unwrap_or_default();
                 let error =
                     TransportError::new(TransportErrorKind::TimedOut(after), "open the websocket");
                 self.handle_connect_failed(now, error);
@@ -198,11 +201,23 @@ impl Session {
 
     /// Asks for a connect (attempt `attempt` of the current outage) with its deadline.
     pub(super) fn connect(&mut self, now: Duration, attempt: u32) {
-        self.link = Link::Connecting {
-            attempt,
-            deadline: self.config.timeouts.connect.map(|d| now + d + GRACE),
+        let deadline = match self.short_connect() {
+            Some(bound) => Some(now + bound),
+            None => self.config.timeouts.connect.map(|d| now + d + GRACE),
         };
+        self.link = Link::Connecting { attempt, deadline };
         self.transmits.push_back(self.connect_transmit());
+    }
+
+    /// A reconnect for prompts already on the server with a short deadline is given up after
+    /// half of it (not below 2 s) if that is sooner than [`Timeouts::connect`](super::Timeouts):
+    /// a handshake the server never answers then leaves time for another attempt.
+    fn short_connect(&self) -> Option<Duration> {
+        let bound = (self.shortest_deadline()? / 2).max(LOOKUP_FLOOR);
+        match self.config.timeouts.connect {
+            Some(connect) if connect + GRACE <= bound => None,
+            _ => Some(bound),
+        }
     }
 
     /// The first input with a clock arms the deadline of the connect [`Session::new`] asked
