@@ -282,8 +282,8 @@ fn an_unread_prompt_does_not_hold_up_the_next_one() {
     });
 }
 
-/// One reader, two prompts submitted together: it drains A to its end, then B. B's events
-/// pile up meanwhile (its previews are dropped and counted, never its outputs) and nothing
+/// One reader, two prompts submitted together: it drains A to its end, then B. B runs first
+/// on the server, so its events pile up meanwhile (its previews are dropped and counted, never its outputs) and nothing
 /// stalls: both complete with their outputs, A's websocket image and B's file.
 #[test]
 fn a_reader_drains_two_prompts_one_after_the_other() {
@@ -293,11 +293,12 @@ fn a_reader_drains_two_prompts_one_after_the_other() {
         let mut c = config(&mock.address());
         c.events_buffer = cap;
         let client = connect(c);
+        // B is queued first, so it runs while the reader still waits for A's events.
+        let mut b = client.submit(graph(40, "SaveImage")).await.unwrap();
         let mut a = client
             .submit(graph(40, "SaveImageWebsocket"))
             .await
             .unwrap();
-        let mut b = client.submit(graph(40, "SaveImage")).await.unwrap();
         let mut seen = Vec::new();
         for stream in [&mut a, &mut b] {
             let (mut outputs, mut last) = (0, None);
