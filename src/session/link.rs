@@ -7,15 +7,16 @@
 //! | connecting | `handle_connect_failed`, or the connect deadline | prompts never posted fail with [`Failure::Unreachable`]; posted ones wait for a reconnect (backoff) or, if none, the link goes down |
 //! | open | `handle_disconnect` | a reconnect at once (at most three per [`Backoff::initial`](super::Backoff)), else backoff; prompts in flight are looked up after the reconnect |
 //! | open | silence deadline (no frame, no pong) | [`Transmit::Close`], then as a disconnect |
+//! | backoff | its timer | connecting |
+//! | down | `submit` | connecting |
 //!
 //! The silence deadline is [`Timeouts::silence`](super::Timeouts), and the pings go
 //! [`SessionConfig::keepalive`](super::SessionConfig) apart; while a prompt on the server has
 //! a shorter deadline (accept, idle or total) than twice the silence, both shrink to half and a
 //! quarter of it (not below 2 s and 1 s): a silent socket is then noticed, given up and
 //! replaced while the prompt can still learn its fate, instead of the prompt running into its
-//! own deadline.
-//! | backoff | its timer | connecting |
-//! | down | `submit` | connecting |
+//! own deadline. A reconnect for such a prompt, and its `POST /prompt` and
+//! lookups, are bounded by half of it too (not below 2 s).
 
 use std::time::Duration;
 
