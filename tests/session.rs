@@ -145,10 +145,11 @@ fn websocket_output_lost_in_a_disconnect_fails_the_prompt() {
     h.executing(5, "save");
     h.s.handle_disconnect(ms(6));
     h.drain();
-    let t = h.s.poll_timeout().expect("a reconnect is scheduled");
-    h.s.handle_timeout(t);
-    h.drain();
-    assert!(matches!(h.other.last(), Some(Transmit::Connect { .. })));
+    assert!(
+        matches!(h.other.last(), Some(Transmit::Connect { .. })),
+        "reconnected at once"
+    );
+    let t = ms(7);
     h.s.handle_connected(t);
     h.drain();
     let q = h.take("GET", "/history/p1");
@@ -266,6 +267,81 @@ fn a_prompt_still_queued_after_a_reconnect_completes_normally() {
     );
 }
 
+/// A socket dropped while the prompt runs is replaced at once, not after the backoff: the
+/// frames the server sends after the drop (here the `SaveImageWebsocket` image) reach the new
+/// socket, and the prompt succeeds. A fourth drop within `Backoff::initial` waits the backoff.
+#[test]
+fn a_dropped_socket_is_reconnected_at_once_and_the_prompt_catches_up() {
+    let mut h = Harness::accepted(no_keepalive());
+    h.text(3, r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#);
+    h.executing(4, "1");
+    let connects = |h: &Harness| {
+        h.other
+            .iter()
+            .filter(|t| matches!(t, Transmit::Connect { .. }))
+            .count()
+    };
+    assert_eq!(connects(&h), 1);
+    h.s.handle_disconnect(ms(5));
+    h.drain();
+    assert_eq!(connects(&h), 2, "the reconnect goes at once, with no timer");
+    h.s.handle_connected(ms(6));
+    h.drain();
+    // Still running: not in the history, in the queue; its frames come on the new socket.
+    let q = h.take("GET", "/history/p1");
+    h.s.handle_response(ms(7), q, HttpResponse::new(200, "{}"));
+    h.drain();
+    let q = h.take("GET", "/queue");
+    h.s.handle_response(
+        ms(8),
+        q,
+        HttpResponse::new(
+            200,
+            r#"{"queue_running":[[1,"p1",{},{"client_id":"c"},["save"]]],"queue_pending":[]}"#,
+        ),
+    );
+    h.drain();
+    h.executing(9, "save");
+    h.s.handle_binary(ms(10), Bytes::from(encode_image(ImageFormat::Png, PNG)))
+        .unwrap();
+    h.executing(11, "file");
+    h.text(
+        12,
+        r#"{"type":"execution_success","data":{"prompt_id":"p1"}}"#,
+    );
+    assert!(
+        matches!(h.terminal()[..], [Event::Completed { .. }]),
+        "{:?}",
+        h.events
+    );
+
+    // Four drops within `initial` (250 ms): three reconnects go at once, the fourth waits
+    // the backoff.
+    let mut h = Harness::accepted(no_keepalive());
+    for t in [100, 120, 140] {
+        h.s.handle_disconnect(ms(t));
+        h.s.handle_connected(ms(t + 1));
+    }
+    h.drain();
+    assert_eq!(connects(&h), 4, "three reconnects at once");
+    h.s.handle_disconnect(ms(200));
+    h.drain();
+    assert_eq!(connects(&h), 4, "no fourth reconnect at once");
+    assert_eq!(
+        h.s.poll_timeout(),
+        Some(ms(450)),
+        "the first backoff: 250 ms"
+    );
+    h.s.handle_timeout(ms(450));
+    h.drain();
+    assert_eq!(connects(&h), 5);
+    // Over `initial` after the first of them, a drop is again reconnected at once.
+    h.s.handle_connected(ms(451));
+    h.s.handle_disconnect(ms(460));
+    h.drain();
+    assert_eq!(connects(&h), 6);
+}
+
 #[test]
 fn a_prompt_the_server_forgot_fails_as_not_on_server() {
     let mut h = Harness::accepted(no_keepalive());
@@ -298,25 +374,39 @@ fn refused() -> TransportError {
     TransportError::new(TransportErrorKind::Refused, "connect to 127.0.0.1:1")
 }
 
-/// Runs the session to its next reconnect and fails it with `error`.
-fn fail_next_connect(h: &mut Harness, error: TransportError) {
-    let at = h.s.poll_timeout().expect("a reconnect is due");
-    h.s.handle_timeout(at);
-    h.drain();
-    h.s.handle_connect_failed(at + ms(1), error);
+/// Runs the session to its next reconnect (at once, or after its backoff) and fails it with
+/// `error`.
+fn fail_next_connect(h: &mut Harness, at: &mut Duration, error: TransportError) {
+    let connecting = |h: &mut Harness| {
+        let i = h
+            .other
+            .iter()
+            .position(|t| matches!(t, Transmit::Connect { .. }));
+        i.map(|i| h.other.remove(i)).is_some()
+    };
+    if !connecting(h) {
+        *at = h.s.poll_timeout().expect("a reconnect is due");
+        h.s.handle_timeout(*at);
+        h.drain();
+        assert!(connecting(h), "a reconnect: {:?}", h.other);
+    }
+    *at += ms(1);
+    h.s.handle_connect_failed(*at, error);
     h.drain();
 }
 
 #[test]
 fn a_posted_prompt_moves_once_its_server_refuses_reconnects_in_a_row() {
     let mut h = Harness::accepted(no_keepalive());
+    h.other.clear();
     h.s.handle_disconnect(ms(3));
     h.drain();
+    let mut at = ms(3);
     for _ in 1..comfy_proxy::session::REFUSALS_GONE {
-        fail_next_connect(&mut h, refused());
+        fail_next_connect(&mut h, &mut at, refused());
         assert!(h.terminal().is_empty(), "{:?}", h.events);
     }
-    fail_next_connect(&mut h, refused());
+    fail_next_connect(&mut h, &mut at, refused());
     match h.terminal()[..] {
         [
             Event::Failed {
@@ -335,15 +425,17 @@ fn a_posted_prompt_moves_once_its_server_refuses_reconnects_in_a_row() {
 #[test]
 fn refusals_must_come_in_a_row_to_give_a_posted_prompt_up() {
     let mut h = Harness::accepted(no_keepalive());
+    h.other.clear();
     h.s.handle_disconnect(ms(3));
     h.drain();
+    let mut at = ms(3);
     for _ in 1..comfy_proxy::session::REFUSALS_GONE {
-        fail_next_connect(&mut h, refused());
+        fail_next_connect(&mut h, &mut at, refused());
     }
     // A connect that times out (a server restarting, a slow network) is not a refusal.
     let timed_out = TransportError::new(TransportErrorKind::TimedOut(ms(10)), "connect");
-    fail_next_connect(&mut h, timed_out);
-    fail_next_connect(&mut h, refused());
+    fail_next_connect(&mut h, &mut at, timed_out);
+    fail_next_connect(&mut h, &mut at, refused());
     assert!(h.terminal().is_empty(), "{:?}", h.events);
 }
 
@@ -352,7 +444,10 @@ fn reconnect_gives_up_after_the_attempts() {
     let mut h = Harness::accepted(no_keepalive());
     h.s.handle_disconnect(ms(3));
     let mut now = ms(3);
-    let mut connects = 0;
+    // The reconnect at once fails too; then come the counted attempts, with backoff.
+    let mut connects = 1;
+    h.s.handle_disconnect(now);
+    h.drain();
     while let Some(t) = h.s.poll_timeout() {
         now = t;
         h.s.handle_timeout(now);
@@ -362,7 +457,7 @@ fn reconnect_gives_up_after_the_attempts() {
         h.drain();
         assert!(connects < 100, "the session must give up");
     }
-    assert_eq!(connects, 8);
+    assert_eq!(connects, 1 + 8);
     assert!(now < Duration::from_secs(60), "{now:?}");
     assert!(matches!(
         h.terminal()[..],

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use comfy_proxy::session::{
-    Event, Failure, RequestId, Session, SessionConfig, Submission, Timeouts, Transmit,
+    Deadlines, Event, Failure, RequestId, Session, SessionConfig, Submission, Timeouts, Transmit,
 };
 use comfy_proxy::wire::HttpResponse;
 use comfy_proxy::{ClientId, PromptId, TransportError, TransportErrorKind, Workflow};
@@ -145,12 +145,9 @@ fn a_failed_reconnect_fails_the_unposted_and_keeps_the_posted_waiting() {
     let (mut session, mut seen) = running(SessionConfig::default().with_keepalive(None));
     session.handle_disconnect(s(1));
     seen.drain(&mut session);
+    assert_eq!(seen.connects(), 2, "reconnected at once");
     submit(&mut session, &mut seen, s(1), "late");
-    let due = session.poll_timeout().unwrap();
-    session.handle_timeout(due);
-    seen.drain(&mut session);
-    assert_eq!(seen.connects(), 2);
-    session.handle_connect_failed(due, refused());
+    session.handle_connect_failed(s(1), refused());
     seen.drain(&mut session);
     let failures = seen.failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
@@ -220,10 +217,8 @@ fn a_silent_socket_is_given_up_then_reconnected_and_reconciled() {
     assert!(seen.other.contains(&Transmit::Close));
     assert!(seen.events.contains(&Event::Disconnected));
     assert!(seen.failures().is_empty());
-    let due = session.poll_timeout().unwrap();
-    session.handle_timeout(due);
-    seen.drain(&mut session);
-    assert_eq!(seen.connects(), 2);
+    assert_eq!(seen.connects(), 2, "reconnected at once");
+    let due = t + ms(1);
     session.handle_connected(due);
     seen.drain(&mut session);
     let q = seen.take("/history/p1");
@@ -234,6 +229,128 @@ fn a_silent_socket_is_given_up_then_reconnected_and_reconciled() {
     assert!(seen.events.contains(&Event::Completed {
         prompt: "p1".into()
     }));
+}
+
+/// With the default watch (pings 20 s apart, 45 s of silence) a prompt whose total deadline
+/// is 10 s would run into it on a silent socket. The watch shrinks to a quarter and half of
+/// that deadline: the socket is given up after 5 s, replaced at once, and the prompt learns
+/// its fate from `/history` well before its deadline.
+#[test]
+fn a_short_deadline_has_a_silent_socket_noticed_in_time() {
+    let (mut session, mut seen) = session(SessionConfig::default());
+    let submission =
+        Submission::new("p1".into(), graph()).with_deadlines(Deadlines::none().total(s(10)));
+    session.submit(ms(0), submission).unwrap();
+    session.handle_connected(ms(1));
+    seen.drain(&mut session);
+    let post = seen.take("/prompt");
+    session.handle_response(
+        ms(2),
+        post,
+        HttpResponse::new(200, r#"{"prompt_id":"p1","number":1,"node_errors":{}}"#),
+    );
+    let start = r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#;
+    session.handle_text(ms(3), start).unwrap();
+    seen.drain(&mut session);
+    let mut t = ms(3);
+    while !seen.other.contains(&Transmit::Close) {
+        t = session.poll_timeout().unwrap();
+        assert!(t < s(10), "the socket was not given up before the deadline");
+        session.handle_timeout(t);
+        seen.drain(&mut session);
+    }
+    assert_eq!(
+        t,
+        ms(3) + s(5),
+        "silence: half the deadline after the last frame"
+    );
+    let pings = seen.other.iter().filter(|t| **t == Transmit::Ping).count();
+    assert_eq!(pings, 2, "pings a quarter of the deadline apart");
+    assert!(seen.failures().is_empty());
+    assert_eq!(seen.connects(), 2, "reconnected at once");
+    session.handle_connected(t + ms(1));
+    seen.drain(&mut session);
+    let q = seen.take("/history/p1");
+    let history = r#"{"p1":{"prompt":[1,"p1",{},{},[]],"outputs":{},
+        "status":{"status_str":"success","completed":true,"messages":[]}}}"#;
+    session.handle_response(t + ms(2), q, HttpResponse::new(200, history));
+    seen.drain(&mut session);
+    assert!(seen.events.contains(&Event::Completed {
+        prompt: "p1".into()
+    }));
+}
+
+/// A lookup after a reconnect that the server never answers fails the prompt with a cause
+/// after half the prompt's deadline (here 5 of 10 s), not at the HTTP bound (120 s) and not
+/// by running into the deadline itself; a `POST /prompt` is bounded the same way.
+#[test]
+fn a_lookup_never_answered_fails_within_half_the_prompts_deadline() {
+    let (mut session, mut seen) = session(SessionConfig::default().with_keepalive(None));
+    let submission =
+        Submission::new("p1".into(), graph()).with_deadlines(Deadlines::none().total(s(10)));
+    session.submit(ms(0), submission).unwrap();
+    session.handle_connected(ms(1));
+    seen.drain(&mut session);
+    assert_eq!(
+        session.poll_timeout(),
+        Some(ms(1) + s(5)),
+        "the post's bound"
+    );
+    let post = seen.take("/prompt");
+    session.handle_response(
+        ms(2),
+        post,
+        HttpResponse::new(200, r#"{"prompt_id":"p1","number":1,"node_errors":{}}"#),
+    );
+    session.handle_disconnect(ms(3));
+    session.handle_connected(ms(4));
+    seen.drain(&mut session);
+    let _unanswered = seen.take("/history/p1");
+    let due = session.poll_timeout().unwrap();
+    assert_eq!(due, ms(4) + s(5));
+    session.handle_timeout(due);
+    seen.drain(&mut session);
+    match seen.failures()[..] {
+        [(_, Failure::Transport { error, .. })] => {
+            assert_eq!(error.kind, TransportErrorKind::TimedOut(s(5)));
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+/// A reconnect whose handshake the server never answers is given up after half the
+/// deadline of the prompt on the server (5 of 10 s), not the connect bound (10 s + 1 s), and
+/// the next attempt follows while the prompt can still learn its fate.
+#[test]
+fn a_reconnect_never_answered_is_given_up_within_half_the_prompts_deadline() {
+    let (mut session, mut seen) = session(SessionConfig::default().with_keepalive(None));
+    let submission =
+        Submission::new("p1".into(), graph()).with_deadlines(Deadlines::none().total(s(10)));
+    session.submit(ms(0), submission).unwrap();
+    session.handle_connected(ms(1));
+    seen.drain(&mut session);
+    let post = seen.take("/prompt");
+    session.handle_response(
+        ms(2),
+        post,
+        HttpResponse::new(200, r#"{"prompt_id":"p1","number":1,"node_errors":{}}"#),
+    );
+    session.handle_disconnect(ms(3));
+    seen.drain(&mut session);
+    assert_eq!(seen.connects(), 2, "reconnected at once");
+    let due = session.poll_timeout().unwrap();
+    assert_eq!(due, ms(3) + s(5));
+    session.handle_timeout(due);
+    let next = session.poll_timeout().unwrap();
+    assert_eq!(
+        next,
+        due + ms(250),
+        "the next attempt after the first backoff"
+    );
+    session.handle_timeout(next);
+    seen.drain(&mut session);
+    assert_eq!(seen.connects(), 3);
+    assert!(seen.failures().is_empty(), "p1 waits for the new socket");
 }
 
 #[test]

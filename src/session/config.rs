@@ -4,6 +4,13 @@
 use std::time::Duration;
 
 /// Reconnect backoff: `initial`, doubled per attempt up to `max`, at most `attempts` times.
+///
+/// When an open websocket drops, the first reconnect goes at once and is not counted as an
+/// attempt: a prompt still running on the server keeps sending its frames, and a socket back
+/// within milliseconds receives them instead of leaving them to nobody (which, for
+/// `SaveImageWebsocket` images, fails the prompt). Only if that reconnect fails do the
+/// counted attempts follow, `initial` apart and doubling. At most three reconnects go at once
+/// per `initial`, so a server that closes every socket it accepts is not hammered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Backoff {
@@ -36,7 +43,11 @@ impl Backoff {
         }
     }
 
+    /// The wait before attempt `attempt`; attempt 0 (the reconnect at once) waits nothing.
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        if attempt == 0 {
+            return Duration::ZERO;
+        }
         let factor = 1u32
             .checked_shl(attempt.saturating_sub(1))
             .unwrap_or(u32::MAX);
@@ -64,7 +75,9 @@ pub struct Timeouts {
     /// The longest the open websocket may stay silent: no frame and no pong. On expiry the
     /// session gives up on the socket and reconnects. Armed only with
     /// [`SessionConfig::keepalive`] on (an idle server sends nothing but pongs); keep it above
-    /// the keepalive interval. Default: 45 s.
+    /// the keepalive interval. While a prompt on the server has a shorter deadline than twice
+    /// this, the session watches at half that deadline instead (not below 2 s), and pings at
+    /// a quarter of it (not below 1 s). Default: 45 s.
     pub silence: Option<Duration>,
     /// Closing the websocket (the close handshake) and each websocket write. An adapter that
     /// cannot finish within it drops the socket. Default: 5 s.

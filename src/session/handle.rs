@@ -488,7 +488,7 @@ impl Session {
                 if let Some(p) = self.prompts.get_mut(id) {
                     p.reconcile = Some(Reconcile::Queue);
                 }
-                self.request(now, http::queue(), Pending::Queue(id.clone()));
+                self.lookup(now, http::queue(), Pending::Queue(id.clone()));
             } else {
                 self.not_found(id);
             }
@@ -563,7 +563,7 @@ impl Session {
             if let Some(p) = self.prompts.get_mut(id) {
                 p.reconcile = Some(Reconcile::HistoryAgain);
             }
-            self.request(now, http::history(id), Pending::History(id.clone()));
+            self.lookup(now, http::history(id), Pending::History(id.clone()));
         }
     }
 

@@ -5,10 +5,18 @@
 //! | --- | --- | --- |
 //! | connecting | `handle_connected` | open; waiting prompts are posted |
 //! | connecting | `handle_connect_failed`, or the connect deadline | prompts never posted fail with [`Failure::Unreachable`]; posted ones wait for a reconnect (backoff), or fail with [`Failure::ServerGone`] once [`REFUSALS_GONE`] connects in a row were refused; with none left, the link goes down |
-//! | open | `handle_disconnect` | backoff; prompts in flight are looked up after the reconnect |
+//! | open | `handle_disconnect` | a reconnect at once (at most three per [`Backoff::initial`](super::Backoff)), else backoff; prompts in flight are looked up after the reconnect |
 //! | open | silence deadline (no frame, no pong) | [`Transmit::Close`], then as a disconnect |
 //! | backoff | its timer | connecting |
 //! | down | `submit` | connecting |
+//!
+//! The silence deadline is [`Timeouts::silence`](super::Timeouts), and the pings go
+//! [`SessionConfig::keepalive`](super::SessionConfig) apart; while a prompt on the server has
+//! a shorter deadline (accept, idle or total) than twice the silence, both shrink to half and a
+//! quarter of it (not below 2 s and 1 s): a silent socket is then noticed, given up and
+//! replaced while the prompt can still learn its fate, instead of the prompt running into its
+//! own deadline. A reconnect for such a prompt, and its `POST /prompt` and
+//! lookups, are bounded by half of it too (not below 2 s).
 
 use std::time::Duration;
 
@@ -25,9 +33,24 @@ use super::{Link, Session};
 pub(super) const GRACE: Duration = Duration::from_secs(1);
 
 /// Connects refused in a row after which prompts already posted fail with
-/// [`Failure::ServerGone`]: with the default backoff, about 1.75 s after the socket dropped.
+/// [`Failure::ServerGone`]: within about two seconds of the socket
+/// dropping with the default backoff.
 /// A refusal means nothing listens at the address; one or two may be a restart under way.
 pub const REFUSALS_GONE: u32 = 3;
+
+/// The shortest ping interval and silence a prompt's short deadline can bring about (see
+/// [`Session::poll_timeout`]): below them a loaded machine's late pong would look like a dead
+/// socket.
+const PING_FLOOR: Duration = Duration::from_secs(1);
+const SILENCE_FLOOR: Duration = Duration::from_secs(2);
+
+/// Reconnects at once (without backoff) allowed within one [`Backoff::initial`](super::Backoff):
+/// a prompt running on a server that drops sockets often keeps its frames coming, and a server
+/// that closes every socket it accepts is still not hammered.
+pub(super) const QUICK_RECONNECTS: u32 = 3;
+
+/// The shortest bound a prompt's short deadline can put on its `POST /prompt` and lookups.
+pub(super) const LOOKUP_FLOOR: Duration = Duration::from_secs(2);
 
 impl Session {
     /// Opening the websocket asked for by [`Transmit::Connect`] failed: refused, unresolvable,
@@ -82,7 +105,7 @@ impl Session {
         }
         if self.prompts.is_empty() {
             self.link = Link::Down;
-            self.keepalive_at = None;
+            self.pinged_at = None;
             return;
         }
         self.retry(now, attempt + 1);
@@ -97,7 +120,21 @@ impl Session {
             Link::Closed | Link::Down => return,
             Link::Open => {
                 self.events.push_back(Event::Disconnected);
-                1
+                // Reconnect at once (attempt 0, not counted), unless `QUICK_RECONNECTS` went
+                // at once within the last `initial`: then the counted backoff starts.
+                let backoff = self.config.backoff;
+                let (since, count) = self.quick_reconnects;
+                let (since, count) = if now.saturating_sub(since) >= backoff.initial || count == 0 {
+                    (now, 0)
+                } else {
+                    (since, count)
+                };
+                if backoff.attempts > 0 && count < QUICK_RECONNECTS {
+                    self.quick_reconnects = (since, count + 1);
+                    0
+                } else {
+                    1
+                }
             }
             Link::Connecting { attempt, .. } | Link::Backoff { attempt, .. } => attempt + 1,
         };
@@ -122,9 +159,9 @@ impl Session {
             .prompts
             .values()
             .filter_map(|p| p.next_deadline().map(|(at, _)| at));
-        let requests = self.requests.values().filter_map(|(_, at)| *at);
+        let requests = self.requests.values().filter_map(|(_, at, _)| *at);
         link.into_iter()
-            .chain(self.keepalive_at)
+            .chain(self.keepalive_at())
             .chain(prompts)
             .chain(requests)
             .min()
@@ -136,13 +173,12 @@ impl Session {
         let mut expired: Vec<_> = self
             .requests
             .iter()
-            .filter(|(_, (_, at))| at.is_some_and(|at| at <= now))
+            .filter(|(_, (_, at, _))| at.is_some_and(|at| at <= now))
             .map(|(id, _)| *id)
             .collect();
         expired.sort();
         for id in expired {
-            if let Some((pending, _)) = self.requests.remove(&id) {
-                let after = self.config.timeouts.http.unwrap_or_default();
+            if let Some((pending, _, after)) = self.requests.remove(&id) {
                 let error =
                     TransportError::new(TransportErrorKind::TimedOut(after), pending.what());
                 self.on_response(now, pending, Err(error));
@@ -152,7 +188,10 @@ impl Session {
             Link::Connecting {
                 deadline: Some(at), ..
             } if at <= now => {
-                let after = self.config.timeouts.connect.unwrap_or_default();
+                let after = self
+                    .short_connect()
+                    .or(self.config.timeouts.connect)
+                    .unwrap_or_default();
                 let error =
                     TransportError::new(TransportErrorKind::TimedOut(after), "open the websocket");
                 self.handle_connect_failed(now, error);
@@ -165,11 +204,9 @@ impl Session {
             }
             _ => {}
         }
-        if let Some(at) = self.keepalive_at
-            && at <= now
-        {
+        if self.keepalive_at().is_some_and(|at| at <= now) {
             self.transmits.push_back(Transmit::Ping);
-            self.keepalive_at = self.config.keepalive.map(|k| now + k);
+            self.pinged_at = Some(now);
         }
         let expired: Vec<(PromptId, Deadline, Phase)> = self
             .order
@@ -194,11 +231,23 @@ impl Session {
 
     /// Asks for a connect (attempt `attempt` of the current outage) with its deadline.
     pub(super) fn connect(&mut self, now: Duration, attempt: u32) {
-        self.link = Link::Connecting {
-            attempt,
-            deadline: self.config.timeouts.connect.map(|d| now + d + GRACE),
+        let deadline = match self.short_connect() {
+            Some(bound) => Some(now + bound),
+            None => self.config.timeouts.connect.map(|d| now + d + GRACE),
         };
+        self.link = Link::Connecting { attempt, deadline };
         self.transmits.push_back(self.connect_transmit());
+    }
+
+    /// A reconnect for prompts already on the server with a short deadline is given up after
+    /// half of it (not below 2 s) if that is sooner than [`Timeouts::connect`](super::Timeouts):
+    /// a handshake the server never answers then leaves time for another attempt.
+    fn short_connect(&self) -> Option<Duration> {
+        let bound = (self.shortest_deadline()? / 2).max(LOOKUP_FLOOR);
+        match self.config.timeouts.connect {
+            Some(connect) if connect + GRACE <= bound => None,
+            _ => Some(bound),
+        }
     }
 
     /// The first input with a clock arms the deadline of the connect [`Session::new`] asked
@@ -222,12 +271,37 @@ impl Session {
     /// When the open socket counts as dead if nothing more arrives.
     fn silence_at(&self) -> Option<Duration> {
         self.config.keepalive?;
-        self.config.timeouts.silence.map(|s| self.heard_at + s)
+        let mut silence = self.config.timeouts.silence?;
+        if let Some(shortest) = self.shortest_deadline() {
+            silence = silence.min((shortest / 2).max(SILENCE_FLOOR));
+        }
+        Some(self.heard_at + silence)
+    }
+
+    /// When the open socket is due for its next ping.
+    fn keepalive_at(&self) -> Option<Duration> {
+        let mut every = self.config.keepalive?;
+        if let Some(shortest) = self.shortest_deadline() {
+            every = every.min((shortest / 4).max(PING_FLOOR));
+        }
+        Some(self.pinged_at? + every)
+    }
+
+    /// The shortest deadline (accept, idle or total) of the prompts on the server. A socket
+    /// gone silent is noticed within half of it, so that a prompt with a short deadline learns
+    /// its fate from a new socket (and `/history`) instead of running into that deadline.
+    fn shortest_deadline(&self) -> Option<Duration> {
+        self.prompts
+            .values()
+            .filter(|p| p.phase != Phase::Waiting)
+            .flat_map(|p| [p.deadlines.accept, p.deadlines.idle, p.deadlines.total])
+            .flatten()
+            .min()
     }
 
     /// The socket is gone: reconnect after the backoff of `attempt`, or give up.
     fn retry(&mut self, now: Duration, attempt: u32) {
-        self.keepalive_at = None;
+        self.pinged_at = None;
         for p in self.prompts.values_mut() {
             if p.phase != Phase::Waiting {
                 p.mark_gap();
@@ -247,6 +321,8 @@ impl Session {
                     },
                 );
             }
+        } else if attempt == 0 {
+            self.connect(now, 0);
         } else {
             self.link = Link::Backoff {
                 attempt,

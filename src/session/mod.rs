@@ -23,7 +23,7 @@
 //! silent (no frame, no pong) is given up and replaced.
 //!
 //! When the websocket drops, prompts in flight are not failed: the session asks for a
-//! reconnect (with backoff) and then asks `/history/{id}` (and `/queue`) what became of each.
+//! reconnect (the first at once, then with backoff; see [`Backoff`]) and then asks `/history/{id}` (and `/queue`) what became of each.
 //! A prompt that finished meanwhile completes from its history; one whose websocket-only
 //! images were sent while nobody listened fails with [`Failure::LostOutputs`], so that a pool
 //! can run it again. It never reports success with images missing.
@@ -214,13 +214,16 @@ pub struct Session {
     ended: VecDeque<PromptId>,
     running: Option<PromptId>,
     /// Requests in flight: what each is for, and when it counts as failed.
-    requests: HashMap<RequestId, (Pending, Option<Duration>)>,
+    requests: HashMap<RequestId, (Pending, Option<Duration>, Duration)>,
     next_request: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    keepalive_at: Option<Duration>,
+    /// When the open socket was opened or last pinged; `None` while it is not open.
+    pinged_at: Option<Duration>,
     /// When the open websocket last delivered a frame or a pong.
     heard_at: Duration,
+    /// Since when, and how many times, dropped sockets were reconnected at once.
+    quick_reconnects: (Duration, u32),
     /// `/view` downloads not yet started, in the order they were asked for.
     views: VecDeque<ViewJob>,
     /// `/view` downloads started and not yet answered.
@@ -250,9 +253,10 @@ impl Session {
             next_request: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            keepalive_at: None,
+            pinged_at: None,
             refused: 0,
             heard_at: Duration::ZERO,
+            quick_reconnects: (Duration::ZERO, 0),
             views: VecDeque::new(),
             views_in_flight: 0,
             lagging: HashSet::new(),
@@ -330,7 +334,7 @@ impl Session {
     pub fn close(&mut self, _now: Duration) {
         if self.link != Link::Closed {
             self.link = Link::Closed;
-            self.keepalive_at = None;
+            self.pinged_at = None;
             self.transmits.push_back(Transmit::Close);
         }
     }
@@ -347,7 +351,7 @@ impl Session {
             self.transmits
                 .push_back(Transmit::Text(FEATURE_FLAGS_HELLO.to_owned()));
         }
-        self.keepalive_at = self.config.keepalive.map(|k| now + k);
+        self.pinged_at = Some(now);
         self.events.push_back(Event::Connected);
         for id in self.order.clone() {
             let Some(mut p) = self.prompts.remove(&id) else {
@@ -382,7 +386,7 @@ impl Session {
     /// The response to the request `id`.
     pub fn handle_response(&mut self, now: Duration, id: RequestId, response: HttpResponse) {
         self.clock(now);
-        if let Some((pending, _)) = self.requests.remove(&id) {
+        if let Some((pending, _, _)) = self.requests.remove(&id) {
             self.on_response(now, pending, Ok(response));
         }
     }
@@ -390,7 +394,7 @@ impl Session {
     /// The request `id` failed in transport (refused, reset, timed out in the adapter).
     pub fn handle_http_error(&mut self, now: Duration, id: RequestId, error: TransportError) {
         self.clock(now);
-        if let Some((pending, _)) = self.requests.remove(&id) {
+        if let Some((pending, _, _)) = self.requests.remove(&id) {
             self.on_response(now, pending, Err(error));
         }
     }
@@ -414,10 +418,60 @@ impl Session {
     }
 
     fn request(&mut self, now: Duration, request: HttpRequest, pending: Pending) -> RequestId {
+        self.request_within(now, request, pending, None)
+    }
+
+    /// A request about a prompt whose own deadlines are `deadlines`: `POST /prompt` and the
+    /// lookups after a reconnect (`/history`, `/queue`) are small, and one the server never
+    /// answers counts as failed after half the prompt's shortest deadline (not below 2 s) if
+    /// that is sooner than [`Timeouts::http`]. The prompt can then still learn its fate (a
+    /// failed post is looked up) or fail with a cause, instead of running into its deadline.
+    fn request_about(
+        &mut self,
+        now: Duration,
+        request: HttpRequest,
+        pending: Pending,
+        deadlines: &Deadlines,
+    ) -> RequestId {
+        let shortest = [deadlines.accept, deadlines.idle, deadlines.total]
+            .into_iter()
+            .flatten()
+            .min();
+        let within = shortest.map(|d| (d / 2).max(link::LOOKUP_FLOOR));
+        self.request_within(now, request, pending, within)
+    }
+
+    /// A `/history` or `/queue` lookup about a prompt in flight, bounded as [`Self::request_about`].
+    fn lookup(&mut self, now: Duration, request: HttpRequest, pending: Pending) -> RequestId {
+        let deadlines = match &pending {
+            Pending::History(id) | Pending::Queue(id) => self.prompts.get(id).map(|p| p.deadlines),
+            _ => None,
+        };
+        match deadlines {
+            Some(d) => self.request_about(now, request, pending, &d),
+            None => self.request(now, request, pending),
+        }
+    }
+
+    fn request_within(
+        &mut self,
+        now: Duration,
+        request: HttpRequest,
+        pending: Pending,
+        within: Option<Duration>,
+    ) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let deadline = self.config.timeouts.http.map(|d| now + d + link::GRACE);
-        self.requests.insert(id, (pending, deadline));
+        // The adapter bounds the exchange by `Timeouts::http` and reports first; the session's
+        // timer is the backstop, unless the prompt needs an answer sooner.
+        let http = self.config.timeouts.http;
+        let (deadline, after) = match (http, within) {
+            (Some(h), Some(w)) if w < h => (Some(now + w), w),
+            (Some(h), _) => (Some(now + h + link::GRACE), h),
+            (None, Some(w)) => (Some(now + w), w),
+            (None, None) => (None, Duration::ZERO),
+        };
+        self.requests.insert(id, (pending, deadline, after));
         self.transmits.push_back(Transmit::Http { id, request });
         id
     }
@@ -438,13 +492,15 @@ impl Session {
             number: None,
             partial_execution_targets: None,
         };
-        self.request(now, request.to_request(), Pending::Post(p.id.clone()));
+        let pending = Pending::Post(p.id.clone());
+        self.request_about(now, request.to_request(), pending, &p.deadlines);
         p.phase = Phase::Posted;
     }
 
     fn ask_history(&mut self, now: Duration, p: &mut Prompt) {
         p.reconcile = Some(Reconcile::History);
-        self.request(now, http::history(&p.id), Pending::History(p.id.clone()));
+        let pending = Pending::History(p.id.clone());
+        self.request_about(now, http::history(&p.id), pending, &p.deadlines);
     }
 
     /// Asks the server to drop the prompt: from the queue if it may still wait there, then an
@@ -470,7 +526,7 @@ impl Session {
     pub fn is_stopping(&self) -> bool {
         self.requests
             .values()
-            .any(|(p, _)| matches!(p, Pending::Dequeue(_) | Pending::FireAndForget))
+            .any(|(p, ..)| matches!(p, Pending::Dequeue(_) | Pending::FireAndForget))
     }
 
     /// Ends a prompt with its terminal event: it is forgotten, and later signals are no-ops.

@@ -1,6 +1,7 @@
 //! Every wait ends, over real sockets on loopback: nothing listening, a server that never
 //! answers the handshake, a websocket that goes silent mid-job, a reader that leaves one
-//! prompt unread, a preview flood into a slow reader, and a frame over the limit.
+//! prompt unread, a reader that drains two prompts one after the other, a preview flood into
+//! a slow reader, and a frame over the limit.
 //!
 //! None of these tests asserts on timing. Each is wrapped in a generous guard that turns a
 //! hang into a failure, and asserts on what the client reports and on counters that show the
@@ -278,6 +279,44 @@ fn an_unread_prompt_does_not_hold_up_the_next_one() {
             stats.previews_dropped + stats.coalesced > 0,
             "A's reader lagged: {stats:?}"
         );
+    });
+}
+
+/// One reader, two prompts submitted together: it drains A to its end, then B. B runs first
+/// on the server, so its events pile up meanwhile (its previews are dropped and counted, never its outputs) and nothing
+/// stalls: both complete with their outputs, A's websocket image and B's file.
+#[test]
+fn a_reader_drains_two_prompts_one_after_the_other() {
+    guarded(async {
+        let mock = start(fast()).await;
+        let cap = 4;
+        let mut c = config(&mock.address());
+        c.events_buffer = cap;
+        let client = connect(c);
+        // B is queued first, so it runs while the reader still waits for A's events.
+        let mut b = client.submit(graph(40, "SaveImage")).await.unwrap();
+        let mut a = client
+            .submit(graph(40, "SaveImageWebsocket"))
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        for stream in [&mut a, &mut b] {
+            let (mut outputs, mut last) = (0, None);
+            while let Some(event) = stream.next().await {
+                outputs += usize::from(matches!(event, Event::Output { .. }));
+                last = Some(event);
+            }
+            assert!(matches!(last, Some(Event::Completed { .. })), "{last:?}");
+            seen.push((outputs, stream.stats()));
+        }
+        assert_eq!(seen[0].0, 1, "A's websocket image");
+        assert_eq!(seen[1].0, 1, "B's file, fetched while its reader lagged");
+        let b_stats = &seen[1].1;
+        assert!(
+            b_stats.previews_dropped + b_stats.coalesced > 0,
+            "B's events waited for the reader: {b_stats:?}"
+        );
+        assert!(b_stats.peak <= 4 * cap + 2, "{b_stats:?}");
     });
 }
 
