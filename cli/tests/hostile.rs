@@ -141,7 +141,7 @@ const EVERY_FAULT: [&str; 20] = [
 ];
 
 const JOBS: u64 = 300;
-const TIMEOUT_SECS: u64 = 10;
+const TIMEOUT_SECS: u64 = 5;
 /// The second run, over the faulty servers alone.
 const HOSTILE_JOBS: u64 = 60;
 const HOSTILE_TIMEOUT_SECS: u64 = 3;
