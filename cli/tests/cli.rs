@@ -2,7 +2,7 @@
 //! path, and every wait is bounded.
 
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,7 @@ struct Finished {
 
 /// Runs `cmd` to its end, killing it (and failing) after `limit`.
 fn run(mut cmd: Command, limit: Duration) -> Finished {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start comfy-proxy");
-    let mut guard = Guard(child);
+    let mut guard = spawn_piped(&mut cmd);
     let stdout = drain(guard.0.stdout.take().expect("stdout"));
     let stderr = drain(guard.0.stderr.take().expect("stderr"));
     let start = Instant::now();

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,13 +30,7 @@ struct Finished {
 
 /// Runs `cmd` to its end, killing it (and failing: a hang) after `limit`.
 fn run(mut cmd: Command, limit: Duration) -> Finished {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start comfy-proxy");
-    let mut guard = Guard(child);
+    let mut guard = spawn_piped(&mut cmd);
     let stdout = drain(guard.0.stdout.take().expect("stdout"));
     let stderr = drain(guard.0.stderr.take().expect("stderr"));
     let start = Instant::now();

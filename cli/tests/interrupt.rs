@@ -8,12 +8,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Guard, TempDir, bin, drain, start_mocks};
+use common::{Guard, TempDir, bin, drain, spawn_piped, start_mocks};
 use serde_json::Value;
 
 /// `GET path` on a mock, as JSON.
@@ -71,17 +71,13 @@ fn interrupt_run(
     twice: bool,
 ) -> Interrupted {
     let out = TempDir::new("interrupt");
-    let child = bin()
-        .args(["generate", "flux", "--server", &servers.join(",")])
-        .args(args)
-        .arg("--out")
-        .arg(out.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start comfy-proxy");
-    let mut guard = Guard(child);
+    let mut guard = spawn_piped(
+        bin()
+            .args(["generate", "flux", "--server", &servers.join(",")])
+            .args(args)
+            .arg("--out")
+            .arg(out.path()),
+    );
     let stdout = drain(guard.0.stdout.take().expect("stdout"));
     let stderr = guard.0.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();

@@ -4,7 +4,6 @@
 //! every wait is bounded.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,14 +20,7 @@ struct Finished {
 
 /// Runs `comfy-proxy ARGS` to its end, killing it (and failing) after 30 s.
 fn run(args: &[&str]) -> Finished {
-    let child = bin()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start comfy-proxy");
-    let mut guard = Guard(child);
+    let mut guard = spawn_piped(bin().args(args));
     let stdout = drain(guard.0.stdout.take().expect("stdout"));
     let stderr = drain(guard.0.stderr.take().expect("stderr"));
     let start = Instant::now();

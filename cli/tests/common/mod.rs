@@ -32,6 +32,17 @@ impl Drop for Guard {
     }
 }
 
+/// Starts `cmd` with no stdin and piped stdout and stderr, killed when the guard drops.
+pub fn spawn_piped(cmd: &mut Command) -> Guard {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start comfy-proxy");
+    Guard(child)
+}
+
 /// A fresh empty directory, removed when dropped.
 pub struct TempDir(PathBuf);
 
