@@ -2,40 +2,12 @@
 //! path, and every wait is bounded.
 
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
 use common::*;
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` to its end, killing it (and failing) after `limit`.
-fn run(mut cmd: Command, limit: Duration) -> Finished {
-    let mut guard = spawn_piped(&mut cmd);
-    let stdout = drain(guard.0.stdout.take().expect("stdout"));
-    let stderr = drain(guard.0.stderr.take().expect("stderr"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(start.elapsed() < limit, "comfy-proxy ran over {limit:?}");
-        thread::sleep(Duration::from_millis(20));
-    };
-    Finished {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
 
 fn quick(args: &[&str]) -> Finished {
     let mut cmd = bin();

@@ -8,9 +8,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, ExitStatus};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -19,42 +18,6 @@ use common::*;
 
 fn fixtures() -> String {
     format!("{}/../fixtures", env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-/// Runs `cmd` to its end, killing it (and failing: a hang) after `limit`.
-fn run(mut cmd: Command, limit: Duration) -> Finished {
-    let mut guard = spawn_piped(&mut cmd);
-    let stdout = drain(guard.0.stdout.take().expect("stdout"));
-    let stderr = drain(guard.0.stderr.take().expect("stderr"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = guard.0.kill();
-            let _ = guard.0.wait();
-            let out = stdout.join().unwrap_or_default();
-            panic!(
-                "comfy-proxy ran over its bound of {limit:?} (a hang): {} lines were printed",
-                out.lines().count()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Finished {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        took: start.elapsed(),
-    }
 }
 
 /// `GET /mock/faults` of the mock at `address` (`http://host:port`), over a plain socket. The

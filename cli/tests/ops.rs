@@ -4,47 +4,24 @@
 //! every wait is bounded.
 
 use std::path::PathBuf;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 mod common;
 use common::*;
 
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `comfy-proxy ARGS` to its end, killing it (and failing) after 30 s.
 fn run(args: &[&str]) -> Finished {
-    let mut guard = spawn_piped(bin().args(args));
-    let stdout = drain(guard.0.stdout.take().expect("stdout"));
-    let stderr = drain(guard.0.stderr.take().expect("stderr"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{args:?} ran over 30 s"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    Finished {
-        code: status.code(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
+    let mut cmd = bin();
+    cmd.args(args);
+    common::run(cmd, Duration::from_secs(30))
 }
 
 /// Runs and expects exit 0 and one JSON document on stdout.
 fn json_of(args: &[&str]) -> Value {
     let done = run(args);
-    assert_eq!(done.code, Some(0), "{args:?}: {}", done.stderr);
+    assert_eq!(done.status.code(), Some(0), "{args:?}: {}", done.stderr);
     serde_json::from_str(done.stdout.trim())
         .unwrap_or_else(|e| panic!("{args:?} printed {:?}: {e}", done.stdout))
 }
@@ -95,7 +72,7 @@ fn information_and_edits_as_json_and_sentences() {
     );
     let missing = run(&["models", "nope", "--server", s]);
     assert_eq!(
-        missing.code,
+        missing.status.code(),
         Some(1),
         "an unknown folder is the server's answer"
     );
@@ -133,7 +110,7 @@ fn information_and_edits_as_json_and_sentences() {
     let one = json_of(&["object-info", "SaveImageWebsocket", "--json", "--server", s]);
     assert_eq!(one["SaveImageWebsocket"]["output_node"], json!(true));
     let unknown = run(&["object-info", "NoSuchNode", "--server", s]);
-    assert_eq!(unknown.code, Some(1));
+    assert_eq!(unknown.status.code(), Some(1));
 }
 
 #[test]
@@ -178,7 +155,7 @@ fn upload_then_view() {
     assert_eq!(viewed["bytes"], json!(13));
     assert_eq!(std::fs::read(&out).unwrap(), b"\x89PNG\r\n\x1a\nbytes");
     let absent = run(&["view", "nope.png", "-o", out_text, "--server", s]);
-    assert_eq!(absent.code, Some(1), "{}", absent.stderr);
+    assert_eq!(absent.status.code(), Some(1), "{}", absent.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -206,7 +183,7 @@ fn usage_and_server_failures_have_their_exit_codes() {
         ),
     ] {
         let done = run(&args);
-        assert_eq!(done.code, Some(code), "{args:?}: {}", done.stderr);
+        assert_eq!(done.status.code(), Some(code), "{args:?}: {}", done.stderr);
         assert!(!done.stderr.trim().is_empty(), "{args:?} says why");
         assert!(done.stdout.is_empty(), "{args:?} prints nothing on stdout");
     }

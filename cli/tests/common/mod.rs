@@ -5,10 +5,10 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The `comfy-proxy` binary, without the user's `COMFY_SERVERS` and `COMFY_TOKEN`.
 pub fn bin() -> Command {
@@ -41,6 +41,44 @@ pub fn spawn_piped(cmd: &mut Command) -> Guard {
         .spawn()
         .expect("start comfy-proxy");
     Guard(child)
+}
+
+/// How a run of the command ended.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// From start to exit.
+    pub took: Duration,
+}
+
+/// Runs `cmd` to its end, killing it (and failing: a hang) after `limit`.
+pub fn run(mut cmd: Command, limit: Duration) -> Finished {
+    let mut guard = spawn_piped(&mut cmd);
+    let stdout = drain(guard.0.stdout.take().expect("stdout"));
+    let stderr = drain(guard.0.stderr.take().expect("stderr"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = guard.0.kill();
+            let _ = guard.0.wait();
+            let out = stdout.join().unwrap_or_default();
+            panic!(
+                "comfy-proxy ran over its bound of {limit:?} (a hang): {} lines were printed",
+                out.lines().count()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        took: start.elapsed(),
+    }
 }
 
 /// A fresh empty directory, removed when dropped.

@@ -19,6 +19,7 @@ use comfy_proxy_smol::blocking::{
     Client, ClientConfig, JobError, JobOptions, Pool, PoolConfig, PoolEvent, RecvTimeoutError,
     SubmitError, TryRecvError,
 };
+use comfy_proxy_testkit::suite::sampler;
 
 /// The longest any wait here may take before the test fails instead of hanging.
 const BOUND: Duration = Duration::from_secs(60);
@@ -50,17 +51,6 @@ fn images(batch: u32) -> Workflow {
     Workflow::from_json(&format!(
         r#"{{"1":{{"class_type":"EmptyImage","inputs":{{"width":64,"height":64,"batch_size":{batch},"color":0}}}},
             "save":{{"class_type":"SaveImageWebsocket","inputs":{{"images":["1",0]}}}}}}"#
-    ))
-    .expect("test graph")
-}
-
-/// A sampler of `steps` steps (an interrupt boundary each), then one image.
-fn sampler(steps: u32, seed: u32) -> Workflow {
-    Workflow::from_json(&format!(
-        r#"{{"1":{{"class_type":"EmptyLatentImage","inputs":{{"width":64,"height":48,"batch_size":1}}}},
-            "2":{{"class_type":"KSampler","inputs":{{"seed":{seed},"steps":{steps},"cfg":1.0,"sampler_name":"euler","scheduler":"normal","denoise":1.0,"latent_image":["1",0]}}}},
-            "3":{{"class_type":"VAEDecode","inputs":{{"samples":["2",0]}}}},
-            "save":{{"class_type":"SaveImageWebsocket","inputs":{{"images":["3",0]}}}}}}"#
     ))
     .expect("test graph")
 }

@@ -12,7 +12,7 @@ use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::pool::{JobError, Pool, PoolConfig, PoolEvent};
 use comfy_proxy_driver::{HttpClient, Runtime};
 use comfy_proxy_smol::Smol;
-use comfy_proxy_testkit::suite::{Kit, fast, start_mock};
+use comfy_proxy_testkit::suite::{Kit, fast, sampler, start_mock};
 use smol::stream::StreamExt;
 
 fn kit() -> Kit {
@@ -26,16 +26,6 @@ fn graph() -> Workflow {
         r#"{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},
             "save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}}}"#,
     )
-    .unwrap()
-}
-
-fn sampler(steps: u32) -> Workflow {
-    Workflow::from_json(&format!(
-        r#"{{"1":{{"class_type":"EmptyLatentImage","inputs":{{"width":64,"height":48,"batch_size":1}}}},
-            "2":{{"class_type":"KSampler","inputs":{{"seed":5,"steps":{steps},"cfg":1.0,"sampler_name":"euler","scheduler":"normal","denoise":1.0,"latent_image":["1",0]}}}},
-            "3":{{"class_type":"VAEDecode","inputs":{{"samples":["2",0]}}}},
-            "save":{{"class_type":"SaveImageWebsocket","inputs":{{"images":["3",0]}}}}}}"#
-    ))
     .unwrap()
 }
 
@@ -181,7 +171,7 @@ fn dropped_mid_run(receiver: bool) {
         let config = PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone()));
         let (pool, mut events) = Pool::start(kit.rt.clone(), kit.http.clone(), config);
         for _ in 0..6 {
-            drop(pool.submit(sampler(100)).await.unwrap());
+            drop(pool.submit(sampler(100, 5)).await.unwrap());
         }
         // Wait until every server has accepted both its prompts.
         let mut accepted = 0;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use comfy_proxy::ServerAddress;
 use comfy_proxy::wire::http;
-use comfy_proxy::{ServerAddress, Workflow};
 use comfy_proxy_driver::client::{Client, ClientConfig};
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::pool::{
@@ -15,23 +15,13 @@ use comfy_proxy_driver::pool::{
 use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime};
 use comfy_proxy_mock::MockHandle;
 use comfy_proxy_smol::Smol;
-use comfy_proxy_testkit::suite::{Kit, fast, start_mock};
+use comfy_proxy_testkit::suite::{Kit, fast, sampler, start_mock};
 use smol::stream::StreamExt;
 
 fn kit() -> Kit {
     let rt: Arc<dyn Runtime> = Arc::new(Smol);
     let http: Arc<dyn HttpClient> = Arc::new(Http1::new(rt.clone()));
     Kit { rt, http }
-}
-
-fn sampler(steps: u32, seed: u32) -> Workflow {
-    Workflow::from_json(&format!(
-        r#"{{"1":{{"class_type":"EmptyLatentImage","inputs":{{"width":64,"height":48,"batch_size":1}}}},
-            "2":{{"class_type":"KSampler","inputs":{{"seed":{seed},"steps":{steps},"cfg":1.0,"sampler_name":"euler","scheduler":"normal","denoise":1.0,"latent_image":["1",0]}}}},
-            "3":{{"class_type":"VAEDecode","inputs":{{"samples":["2",0]}}}},
-            "save":{{"class_type":"SaveImageWebsocket","inputs":{{"images":["3",0]}}}}}}"#
-    ))
-    .unwrap()
 }
 
 /// Fails the test instead of hanging it: the bound is far above what any run here needs.

@@ -172,20 +172,30 @@ pub fn interrupt(prompt: Option<&PromptId>) -> HttpRequest {
 /// `POST /queue` with `{"delete": ids}`: remove pending prompts. A running prompt is not
 /// affected; use [`interrupt`] for it.
 pub fn queue_delete(ids: &[PromptId]) -> HttpRequest {
-    #[derive(Serialize)]
-    struct Delete<'a> {
-        delete: &'a [PromptId],
-    }
-    post_json("/queue", &Delete { delete: ids })
+    delete_from("/queue", ids)
 }
 
 /// `POST /queue` with `{"clear": true}`: remove every pending prompt, of every client.
 pub fn queue_clear() -> HttpRequest {
+    clear("/queue")
+}
+
+/// `POST {path}` with `{"delete": ids}`, as `/queue` and `/history` take it.
+fn delete_from(path: &str, ids: &[PromptId]) -> HttpRequest {
+    #[derive(Serialize)]
+    struct Delete<'a> {
+        delete: &'a [PromptId],
+    }
+    post_json(path, &Delete { delete: ids })
+}
+
+/// `POST {path}` with `{"clear": true}`, as `/queue` and `/history` take it.
+fn clear(path: &str) -> HttpRequest {
     #[derive(Serialize)]
     struct Clear {
         clear: bool,
     }
-    post_json("/queue", &Clear { clear: true })
+    post_json(path, &Clear { clear: true })
 }
 
 /// `GET /queue`: the running and pending prompts of every client.
@@ -205,20 +215,12 @@ pub fn history_recent(max_items: u32) -> HttpRequest {
 
 /// `POST /history` with `{"delete": ids}`: forget finished prompts (their files stay on disk).
 pub fn history_delete(ids: &[PromptId]) -> HttpRequest {
-    #[derive(Serialize)]
-    struct Delete<'a> {
-        delete: &'a [PromptId],
-    }
-    post_json("/history", &Delete { delete: ids })
+    delete_from("/history", ids)
 }
 
 /// `POST /history` with `{"clear": true}`: forget every finished prompt, of every client.
 pub fn history_clear() -> HttpRequest {
-    #[derive(Serialize)]
-    struct Clear {
-        clear: bool,
-    }
-    post_json("/history", &Clear { clear: true })
+    clear("/history")
 }
 
 /// `GET /view?filename=&subfolder=&type=`: the bytes of a file the server wrote or holds.

@@ -56,9 +56,19 @@ fn client(kit: &Kit, mock: &MockHandle, session: SessionConfig) -> Client {
 }
 
 fn graph(batch: u32, steps: u32) -> Workflow {
+    sampler_graph(batch, steps, 5)
+}
+
+/// A sampler graph the mock simulates: one 64x48 image from `steps` steps (each one a progress
+/// message and a preview), sent by `SaveImageWebsocket`; `seed` tells jobs apart.
+pub fn sampler(steps: u32, seed: u32) -> Workflow {
+    sampler_graph(1, steps, seed)
+}
+
+fn sampler_graph(batch: u32, steps: u32, seed: u32) -> Workflow {
     Workflow::from_json(&format!(
         r#"{{"1":{{"class_type":"EmptyLatentImage","inputs":{{"width":64,"height":48,"batch_size":{batch}}}}},
-            "2":{{"class_type":"KSampler","inputs":{{"seed":5,"steps":{steps},"cfg":1.0,"sampler_name":"euler","scheduler":"normal","denoise":1.0,"latent_image":["1",0]}}}},
+            "2":{{"class_type":"KSampler","inputs":{{"seed":{seed},"steps":{steps},"cfg":1.0,"sampler_name":"euler","scheduler":"normal","denoise":1.0,"latent_image":["1",0]}}}},
             "3":{{"class_type":"VAEDecode","inputs":{{"samples":["2",0]}}}},
             "save":{{"class_type":"SaveImageWebsocket","inputs":{{"images":["3",0]}}}}}}"#
     ))
