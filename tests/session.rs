@@ -123,6 +123,9 @@ impl Harness {
     }
 }
 
+/// The history of `p1` after a successful run whose `file` node saved one image.
+const FILE_HISTORY: &str = r#"{"p1":{"prompt":[1,"p1",{},{},["save","file"]],"outputs":{"file":{"images":[{"filename":"x_00001_.png","subfolder":"","type":"output"}]}},"status":{"status_str":"success","completed":true,"messages":[]},"meta":{}}}"#;
+
 fn no_keepalive() -> SessionConfig {
     SessionConfig::default().with_keepalive(None)
 }
@@ -309,11 +312,31 @@ fn a_dropped_socket_is_reconnected_at_once_and_the_prompt_catches_up() {
         12,
         r#"{"type":"execution_success","data":{"prompt_id":"p1"}}"#,
     );
+    // Node "1" ran while the socket was down: before the prompt completes, its history tells
+    // what the socket missed (here nothing), and the file node's `executed`, never sent here,
+    // is found there and fetched.
+    assert!(h.terminal().is_empty(), "{:?}", h.events);
+    let q = h.take("GET", "/history/p1");
+    h.s.handle_response(ms(13), q, HttpResponse::new(200, FILE_HISTORY));
+    h.drain();
+    let view = h.take("GET", "/view?filename=x_00001_.png");
+    h.s.handle_response(
+        ms(14),
+        view,
+        HttpResponse::new(200, Bytes::from_static(PNG)),
+    );
+    h.drain();
     assert!(
         matches!(h.terminal()[..], [Event::Completed { .. }]),
         "{:?}",
         h.events
     );
+    let outputs = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Output { .. }))
+        .count();
+    assert_eq!(outputs, 2, "the websocket image and the file");
 
     // Four drops within `initial` (250 ms): three reconnects go at once, the fourth waits
     // the backoff.

@@ -230,6 +230,7 @@ impl JobResult {
             | Failure::Unreachable(_)
             | Failure::LostOutputs { .. }
             | Failure::NotOnServer
+            | Failure::NoHistory { .. }
             | Failure::ServerGone { .. }
             | Failure::FileFetch { .. } => (true, false),
         };

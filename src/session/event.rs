@@ -121,6 +121,13 @@ pub enum Failure {
     },
     /// After a reconnect, the server knows nothing of the prompt (it restarted).
     NotOnServer,
+    /// The server said the prompt ended, but messages about it may have been missed (a dropped
+    /// socket, a damaged frame) and its `/history` entry, which names what they held, never
+    /// appeared: `/queue` still listed it as running after this many reads of its history.
+    NoHistory {
+        /// Reads of its history that found nothing while `/queue` listed it as running.
+        checks: u32,
+    },
     /// The websocket dropped and every reconnect since was refused
     /// ([`REFUSALS_GONE`](super::REFUSALS_GONE) in a row): nothing listens at the
     /// server's address, so the process that held the prompt, and ComfyUI's queue kept in its
@@ -170,11 +177,17 @@ impl fmt::Display for Failure {
                 let names: Vec<&str> = nodes.iter().map(NodeId::as_str).collect();
                 write!(
                     f,
-                    "images of node(s) {} were lost while the websocket was down",
+                    "images of node(s) {} were lost (the websocket dropped, or a frame was \
+                     damaged or came in another prompt's run)",
                     names.join(", ")
                 )
             }
             Self::NotOnServer => f.write_str("the server has no record of the prompt (restarted?)"),
+            Self::NoHistory { checks } => write!(
+                f,
+                "the prompt ended, but after {checks} reads its history was still missing and \
+                 the server listed it as running: outputs the websocket missed cannot be found"
+            ),
             Self::ServerGone { refusals, error } => write!(
                 f,
                 "the server went away: {refusals} reconnects in a row refused ({error})"

@@ -7,13 +7,21 @@ use bytes::Bytes;
 
 use crate::error::{ExchangeError, ProtocolError, TransportError};
 use crate::ids::{NodeId, PromptId};
-use crate::wire::http::{self, HttpResponse, PromptOutcome};
+use crate::wire::http::{self, HttpResponse, PromptOutcome, QueuePosition};
 use crate::wire::message::FileRef;
 use crate::wire::{BinaryFrame, ImageFormat, ServerMessage};
 
 use super::event::{Event, Failure, Image};
 use super::prompt::{Ending, Phase, Reconcile};
 use super::{Pending, Session};
+
+/// A prompt the socket said ended, and that `/queue` still lists as running when its history
+/// is read (ComfyUI writes the history just after `execution_success`), reads it again after
+/// 100 ms, then 200 ms..., [`RECHECKS`] times at most, then fails with
+/// [`Failure::NoHistory`].
+const RECHECK_FIRST: Duration = Duration::from_millis(100);
+/// See [`RECHECK_FIRST`].
+const RECHECKS: u32 = 5;
 
 impl Session {
     /// Our id for a prompt id the server used, if the prompt is ours and in flight.
@@ -25,9 +33,13 @@ impl Session {
         }
     }
 
-    /// The prompt a message without a prompt id is about: the running one, or else the
-    /// earliest accepted one (the server runs one client's prompts in order).
+    /// The prompt a message without a prompt id is about: none while the server runs another
+    /// prompt (see `Session::elsewhere`), else the running one, or else the earliest accepted
+    /// one (the server runs one client's prompts in order).
     fn implied(&self) -> Option<PromptId> {
+        if self.elsewhere {
+            return None;
+        }
         self.running.clone().or_else(|| {
             self.order
                 .iter()
@@ -55,6 +67,43 @@ impl Session {
             }
         }
         self.running = Some(id.clone());
+        self.elsewhere = false;
+    }
+
+    /// An image frame without a prompt id came while the server said it ran another prompt:
+    /// it is nobody's. If one of ours was running an output node when the other prompt
+    /// appeared, that node may miss an image (a hostile or confused server).
+    fn image_not_ours(&mut self) {
+        if let Some(p) = self
+            .running
+            .as_ref()
+            .and_then(|id| self.prompts.get_mut(id))
+        {
+            p.mark_image_lost();
+        }
+    }
+
+    /// A text frame that did not decode: the prompt it names, else the running one, reads
+    /// `/history` before it completes, since the frame may have been one of its messages.
+    pub(super) fn damaged_text(&mut self, text: &str) {
+        let named = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| {
+                v.get("data")?
+                    .get("prompt_id")?
+                    .as_str()
+                    .map(PromptId::from)
+            });
+        let owner = match named {
+            // Another prompt's message, damaged: not ours to worry about.
+            Some(id) => self.resolve(&id),
+            None => self.running.clone().filter(|_| !self.elsewhere),
+        };
+        if let Some(p) = owner.and_then(|id| self.prompts.get_mut(&id))
+            && p.phase != Phase::Waiting
+        {
+            p.mark_damaged();
+        }
     }
 
     pub(super) fn on_message(&mut self, now: Duration, msg: ServerMessage) {
@@ -78,12 +127,13 @@ impl Session {
             ServerMessage::Unknown { kind, data } => {
                 self.events.push_back(Event::Unknown { kind, data })
             }
-            ServerMessage::ExecutionStart { prompt_id } => {
-                if let Some(id) = self.resolve(&prompt_id) {
+            ServerMessage::ExecutionStart { prompt_id } => match self.resolve(&prompt_id) {
+                Some(id) => {
                     self.touch(&id, now);
                     self.events.push_back(Event::Started { prompt: id });
                 }
-            }
+                None => self.elsewhere = true,
+            },
             ServerMessage::ExecutionCached { prompt_id, nodes } => {
                 if let Some(id) = self.resolve(&prompt_id) {
                     self.touch(&id, now);
@@ -92,6 +142,10 @@ impl Session {
             }
             ServerMessage::Executing { prompt_id, node } => {
                 let Some(id) = self.target(prompt_id.as_ref()) else {
+                    if prompt_id.is_some() {
+                        // Another prompt runs now, or (node null) its run ended.
+                        self.elsewhere = node.is_some();
+                    }
                     return;
                 };
                 self.touch(&id, now);
@@ -102,7 +156,7 @@ impl Session {
                     Some(node) => self
                         .events
                         .push_back(Event::NodeStarted { prompt: id, node }),
-                    None => self.finish(&id, Ending::Completed),
+                    None => self.finish(now, &id, Ending::Completed),
                 }
             }
             ServerMessage::Progress {
@@ -112,6 +166,9 @@ impl Session {
                 max,
             } => {
                 let Some(id) = self.target(prompt_id.as_ref()) else {
+                    if prompt_id.is_some() {
+                        self.elsewhere = true;
+                    }
                     return;
                 };
                 self.touch(&id, now);
@@ -138,18 +195,19 @@ impl Session {
                 self.touch(&id, now);
                 self.node_output(now, &id, node, output);
             }
-            ServerMessage::ExecutionSuccess { prompt_id } => {
-                if let Some(id) = self.resolve(&prompt_id) {
-                    self.finish(&id, Ending::Completed);
-                }
-            }
+            ServerMessage::ExecutionSuccess { prompt_id } => match self.resolve(&prompt_id) {
+                Some(id) => self.finish(now, &id, Ending::Completed),
+                None => self.elsewhere = false,
+            },
             ServerMessage::ExecutionError(error) => {
                 if let Some(id) = self.resolve(&error.prompt_id) {
                     let ending = Event::Failed {
                         prompt: id.clone(),
                         failure: Failure::Execution(error),
                     };
-                    self.finish(&id, Ending::Event(ending));
+                    self.finish(now, &id, Ending::Event(ending));
+                } else {
+                    self.elsewhere = false;
                 }
             }
             ServerMessage::ExecutionInterrupted(info) => {
@@ -158,7 +216,9 @@ impl Session {
                         prompt: id.clone(),
                         node: info.node_id,
                     };
-                    self.finish(&id, Ending::Event(ending));
+                    self.finish(now, &id, Ending::Event(ending));
+                } else {
+                    self.elsewhere = false;
                 }
             }
         }
@@ -189,7 +249,7 @@ impl Session {
     }
 
     /// The server signalled the prompt's end: report it now, or once its files are fetched.
-    fn finish(&mut self, id: &PromptId, ending: Ending) {
+    fn finish(&mut self, now: Duration, id: &PromptId, ending: Ending) {
         let Some(p) = self.prompts.get_mut(id) else {
             return;
         };
@@ -201,15 +261,25 @@ impl Session {
             self.running = None;
         }
         p.ending = Some(ending);
-        self.release(id);
+        self.release(now, id);
     }
 
-    /// Reports a held ending once no file fetch is outstanding.
-    fn release(&mut self, id: &PromptId) {
+    /// Reports a held ending once no file fetch is outstanding, and a completion once
+    /// `/history` was read if messages about the prompt may have been missed.
+    fn release(&mut self, now: Duration, id: &PromptId) {
         let Some(p) = self.prompts.get_mut(id) else {
             return;
         };
         if p.files_pending > 0 {
+            return;
+        }
+        if p.unheard && p.ending == Some(Ending::Completed) {
+            // What the socket missed (a node's `executed` with its files) is in the history.
+            if p.reconcile.is_none() && p.recheck_at.is_none() {
+                let mut p = self.prompts.remove(id).expect("looked up above");
+                self.ask_history(now, &mut p);
+                self.prompts.insert(id.clone(), p);
+            }
             return;
         }
         let event = match p.ending.take() {
@@ -249,7 +319,12 @@ impl Session {
                 // frame (type 3) cannot be one.
                 let text_frame =
                     frame.get(..4) == Some(&crate::wire::frame::TEXT.to_be_bytes()[..]);
-                if let (Some(id), false) = (self.running.clone(), text_frame) {
+                if text_frame {
+                    return Err(e);
+                }
+                if self.elsewhere {
+                    self.image_not_ours();
+                } else if let Some(id) = self.running.clone() {
                     let at_output = self.prompts.get(&id).is_some_and(|p| {
                         p.current
                             .as_ref()
@@ -264,7 +339,7 @@ impl Session {
         };
         let (id, node, format, image) = match decoded {
             BinaryFrame::Text { node_id, text } => {
-                let prompt = self.running.clone();
+                let prompt = self.running.clone().filter(|_| !self.elsewhere);
                 if let Some(id) = &prompt {
                     self.touch(&id.clone(), now);
                 }
@@ -287,6 +362,9 @@ impl Session {
             }
             BinaryFrame::Image { format, image } => {
                 let Some(id) = self.implied() else {
+                    if self.elsewhere {
+                        self.image_not_ours();
+                    }
                     return Ok(());
                 };
                 let node = self
@@ -344,7 +422,7 @@ impl Session {
                 file,
             } => {
                 self.view_done();
-                self.on_view(&prompt, node, index, file, result);
+                self.on_view(now, &prompt, node, index, file, result);
                 self.start_views(now);
             }
             Pending::History(id) => self.on_history(now, &id, result),
@@ -420,6 +498,7 @@ impl Session {
 
     fn on_view(
         &mut self,
+        now: Duration,
         id: &PromptId,
         node: NodeId,
         index: u32,
@@ -456,7 +535,7 @@ impl Session {
             },
         };
         self.events.push_back(event);
-        self.release(id);
+        self.release(now, id);
     }
 
     fn on_history(
@@ -494,15 +573,22 @@ impl Session {
             }
             return;
         };
+        // The history is the server's word on the prompt: it replaces a completion held for it.
+        if let Some(p) = self.prompts.get_mut(id) {
+            p.ending = None;
+            p.unheard = false;
+            p.recheck_at = None;
+        }
         if let Some(error) = entry.execution_error() {
             let ending = Event::Failed {
                 prompt: id.clone(),
                 failure: Failure::Execution(Box::new(error)),
             };
-            return self.finish(id, Ending::Event(ending));
+            return self.finish(now, id, Ending::Event(ending));
         }
         if entry.interrupted() {
             return self.finish(
+                now,
                 id,
                 Ending::Event(Event::Interrupted {
                     prompt: id.clone(),
@@ -526,7 +612,7 @@ impl Session {
             p.current = None;
             p.gap = true;
         }
-        self.finish(id, Ending::Completed);
+        self.finish(now, id, Ending::Completed);
     }
 
     fn on_queue(
@@ -553,11 +639,24 @@ impl Session {
                 );
             }
         };
-        if queue.contains(id).is_some() {
+        if let Some(position) = queue.contains(id) {
             // Still queued or running: its messages will come on the socket.
             if let Some(p) = self.prompts.get_mut(id) {
                 p.reconcile = None;
                 p.reconcile_after_post = None;
+                if p.ending.is_some() {
+                    // It ended (the socket said so) but its history is not written yet.
+                    p.rechecks += 1;
+                    if p.rechecks > RECHECKS {
+                        let checks = p.rechecks;
+                        return self.fail(id, Failure::NoHistory { checks });
+                    }
+                    p.recheck_at = Some(now + RECHECK_FIRST * (1 << (p.rechecks - 1)));
+                } else if matches!(position, QueuePosition::Pending { .. }) {
+                    // Not started: nothing of it was missed.
+                    p.gap = false;
+                    p.unheard = false;
+                }
             }
         } else {
             if let Some(p) = self.prompts.get_mut(id) {

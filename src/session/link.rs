@@ -158,7 +158,8 @@ impl Session {
         let prompts = self
             .prompts
             .values()
-            .filter_map(|p| p.next_deadline().map(|(at, _)| at));
+            .flat_map(|p| [p.next_deadline().map(|(at, _)| at), p.recheck_at])
+            .flatten();
         let requests = self.requests.values().filter_map(|(_, at, _)| *at);
         link.into_iter()
             .chain(self.keepalive_at())
@@ -207,6 +208,24 @@ impl Session {
         if self.keepalive_at().is_some_and(|at| at <= now) {
             self.transmits.push_back(Transmit::Ping);
             self.pinged_at = Some(now);
+        }
+        let recheck: Vec<PromptId> = self
+            .order
+            .iter()
+            .filter(|id| {
+                self.prompts
+                    .get(*id)
+                    .and_then(|p| p.recheck_at)
+                    .is_some_and(|at| at <= now)
+            })
+            .cloned()
+            .collect();
+        for id in recheck {
+            if let Some(mut p) = self.prompts.remove(&id) {
+                p.recheck_at = None;
+                self.ask_history(now, &mut p);
+                self.prompts.insert(id, p);
+            }
         }
         let expired: Vec<(PromptId, Deadline, Phase)> = self
             .order

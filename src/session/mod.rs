@@ -212,7 +212,13 @@ pub struct Session {
     /// Server-assigned ids of prompts whose server ignored the client's id.
     aliases: HashMap<PromptId, PromptId>,
     ended: VecDeque<PromptId>,
+    /// The last of this session's prompts the server said it runs, while it is in flight.
     running: Option<PromptId>,
+    /// The server's last word is that it runs a prompt that is not one of ours in flight
+    /// (another client's, or one of ours that ended here, such as a prompt past its deadline
+    /// that the server still runs), or the socket was just (re)opened and it has said nothing
+    /// yet: a frame without a prompt id is then nobody's.
+    elsewhere: bool,
     /// Requests in flight: what each is for, and when it counts as failed.
     requests: HashMap<RequestId, (Pending, Option<Duration>, Duration)>,
     next_request: u64,
@@ -249,6 +255,7 @@ impl Session {
             aliases: HashMap::new(),
             ended: VecDeque::new(),
             running: None,
+            elsewhere: true,
             requests: HashMap::new(),
             next_request: 0,
             transmits: VecDeque::new(),
@@ -346,6 +353,8 @@ impl Session {
         }
         self.link = Link::Open;
         self.refused = 0;
+        // Frames without a prompt id wait for a message that says whose run it is.
+        self.elsewhere = true;
         self.heard_at = now;
         if self.config.feature_flags {
             self.transmits
@@ -366,13 +375,21 @@ impl Session {
         }
     }
 
-    /// A text frame from the server. A frame that does not decode changes nothing and is
-    /// returned as the error.
+    /// A text frame from the server. A frame that does not decode is returned as the error;
+    /// the prompt it may have been about (the one its `prompt_id` names, else the running one)
+    /// reads `/history` before it completes, in case the frame was one of its messages.
     pub fn handle_text(&mut self, now: Duration, text: &str) -> Result<(), ProtocolError> {
         self.heard(now);
-        let msg = crate::wire::ServerMessage::decode(text)?;
-        self.on_message(now, msg);
-        Ok(())
+        match crate::wire::ServerMessage::decode(text) {
+            Ok(msg) => {
+                self.on_message(now, msg);
+                Ok(())
+            }
+            Err(e) => {
+                self.damaged_text(text);
+                Err(e)
+            }
+        }
     }
 
     /// A binary frame from the server. Images are handed on as slices of `frame`, not copies.

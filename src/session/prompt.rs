@@ -65,8 +65,19 @@ pub(crate) struct Prompt {
     pub files_pending: usize,
     /// The ending, once the server signalled it, while files are still being fetched.
     pub ending: Option<Ending>,
-    /// The websocket dropped at least once while this prompt was in flight.
+    /// The websocket dropped at least once while this prompt was in flight, or a frame that
+    /// may have been its did not decode: websocket images may be missing.
     pub gap: bool,
+    /// Messages about this prompt may have been missed (a dropped socket, a frame that did not
+    /// decode) and `/history` was not read since: its completion waits for that read, which
+    /// reports the `ui` data (and fetches the files) the socket missed.
+    pub unheard: bool,
+    /// When to ask `/history` again: the server said the prompt ended, but still listed it as
+    /// running when its history was read (ComfyUI writes the history after
+    /// `execution_success`).
+    pub recheck_at: Option<Duration>,
+    /// `/queue` answers that listed the prompt as running after it ended.
+    pub rechecks: u32,
     /// Reconciliation under way, if any.
     pub reconcile: Option<Reconcile>,
     /// The transport error of a `POST /prompt` whose fate is being looked up.
@@ -97,6 +108,9 @@ impl Prompt {
             files_pending: 0,
             ending: None,
             gap: false,
+            unheard: false,
+            recheck_at: None,
+            rechecks: 0,
             reconcile: None,
             reconcile_after_post: None,
             ws_nodes_whole: HashSet::new(),
@@ -131,8 +145,28 @@ impl Prompt {
     /// The socket dropped: whatever node was running may have sent frames to nobody.
     pub fn mark_gap(&mut self) {
         self.gap = true;
+        self.unheard = true;
         if let Some((_, clean)) = &mut self.current {
             *clean = false;
+        }
+    }
+
+    /// A text frame that may have been about this prompt did not decode: a message (an
+    /// `executed` with its files, an `executing`) may be lost, though no image was.
+    pub fn mark_damaged(&mut self) {
+        self.gap = true;
+        self.unheard = true;
+    }
+
+    /// An image frame that may have been this prompt's was not attributed to it (the server
+    /// said it ran another prompt): if an output node was running, it may miss an image.
+    pub fn mark_image_lost(&mut self) {
+        if let Some((node, clean)) = &mut self.current
+            && *clean
+            && self.workflow.class_of(node.as_str()) == Some(SAVE_IMAGE_WEBSOCKET)
+        {
+            *clean = false;
+            self.gap = true;
         }
     }
 
