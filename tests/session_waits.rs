@@ -392,6 +392,36 @@ fn an_unanswered_http_exchange_fails_at_its_deadline() {
     }
 }
 
+/// With the default timeouts a server that never answers `POST /prompt` costs 10 s
+/// (`Timeouts::exchange`), not the 120 s a `/view` download may take; the lookup that follows
+/// is bounded alike, and the prompt fails naming it within 20 s.
+#[test]
+fn small_exchanges_are_bounded_by_the_exchange_timeout() {
+    let config = SessionConfig::default().with_keepalive(None);
+    let (mut session, mut seen) = session(config);
+    let submission =
+        Submission::new(PromptId::from("a"), graph()).with_deadlines(Deadlines::none());
+    session.submit(ms(0), submission).unwrap();
+    session.handle_connected(s(1));
+    seen.drain(&mut session);
+    seen.take("/prompt");
+    assert_eq!(session.poll_timeout(), Some(s(11)));
+    session.handle_timeout(s(11));
+    seen.drain(&mut session);
+    assert!(seen.failures().is_empty(), "looked up, not failed");
+    seen.take("/history/a");
+    assert_eq!(session.poll_timeout(), Some(s(21)));
+    session.handle_timeout(s(21));
+    seen.drain(&mut session);
+    match seen.failures()[..] {
+        [(_, Failure::Transport { error, .. })] => {
+            assert_eq!(error.kind, TransportErrorKind::TimedOut(s(10)));
+            assert_eq!(error.what, "GET /history/a");
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn timeouts_none_leave_nothing_armed() {
     let config = SessionConfig::default()

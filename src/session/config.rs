@@ -69,9 +69,16 @@ pub struct Timeouts {
     /// the attempt counts as failed with
     /// [`TransportErrorKind::TimedOut`](crate::TransportErrorKind::TimedOut). Default: 10 s.
     pub connect: Option<Duration>,
-    /// One HTTP exchange, from sending the request to the last byte of the response. On expiry
-    /// the request counts as failed in transport. Default: 120 s.
+    /// One HTTP exchange, from sending the request to the last byte of the response: the bound
+    /// of a `/view` download and the adapter's bound on every exchange. On expiry the request
+    /// counts as failed in transport. Default: 120 s.
     pub http: Option<Duration>,
+    /// One small exchange, whose answer is a few KiB and comes at once from a healthy server:
+    /// `POST /prompt`, the `/history` and `/queue` lookups, a queue delete, an interrupt. On
+    /// expiry it counts as failed in transport, and a `POST /prompt` is looked up (the server
+    /// may have queued it), so a slow answer costs a lookup, not the prompt; a server that
+    /// answers nothing is given up in seconds instead of [`Timeouts::http`]. Default: 10 s.
+    pub exchange: Option<Duration>,
     /// The longest the open websocket may stay silent: no frame and no pong. On expiry the
     /// session gives up on the socket and reconnects. Armed only with
     /// [`SessionConfig::keepalive`] on (an idle server sends nothing but pongs); keep it above
@@ -89,6 +96,7 @@ impl Default for Timeouts {
         Self {
             connect: Some(Duration::from_secs(10)),
             http: Some(Duration::from_secs(120)),
+            exchange: Some(Duration::from_secs(10)),
             silence: Some(Duration::from_secs(45)),
             close: Some(Duration::from_secs(5)),
         }
@@ -101,6 +109,7 @@ impl Timeouts {
         Self {
             connect: None,
             http: None,
+            exchange: None,
             silence: None,
             close: None,
         }
@@ -115,6 +124,12 @@ impl Timeouts {
     /// Sets [`Timeouts::http`].
     pub fn with_http(mut self, d: Option<Duration>) -> Self {
         self.http = d;
+        self
+    }
+
+    /// Sets [`Timeouts::exchange`].
+    pub fn with_exchange(mut self, d: Option<Duration>) -> Self {
+        self.exchange = d;
         self
     }
 

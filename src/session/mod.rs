@@ -480,8 +480,14 @@ impl Session {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         // The adapter bounds the exchange by `Timeouts::http` and reports first; the session's
-        // timer is the backstop, unless the prompt needs an answer sooner.
+        // timer is the backstop, unless the exchange is small (`Timeouts::exchange`) or the
+        // prompt needs an answer sooner.
         let http = self.config.timeouts.http;
+        let small = !matches!(pending, Pending::View { .. });
+        let within = match (within, self.config.timeouts.exchange) {
+            (w, Some(e)) if small => Some(w.map_or(e, |w| w.min(e))),
+            (w, _) => w,
+        };
         let (deadline, after) = match (http, within) {
             (Some(h), Some(w)) if w < h => (Some(now + w), w),
             (Some(h), _) => (Some(now + h + link::GRACE), h),
