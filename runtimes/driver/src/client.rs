@@ -57,8 +57,11 @@ pub struct ClientConfig {
     /// session's [`Timeouts::connect`](comfy_proxy::session::Timeouts::connect).
     pub connect_timeout: Duration,
     /// Deadline of one HTTP exchange. Default 120 s. It sets the session's
-    /// [`Timeouts::http`](comfy_proxy::session::Timeouts::http) and bounds
-    /// [`Client::request`] and [`Client::upload_image`].
+    /// [`Timeouts::http`](comfy_proxy::session::Timeouts::http) (the bound of `/view`
+    /// downloads) and bounds [`Client::request`] and [`Client::upload_image`]. A prompt's small
+    /// exchanges (`POST /prompt`, lookups, cancels) are bounded by the shorter
+    /// [`Timeouts::exchange`](comfy_proxy::session::Timeouts::exchange), 10 s unless
+    /// [`ClientConfig::session`] says otherwise.
     pub http_timeout: Duration,
     /// Record the traffic in `comfy-transcript/1` files in this folder, one per connection.
     pub record: Option<std::path::PathBuf>,
