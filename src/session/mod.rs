@@ -506,17 +506,15 @@ impl Session {
         extra_data: Option<Map<String, Value>>,
         front: bool,
     ) {
-        let request = http::PromptRequest {
-            prompt: serde_json::to_value(&p.workflow).unwrap_or(Value::Null),
-            client_id: self.client_id.clone(),
-            prompt_id: Some(p.id.clone()),
-            extra_data,
+        let request = http::post_prompt(
+            &p.workflow,
+            &self.client_id,
+            &p.id,
+            extra_data.as_ref(),
             front,
-            number: None,
-            partial_execution_targets: None,
-        };
+        );
         let pending = Pending::Post(p.id.clone());
-        self.request_about(now, request.to_request(), pending, &p.deadlines);
+        self.request_about(now, request, pending, &p.deadlines);
         p.phase = Phase::Posted;
     }
 

@@ -47,6 +47,7 @@ pub use history::{
 pub use prompt::{
     ErrorInfo, NodeError, NodeErrors, PromptAccepted, PromptOutcome, PromptRejected, decode_prompt,
 };
+pub(crate) use requests::post_prompt;
 pub use requests::{
     PromptRequest, UploadError, embeddings, features, free, history, history_clear, history_delete,
     history_recent, interrupt, models, object_info, queue, queue_clear, queue_delete, system_stats,

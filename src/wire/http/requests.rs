@@ -58,8 +58,8 @@ pub struct PromptRequest {
 
 /// The wire form of [`PromptRequest`], borrowing it; field order is the order on the wire.
 #[derive(Serialize)]
-struct PromptBody<'a> {
-    prompt: &'a Value,
+struct PromptBody<'a, P: Serialize + ?Sized> {
+    prompt: &'a P,
     client_id: &'a ClientId,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_id: Option<&'a PromptId>,
@@ -101,6 +101,27 @@ impl PromptRequest {
         };
         post_json("/prompt", &body)
     }
+}
+
+/// The `POST /prompt` request for `workflow`, serialized straight from it (no intermediate
+/// `Value` tree): what [`PromptRequest::to_request`] gives for the same fields.
+pub(crate) fn post_prompt(
+    workflow: &crate::Workflow,
+    client_id: &ClientId,
+    prompt_id: &PromptId,
+    extra_data: Option<&Map<String, Value>>,
+    front: bool,
+) -> HttpRequest {
+    let body = PromptBody {
+        prompt: workflow,
+        client_id,
+        prompt_id: Some(prompt_id),
+        extra_data,
+        front,
+        number: None,
+        partial_execution_targets: None,
+    };
+    post_json("/prompt", &body)
 }
 
 /// Serializes a body that cannot fail to serialize: its maps have string keys and its numbers
@@ -495,6 +516,27 @@ mod tests {
             .as_ref()
             .and_then(|b| std::str::from_utf8(&b.bytes).ok())
             .unwrap_or("<none>")
+    }
+
+    /// The session's post, serialized straight from the workflow, is byte for byte what the
+    /// public request gives through a `Value`.
+    #[test]
+    fn post_prompt_matches_the_public_request() {
+        let wf = crate::Workflow::from_json(
+            r#"{"9":{"class_type":"X","inputs":{"z":1.5,"a":["2",0]},"_meta":{"title":"t"}},"2":{"class_type":"Y","inputs":{}}}"#,
+        )
+        .unwrap();
+        let mut extra = Map::new();
+        extra.insert("k".into(), "v".into());
+        let (cid, pid) = (ClientId::new("cid"), PromptId::new("pid"));
+        for (extra, front) in [(None, false), (Some(extra), true)] {
+            let direct = post_prompt(&wf, &cid, &pid, extra.as_ref(), front);
+            let mut public = PromptRequest::new(serde_json::to_value(&wf).unwrap(), cid.clone());
+            public.prompt_id = Some(pid.clone());
+            public.extra_data = extra;
+            public.front = front;
+            assert_eq!(direct, public.to_request());
+        }
     }
 
     #[test]
