@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -39,9 +40,11 @@ use crate::NodeId;
 /// ```
 #[derive(Clone, Default)]
 pub struct Workflow {
-    nodes: Vec<(NodeId, Node)>,
+    /// Shared between clones until one of them changes (a pool hands each attempt a clone of
+    /// its job's graph: a reference count, not a copy).
+    nodes: Arc<Vec<(NodeId, Node)>>,
     /// Node id -> position in `nodes`. (Keyed by `String`, which can be looked up by `&str`.)
-    index: HashMap<String, usize>,
+    index: Arc<HashMap<String, usize>>,
     /// The next number to try for an automatic id.
     next_auto: u64,
 }
@@ -137,10 +140,11 @@ impl Workflow {
     fn push(&mut self, id: NodeId, node: Node) {
         match self.index.get(id.as_str()) {
             // Only reachable from JSON with a repeated key, which serde_json already merged.
-            Some(&at) => self.nodes[at].1 = node,
+            Some(&at) => Arc::make_mut(&mut self.nodes)[at].1 = node,
             None => {
-                self.index.insert(id.as_str().to_owned(), self.nodes.len());
-                self.nodes.push((id, node));
+                let at = self.nodes.len();
+                Arc::make_mut(&mut self.index).insert(id.as_str().to_owned(), at);
+                Arc::make_mut(&mut self.nodes).push((id, node));
             }
         }
     }
@@ -152,7 +156,8 @@ impl Workflow {
 
     /// The node with id `id`, to change it.
     pub fn node_mut(&mut self, id: &str) -> Option<&mut Node> {
-        self.index.get(id).map(|&at| &mut self.nodes[at].1)
+        let at = *self.index.get(id)?;
+        Some(&mut Arc::make_mut(&mut self.nodes)[at].1)
     }
 
     /// The class type of node `node_id`, or `None` if the graph has no such node.
@@ -240,7 +245,7 @@ impl Workflow {
         value: impl Into<Input>,
     ) -> Result<(), WorkflowError> {
         let at = self.position(target)?;
-        self.nodes[at].1.set_input(input, value);
+        Arc::make_mut(&mut self.nodes)[at].1.set_input(input, value);
         Ok(())
     }
 
@@ -263,7 +268,7 @@ impl Workflow {
     /// Sets the title (`_meta.title`) of the node that `target` names.
     pub fn set_title(&mut self, target: &str, title: &str) -> Result<(), WorkflowError> {
         let at = self.position(target)?;
-        self.nodes[at].1.set_title(title);
+        Arc::make_mut(&mut self.nodes)[at].1.set_title(title);
         Ok(())
     }
 }
@@ -293,7 +298,7 @@ impl fmt::Display for Workflow {
 impl Serialize for Workflow {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.nodes.len()))?;
-        for (id, node) in &self.nodes {
+        for (id, node) in self.nodes.iter() {
             m.serialize_entry(id.as_str(), node)?;
         }
         m.end()
@@ -323,6 +328,30 @@ mod tests {
             "5": {"class_type": "Note", "inputs": {}, "_meta": {"title": "Same"}},
         }))
         .unwrap()
+    }
+
+    /// A clone shares the graph until one side changes it; the change stays on that side.
+    #[test]
+    fn clones_share_until_changed() {
+        let wf = titled();
+        let mut copy = wf.clone();
+        assert!(
+            Arc::ptr_eq(&wf.nodes, &copy.nodes),
+            "a clone copies nothing"
+        );
+        copy.set("3.seed", 2).unwrap();
+        copy.add_node("Note", Inputs::new());
+        copy.node_mut("1").unwrap().set_title("Changed");
+        assert!(!Arc::ptr_eq(&wf.nodes, &copy.nodes));
+        assert_eq!(wf, titled(), "the original is untouched");
+        assert_eq!(copy.len(), 6);
+        assert_eq!(
+            copy.node("3")
+                .unwrap()
+                .input("seed")
+                .and_then(|i| i.as_value()),
+            Some(&json!(2))
+        );
     }
 
     #[test]
