@@ -146,6 +146,19 @@ impl Harness {
             .count()
     }
 
+    /// `prompt` ended failing with `LostOutputs` for the websocket node `save`.
+    fn assert_lost_save(&self, prompt: &str) {
+        match self.terminal_of(prompt)[..] {
+            [
+                Event::Failed {
+                    failure: Failure::LostOutputs { nodes },
+                    ..
+                },
+            ] => assert_eq!(nodes, &["save".into()] as &[comfy_proxy::NodeId]),
+            ref other => panic!("{other:?}"),
+        }
+    }
+
     fn terminal_of(&self, prompt: &str) -> Vec<&Event> {
         (self.events.iter())
             .filter(|e| e.is_terminal() && e.prompt().is_some_and(|p| p == prompt))
@@ -195,15 +208,7 @@ fn an_image_during_another_prompts_run_fails_the_output_it_may_belong_to() {
     h.executing(8, "p1", "file");
     h.text(9, "execution_success", r#"{"prompt_id":"p1"}"#);
     assert_eq!(h.images_of("p1"), [10]);
-    match h.terminal_of("p1")[..] {
-        [
-            Event::Failed {
-                failure: Failure::LostOutputs { nodes },
-                ..
-            },
-        ] => assert_eq!(nodes, &["save".into()] as &[comfy_proxy::NodeId]),
-        ref other => panic!("{other:?}"),
-    }
+    h.assert_lost_save("p1");
 }
 
 /// Right after a reconnect nobody has said whose run it is: an image then is nobody's, not
@@ -259,15 +264,7 @@ fn a_reconnect_mid_run_does_not_give_the_next_prompts_images_to_the_last() {
         [10, 11, b'e'],
         "p1's own images and its file"
     );
-    match h.terminal_of("p1")[..] {
-        [
-            Event::Failed {
-                failure: Failure::LostOutputs { nodes },
-                ..
-            },
-        ] => assert_eq!(nodes, &["save".into()] as &[comfy_proxy::NodeId]),
-        ref other => panic!("{other:?}"),
-    }
+    h.assert_lost_save("p1");
     assert!(h.images_of("p2").is_empty(), "{:?}", h.events);
 }
 
