@@ -113,8 +113,11 @@ pub enum Failure {
         /// Attempts made.
         attempts: u32,
     },
-    /// The websocket dropped while these `SaveImageWebsocket` nodes ran: their images were sent
-    /// to nobody, so reporting success would lose them.
+    /// These `SaveImageWebsocket` nodes may have sent images to nobody: the websocket dropped
+    /// while they ran, or an image came while the server said another prompt ran. Reporting
+    /// success would lose them. A node cut while it runs fails its prompt at once (and the
+    /// prompt is interrupted on the server); a node that ran whole while the socket was down
+    /// fails it at its end.
     LostOutputs {
         /// The nodes whose images may be missing.
         nodes: Vec<NodeId>,

@@ -73,13 +73,29 @@ impl Session {
     /// An image frame without a prompt id came while the server said it ran another prompt:
     /// it is nobody's. If one of ours was running an output node when the other prompt
     /// appeared, that node may miss an image (a hostile or confused server).
-    fn image_not_ours(&mut self) {
+    fn image_not_ours(&mut self, now: Duration) {
         if let Some(p) = self
             .running
             .as_ref()
             .and_then(|id| self.prompts.get_mut(id))
         {
             p.mark_image_lost();
+        }
+        self.give_up_cut(now);
+    }
+
+    /// Fails at once every prompt whose running websocket output node may have lost images
+    /// (see [`Prompt::cut_output`](super::prompt::Prompt::cut_output)), and interrupts it on
+    /// the server: the run cannot succeed, so the server is freed and the prompt can run again
+    /// elsewhere now rather than at its end.
+    pub(super) fn give_up_cut(&mut self, now: Duration) {
+        let cut: Vec<(PromptId, NodeId)> = (self.order.iter())
+            .filter_map(|id| self.prompts.get(id))
+            .filter_map(|p| p.cut_output().map(|n| (p.id.clone(), n.clone())))
+            .collect();
+        for (id, node) in cut {
+            self.request(now, http::interrupt(Some(&id)), Pending::FireAndForget);
+            self.fail(&id, Failure::LostOutputs { nodes: vec![node] });
         }
     }
 
@@ -323,7 +339,7 @@ impl Session {
                     return Err(e);
                 }
                 if self.elsewhere {
-                    self.image_not_ours();
+                    self.image_not_ours(now);
                 } else if let Some(id) = self.running.clone() {
                     let at_output = self.prompts.get(&id).is_some_and(|p| {
                         p.current
@@ -363,7 +379,7 @@ impl Session {
             BinaryFrame::Image { format, image } => {
                 let Some(id) = self.implied() else {
                     if self.elsewhere {
-                        self.image_not_ours();
+                        self.image_not_ours(now);
                     }
                     return Ok(());
                 };

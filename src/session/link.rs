@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | connecting | `handle_connected` | open; waiting prompts are posted |
 //! | connecting | `handle_connect_failed`, or the connect deadline | prompts never posted fail with [`Failure::Unreachable`]; posted ones wait for a reconnect (backoff), or fail with [`Failure::ServerGone`] once [`REFUSALS_GONE`] connects in a row were refused; with none left, the link goes down |
-//! | open | `handle_disconnect` | a reconnect at once (at most three per [`Backoff::initial`](super::Backoff)), else backoff; prompts in flight are looked up after the reconnect |
+//! | open | `handle_disconnect` | a reconnect at once (at most three per [`Backoff::initial`](super::Backoff)), else backoff; a prompt whose `SaveImageWebsocket` node was running fails with [`Failure::LostOutputs`] at once and is interrupted; the other prompts in flight are looked up after the reconnect |
 //! | open | silence deadline (no frame, no pong) | [`Transmit::Close`], then as a disconnect |
 //! | backoff | its timer | connecting |
 //! | down | `submit` | connecting |
@@ -326,6 +326,7 @@ impl Session {
                 p.mark_gap();
             }
         }
+        self.give_up_cut(now);
         if attempt > self.config.backoff.attempts {
             self.link = Link::Down;
             let failure = Failure::Disconnected {

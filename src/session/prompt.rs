@@ -170,6 +170,17 @@ impl Prompt {
         }
     }
 
+    /// The `SaveImageWebsocket` node that was running when images may have gone missing (a
+    /// gap, an image given to nobody): the prompt cannot succeed any more.
+    pub fn cut_output(&self) -> Option<&NodeId> {
+        match &self.current {
+            Some((node, false)) if self.ending.is_none() && self.is_ws_output(node.as_str()) => {
+                Some(node)
+            }
+            _ => None,
+        }
+    }
+
     /// `SaveImageWebsocket` nodes whose images may have been lost in a gap.
     pub fn lost_ws_nodes(&self) -> Vec<NodeId> {
         if !self.gap {
