@@ -45,7 +45,8 @@ pub struct JobArgs {
     #[arg(long)]
     pub json: bool,
     /// Give up on a job that has not finished this many seconds after it was sent to a server
-    /// (each attempt), and on jobs waiting that long while every server is out of service.
+    /// (each attempt), on an attempt whose fate its server has not told within that long after
+    /// losing track of it, and on jobs waiting that long while every server is out of service.
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     /// Record the traffic as comfy-transcript/1 files in DIR, one per server connection (each
@@ -88,7 +89,8 @@ pub struct Plan {
     pub json: bool,
     /// No progress.
     pub quiet: bool,
-    /// `--timeout`: also how long jobs wait for a server when every one is out of service.
+    /// `--timeout`: also how long jobs wait for a server when every one is out of service, and
+    /// for the fate of an attempt its server lost track of.
     pub timeout: Option<Duration>,
     /// Validate jobs against each server's object_info and route them by it.
     pub validate: bool,
@@ -233,8 +235,9 @@ async fn drive(
     let mut config = PoolConfig::new(&plan.servers, &plan.template);
     config.route_by_capability = plan.validate;
     if let Some(timeout) = plan.timeout {
-        let give_up = &mut config.scheduler.all_down_give_up;
-        *give_up = (*give_up).min(timeout);
+        let scheduler = &mut config.scheduler;
+        scheduler.all_down_give_up = scheduler.all_down_give_up.min(timeout);
+        scheduler.lookup_give_up = scheduler.lookup_give_up.min(timeout);
     }
     let rt = Arc::new(Smol::with_executor(executor.clone()));
     let (pool, mut events) = comfy_proxy_smol::pool_with(rt, config);

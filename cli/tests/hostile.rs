@@ -137,9 +137,9 @@ fn run_jobs(servers: &[String], jobs: u64, timeout: u64, extra: &[&str]) -> Tall
         .arg("--out")
         .arg(dir.path().join("out"));
     // The bound: a job ends after at most `attempts` (3) attempts of `--timeout` each, plus the
-    // pool's wait on a job of uncertain fate (30 s) and on every server being out (capped at
-    // `--timeout`); 60 s more for the jobs to get their turns. Not a timing assertion: a hang
-    // detector, far above a normal run.
+    // pool's wait on a job of uncertain fate (30 s at most; the command caps it at `--timeout`)
+    // and on every server being out (capped at `--timeout`); 60 s more for the jobs to get
+    // their turns. Not a timing assertion: a hang detector, far above a normal run.
     let bound = Duration::from_secs(3 * timeout + 30 + timeout + 60);
     let out = run(cmd, bound);
     assert!(
