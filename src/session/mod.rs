@@ -7,6 +7,9 @@
 //! posts prompts: a prompt posted before the socket is open can finish before anyone listens.
 //! From then on it attributes every message and binary frame to the prompt it belongs to:
 //! type 4 frames by their metadata, type 1 frames by the running prompt's last `executing` node.
+//! A frame without a prompt id is nobody's until a message names one of the session's prompts:
+//! after a (re)connect (ComfyUI greets a client that reconnects mid-run with an `executing`
+//! that names no prompt), and while the server runs a prompt that is not one of ours in flight.
 //! An image is an output only when that node's `class_type` in the submitted graph is
 //! `SaveImageWebsocket`; every other image is a preview.
 //!
@@ -26,7 +29,10 @@
 //! reconnect (the first at once, then with backoff; see [`Backoff`]) and then asks `/history/{id}` (and `/queue`) what became of each.
 //! A prompt that finished meanwhile completes from its history; one whose websocket-only
 //! images were sent while nobody listened fails with [`Failure::LostOutputs`], so that a pool
-//! can run it again. It never reports success with images missing.
+//! can run it again (at once, and interrupted on the server, if its `SaveImageWebsocket` node
+//! was running at the drop). A prompt that ran on through a drop, or met a text frame that did
+//! not decode, reads `/history` before it completes, and fetches the files the socket missed.
+//! It never reports success with outputs missing.
 //!
 //! `/view` downloads are capped per session ([`SessionConfig::max_views`]) and wait while their
 //! prompt's reader lags ([`Session::handle_reader_lag`]); [`Outbox`] is the per-prompt queue
