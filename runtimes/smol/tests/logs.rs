@@ -8,18 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use comfy_proxy::ServerAddress;
-use comfy_proxy::Workflow;
-use comfy_proxy::session::{Backoff, Deadlines, SessionConfig};
 use comfy_proxy_driver::Runtime;
 use comfy_proxy_mock::{self as mock, MockConfig};
-use comfy_proxy_smol::{
-    Auth, ClientConfig, JobOptions, PoolConfig, PoolEvent, Smol, connect, pool,
-};
+use comfy_proxy_smol::{Auth, JobOptions, PoolConfig, PoolEvent, Smol, connect, pool};
 use smol::stream::StreamExt;
 
-const QUERY_SECRET: &str = "q-s3cret/value";
-const BEARER_SECRET: &str = "b-s3cret-value";
-const HEADER_SECRET: &str = "h-s3cret-value";
+mod common;
+use common::{BEARER_SECRET, QUERY_SECRET, config, dead_port, graph, leaked};
 
 /// Every line logged in this process, as `LEVEL target: message`.
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -57,44 +52,10 @@ fn assert_no_secret(lines: &[String]) {
         .iter()
         .filter(|l| !l.starts_with("TRACE tungstenite::"))
     {
-        for secret in [
-            QUERY_SECRET,
-            "q-s3cret%2Fvalue",
-            BEARER_SECRET,
-            HEADER_SECRET,
-        ] {
-            assert!(!line.contains(secret), "{secret} leaked: {line}");
+        if let Some(secret) = leaked(line) {
+            panic!("{secret} leaked: {line}");
         }
     }
-}
-
-fn graph() -> Workflow {
-    Workflow::from_json(
-        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},
-            "save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}}}"#,
-    )
-    .unwrap()
-}
-
-fn config(server: ServerAddress, auth: Auth) -> ClientConfig {
-    let quick = SessionConfig::default().with_backoff(Backoff::new(
-        Duration::from_millis(5),
-        Duration::from_millis(20),
-        2,
-    ));
-    ClientConfig::new(server)
-        .with_session(quick)
-        .with_deadlines(Deadlines::none().total(Duration::from_secs(20)))
-        .with_auth(auth)
-        .unwrap()
-        .with_header("X-Api-Key", HEADER_SECRET)
-        .unwrap()
-}
-
-/// A loopback port nothing listens on: bound, then let go.
-fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 #[test]

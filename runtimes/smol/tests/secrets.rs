@@ -6,58 +6,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comfy_proxy::ServerAddress;
-use comfy_proxy::Workflow;
-use comfy_proxy::session::{Backoff, Deadlines, SessionConfig};
 use comfy_proxy_driver::Runtime;
 use comfy_proxy_mock::{self as mock, MockConfig};
-use comfy_proxy_smol::{Auth, ClientConfig, Smol, connect};
+use comfy_proxy_smol::{Auth, Smol, connect};
 
-const QUERY_SECRET: &str = "q-s3cret/value";
-const BEARER_SECRET: &str = "b-s3cret-value";
-const HEADER_SECRET: &str = "h-s3cret-value";
-
-fn graph() -> Workflow {
-    Workflow::from_json(
-        r#"{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},
-            "save":{"class_type":"SaveImageWebsocket","inputs":{"images":["1",0]}}}"#,
-    )
-    .unwrap()
-}
-
-fn config(server: ServerAddress, auth: Auth) -> ClientConfig {
-    let quick = SessionConfig::default().with_backoff(Backoff::new(
-        Duration::from_millis(5),
-        Duration::from_millis(20),
-        2,
-    ));
-    ClientConfig::new(server)
-        .with_session(quick)
-        .with_deadlines(Deadlines::none().total(Duration::from_secs(20)))
-        .with_auth(auth)
-        .unwrap()
-        .with_header("X-Api-Key", HEADER_SECRET)
-        .unwrap()
-}
+mod common;
+use common::{BEARER_SECRET, QUERY_SECRET, config, dead_port, graph, leaked};
 
 fn assert_no_secret(text: &str) {
-    for secret in [
-        QUERY_SECRET,
-        "q-s3cret%2Fvalue",
-        BEARER_SECRET,
-        HEADER_SECRET,
-    ] {
-        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    if let Some(secret) = leaked(text) {
+        panic!("{secret} leaked: {text}");
     }
 }
 
 #[test]
 fn a_refused_request_names_the_url_without_its_token() {
     smol::block_on(async {
-        // A port nothing listens on: bind one, then let it go.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = dead_port();
         let server = ServerAddress::parse(&format!("127.0.0.1:{port}")).unwrap();
         let auth = Auth::Query {
             name: "token".into(),
