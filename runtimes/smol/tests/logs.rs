@@ -13,6 +13,7 @@ use comfy_proxy_mock::{self as mock, MockConfig};
 use comfy_proxy_smol::{Auth, JobOptions, PoolConfig, PoolEvent, Smol, connect, pool};
 use smol::stream::StreamExt;
 
+#[path = "common/secrets.rs"]
 mod common;
 use common::{BEARER_SECRET, QUERY_SECRET, config, dead_port, graph, leaked};
 

@@ -18,21 +18,14 @@ use comfy_proxy_smol::Smol;
 use comfy_proxy_testkit::suite::{Kit, fast, sampler, start_mock};
 use smol::stream::StreamExt;
 
+#[path = "common/bounded.rs"]
+mod bounded;
+use bounded::bounded;
+
 fn kit() -> Kit {
     let rt: Arc<dyn Runtime> = Arc::new(Smol);
     let http: Arc<dyn HttpClient> = Arc::new(Http1::new(rt.clone()));
     Kit { rt, http }
-}
-
-/// Fails the test instead of hanging it: the bound is far above what any run here needs.
-async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
-    let limit = Duration::from_secs(120);
-    smol::future::or(async { Some(future.await) }, async {
-        smol::Timer::after(limit).await;
-        None
-    })
-    .await
-    .unwrap_or_else(|| panic!("{what}: still running after {limit:?}"))
 }
 
 /// Mocks whose jobs take `step` per sampler step.

@@ -10,6 +10,7 @@ use comfy_proxy_driver::Runtime;
 use comfy_proxy_mock::{self as mock, MockConfig};
 use comfy_proxy_smol::{Auth, Smol, connect};
 
+#[path = "common/secrets.rs"]
 mod common;
 use common::{BEARER_SECRET, QUERY_SECRET, config, dead_port, graph, leaked};
 

@@ -1,5 +1,6 @@
-//! What the secret-handling tests (`logs.rs`, `secrets.rs`) share: the secrets, a client
-//! configured with all of them, a one-image graph and a port where nothing listens.
+//! What the secret-handling tests (`logs.rs`, `secrets.rs`) share (each includes this file as
+//! its `common` module): the secrets, a client configured with all of them, a one-image graph
+//! and a port where nothing listens.
 
 use std::time::Duration;
 
