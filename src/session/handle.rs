@@ -94,7 +94,7 @@ impl Session {
             .filter_map(|p| p.cut_output().map(|n| (p.id.clone(), n.clone())))
             .collect();
         for (id, node) in cut {
-            self.request(now, http::interrupt(Some(&id)), Pending::FireAndForget);
+            self.stop_on_server(now, &id, Phase::Running);
             self.fail(&id, Failure::LostOutputs { nodes: vec![node] });
         }
     }
@@ -292,9 +292,7 @@ impl Session {
         if p.unheard && p.ending == Some(Ending::Completed) {
             // What the socket missed (a node's `executed` with its files) is in the history.
             if p.reconcile.is_none() && p.recheck_at.is_none() {
-                let mut p = self.prompts.remove(id).expect("looked up above");
-                self.ask_history(now, &mut p);
-                self.prompts.insert(id.clone(), p);
+                self.ask_history(now, id);
             }
             return;
         }
@@ -459,12 +457,11 @@ impl Session {
             Ok(r) => r,
             Err(error) => {
                 // The server may have queued it anyway: the id is ours, so ask it.
-                if let Some(mut p) = self.prompts.remove(id) {
+                if let Some(p) = self.prompts.get_mut(id) {
                     p.phase = Phase::Accepted;
-                    self.ask_history(now, &mut p);
                     p.reconcile_after_post = Some(error);
-                    self.prompts.insert(id.clone(), p);
                 }
+                self.ask_history(now, id);
                 return;
             }
         };
@@ -491,12 +488,8 @@ impl Session {
                     number: accepted.number,
                     warnings: accepted.node_errors,
                 });
-                if gap
-                    && self.is_connected()
-                    && let Some(mut p) = self.prompts.remove(id)
-                {
-                    self.ask_history(now, &mut p);
-                    self.prompts.insert(id.clone(), p);
+                if gap && self.is_connected() {
+                    self.ask_history(now, id);
                 }
             }
             Ok(PromptOutcome::Rejected(rejection)) => {

@@ -221,11 +221,10 @@ impl Session {
             .cloned()
             .collect();
         for id in recheck {
-            if let Some(mut p) = self.prompts.remove(&id) {
+            if let Some(p) = self.prompts.get_mut(&id) {
                 p.recheck_at = None;
-                self.ask_history(now, &mut p);
-                self.prompts.insert(id, p);
             }
+            self.ask_history(now, &id);
         }
         let expired: Vec<(PromptId, Deadline, Phase)> = self
             .order

@@ -372,10 +372,15 @@ impl Session {
             let Some(mut p) = self.prompts.remove(&id) else {
                 continue;
             };
-            if let Some((extra, front)) = p.pending_post.take() {
-                self.post(now, &mut p, extra, front);
-            } else if p.gap && matches!(p.phase, Phase::Accepted | Phase::Running) {
-                self.ask_history(now, &mut p);
+            let reconcile = p.gap && matches!(p.phase, Phase::Accepted | Phase::Running);
+            match p.pending_post.take() {
+                Some((extra, front)) => self.post(now, &mut p, extra, front),
+                None if reconcile => {
+                    self.prompts.insert(id.clone(), p);
+                    self.ask_history(now, &id);
+                    continue;
+                }
+                None => {}
             }
             self.prompts.insert(id, p);
         }
@@ -524,10 +529,15 @@ impl Session {
         p.phase = Phase::Posted;
     }
 
-    fn ask_history(&mut self, now: Duration, p: &mut Prompt) {
+    /// Asks `/history/{id}` what became of prompt `id` (the first step of a reconciliation).
+    fn ask_history(&mut self, now: Duration, id: &PromptId) {
+        let Some(p) = self.prompts.get_mut(id) else {
+            return;
+        };
         p.reconcile = Some(Reconcile::History);
-        let pending = Pending::History(p.id.clone());
-        self.request_about(now, http::history(&p.id), pending, &p.deadlines);
+        let deadlines = p.deadlines;
+        let pending = Pending::History(id.clone());
+        self.request_about(now, http::history(id), pending, &deadlines);
     }
 
     /// Asks the server to drop the prompt: from the queue if it may still wait there, then an
