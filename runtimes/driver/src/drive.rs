@@ -44,6 +44,11 @@ pub(crate) trait Drive {
     fn handle(&mut self, now: Duration, wake: Self::Wake) -> ControlFlow<()>;
 }
 
+/// Turns the loop takes with inputs always ready before it lets the executor run other tasks
+/// once: a socket that never runs dry (the actor reads its websocket itself) must not hold
+/// the thread.
+pub(crate) const BUDGET: u32 = 64;
+
 /// Runs `task` until it has finished or its [`Drive::handle`] breaks.
 pub(crate) async fn drive(rt: &dyn Runtime, task: &mut impl Drive) {
     let epoch = rt.now();
@@ -51,13 +56,19 @@ pub(crate) async fn drive(rt: &dyn Runtime, task: &mut impl Drive) {
     // One timer, kept while the deadline only moves later (see [`Alarm`]): no timer made and
     // dropped with the reactor every turn.
     let mut alarm = Alarm::new();
+    let mut budget = BUDGET;
     loop {
+        if budget == 0 {
+            budget = BUDGET;
+            yield_now().await;
+        }
         let now = clock();
         task.perform(now);
         if task.finished(now) {
             return;
         }
-        let deadline = task.poll_timeout(now).map(|at| epoch + at);
+        let due = task.poll_timeout(now);
+        let deadline = due.map(|at| epoch + at);
         let wake = futures_util::future::poll_fn(|cx| {
             if let Poll::Ready(wake) = task.poll_wake(cx) {
                 return Poll::Ready(Some(wake));
@@ -68,17 +79,41 @@ pub(crate) async fn drive(rt: &dyn Runtime, task: &mut impl Drive) {
         let now = clock();
         match wake {
             Some(wake) => {
+                budget -= 1;
                 if task.handle(now, wake).is_break() {
                     return;
                 }
+                // Inputs that never stop coming (a socket that floods) must not hold the
+                // deadlines off: a deadline passed is handled after the input.
+                if due.is_some_and(|at| at <= now) {
+                    task.handle_timeout(now);
+                }
             }
-            None => task.handle_timeout(now),
+            None => {
+                budget = BUDGET;
+                task.handle_timeout(now);
+            }
         }
     }
 }
 
+/// Pending once, after waking the task: the executor runs the other tasks first.
+async fn yield_now() {
+    let mut yielded = false;
+    futures_util::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::{Arc, Mutex};
 
     use futures_channel::mpsc;
@@ -123,6 +158,75 @@ mod tests {
             self.log.lock().unwrap().push((now, input.into()));
             self.deadline = Some(now + Duration::from_secs(5));
             ControlFlow::Continue(())
+        }
+    }
+
+    /// Inputs that are always ready, and a deadline due from the start.
+    struct Flood {
+        inputs: u32,
+        timeouts: u32,
+    }
+
+    impl Drive for Flood {
+        type Wake = ();
+
+        fn perform(&mut self, _now: Duration) {}
+
+        fn finished(&mut self, _now: Duration) -> bool {
+            false
+        }
+
+        fn poll_timeout(&self, _now: Duration) -> Option<Duration> {
+            (self.timeouts == 0).then_some(Duration::ZERO)
+        }
+
+        fn handle_timeout(&mut self, _now: Duration) {
+            self.timeouts += 1;
+        }
+
+        fn poll_wake(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+            Poll::Ready(())
+        }
+
+        fn handle(&mut self, _now: Duration, _wake: ()) -> ControlFlow<()> {
+            self.inputs += 1;
+            ControlFlow::Continue(())
+        }
+    }
+
+    #[test]
+    fn inputs_that_never_stop_neither_hold_the_thread_nor_the_deadlines() {
+        let rt = FakeRuntime::new();
+        let mut flood = Flood {
+            inputs: 0,
+            timeouts: 0,
+        };
+        {
+            let mut looping = std::pin::pin!(drive(rt.as_ref(), &mut flood));
+            let woken = Arc::new(Woken(std::sync::atomic::AtomicBool::new(false)));
+            let waker = std::task::Waker::from(woken.clone());
+            let mut cx = Context::from_waker(&waker);
+            assert!(
+                looping.as_mut().poll(&mut cx).is_pending(),
+                "the loop yields"
+            );
+            assert!(
+                woken.0.load(std::sync::atomic::Ordering::SeqCst),
+                "and asks to run again"
+            );
+        }
+        assert_eq!(flood.inputs, BUDGET, "one budget of inputs per poll");
+        assert_eq!(
+            flood.timeouts, 1,
+            "the deadline was handled amid the inputs"
+        );
+    }
+
+    struct Woken(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
