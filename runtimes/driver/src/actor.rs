@@ -3,25 +3,27 @@
 //!
 //! # Waits
 //!
-//! The actor itself awaits only its inputs and the session's next timer. Everything that waits
-//! on the network runs in a task of its own, bounded by the deadline the session chose
+//! The actor itself awaits only its inputs, the next frame of its websocket and the session's
+//! next timer. It reads the websocket itself: each frame goes straight from the socket's
+//! buffer to the session, with no task or channel between. Everything else that waits on the
+//! network runs in a task of its own, bounded by the deadline the session chose
 //! ([`Session::timeouts`]):
 //!
-//! | task | waits on | bound |
+//! | who | waits on | bound |
 //! | --- | --- | --- |
-//! | connect | TCP, TLS, websocket handshake | `connect` |
-//! | reader | the next frame | the session's silence timer, then the connection is dropped |
-//! | writer | each write, the close handshake | `close` |
-//! | HTTP | one exchange | `http` |
+//! | connect task | TCP, TLS, websocket handshake | `connect` |
+//! | the actor | the next frame | the session's silence timer, then the connection is dropped |
+//! | writer task | each write, the close handshake | `close` |
+//! | HTTP task | one exchange | `http` |
 //!
-//! A connection is dropped by dropping its [`Conn`]: the reader stops at once, the writer
+//! A connection is dropped by dropping its [`Conn`]: the actor reads it no more, the writer
 //! closes the socket within `close`. Events go to each prompt's [`Mailbox`] without waiting,
 //! so a reader that does not read never stalls the socket, other prompts or timers.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
@@ -31,7 +33,7 @@ use comfy_proxy::wire::HttpResponse;
 use comfy_proxy::{Misuse, PromptId, ServerAddress, TransportError, TransportErrorKind};
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Either, select};
-use futures_util::stream::{Select, SplitSink, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use futures_util::{Future, SinkExt};
 
 use crate::auth::Auth;
@@ -127,20 +129,27 @@ impl Mailbox {
 
     /// Adds an event; `true` when the reader has just started to lag.
     fn push(&self, event: Event) -> bool {
-        let mut s = self.lock();
-        s.outbox.push(event);
-        let report = s.outbox.is_lagging() && !s.lag_reported;
-        s.lag_reported |= report;
-        if let Some(w) = s.waker.take() {
+        let (report, waker) = {
+            let mut s = self.lock();
+            s.outbox.push(event);
+            let report = s.outbox.is_lagging() && !s.lag_reported;
+            s.lag_reported |= report;
+            (report, s.waker.take())
+        };
+        // Woken after the lock is let go: the reader may run at once on another thread.
+        if let Some(w) = waker {
             w.wake();
         }
         report
     }
 
     fn close(&self) {
-        let mut s = self.lock();
-        s.closed = true;
-        if let Some(w) = s.waker.take() {
+        let waker = {
+            let mut s = self.lock();
+            s.closed = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
             w.wake();
         }
     }
@@ -193,15 +202,15 @@ pub(crate) enum Input {
     Opened {
         generation: u64,
         writer: mpsc::Sender<Message>,
-        stop: oneshot::Sender<()>,
+        stream: SplitStream<Socket>,
     },
     ConnectFailed {
         generation: u64,
         error: TransportError,
     },
-    Frame {
+    /// The writer of that connection failed or timed out.
+    WriteFailed {
         generation: u64,
-        frame: Frame,
     },
     Http {
         id: RequestId,
@@ -209,18 +218,11 @@ pub(crate) enum Input {
     },
 }
 
-/// A websocket frame, or the socket's end.
-pub(crate) enum Frame {
-    Text(String),
-    Binary(Bytes),
-    Pong,
-    Closed(String),
-}
-
-/// An open websocket: dropping it stops its reader and closes it.
+/// An open websocket: dropping it stops reading it and closes it.
 struct Conn {
     writer: mpsc::Sender<Message>,
-    _stop: oneshot::Sender<()>,
+    /// Read by the actor itself, when it has no input to handle.
+    stream: SplitStream<Socket>,
 }
 
 pub(crate) struct Actor {
@@ -232,10 +234,8 @@ pub(crate) struct Actor {
     routes: HashMap<PromptId, MailboxTx>,
     /// Where events of no prompt go, if anywhere.
     others: Option<crate::pool::StatusSink>,
-    /// Inputs from handles, HTTP tasks and connect tasks.
+    /// Inputs from handles, HTTP tasks, connect and writer tasks.
     control: mpsc::UnboundedSender<Input>,
-    /// Frames from the reader task; bounded, so a slow actor slows the socket.
-    frames: mpsc::Sender<Input>,
     /// Writes the traffic as a transcript, when asked to.
     recorder: Option<Recorder>,
     /// Requests awaiting their response, kept for the recorder.
@@ -264,7 +264,6 @@ impl Actor {
         session: Session,
         others: Option<crate::pool::StatusSink>,
         control: mpsc::UnboundedSender<Input>,
-        frames: mpsc::Sender<Input>,
         recorder: Option<Recorder>,
     ) -> Self {
         Self {
@@ -275,7 +274,6 @@ impl Actor {
             routes: HashMap::new(),
             others,
             control,
-            frames,
             recorder,
             recorded: HashMap::new(),
             ws_path: String::new(),
@@ -287,15 +285,11 @@ impl Actor {
     }
 
     /// Runs until closed and every prompt in flight has ended.
-    pub(crate) async fn run(
-        self,
-        control: mpsc::UnboundedReceiver<Input>,
-        frames: mpsc::Receiver<Input>,
-    ) {
+    pub(crate) async fn run(self, control: mpsc::UnboundedReceiver<Input>) {
         let rt = self.rt.clone();
         let mut running = Running {
             actor: self,
-            inputs: futures_util::stream::select(control, frames),
+            inputs: control,
             closing: false,
         };
         drive(rt.as_ref(), &mut running).await;
@@ -328,7 +322,7 @@ impl Actor {
             Input::Opened {
                 generation,
                 writer,
-                stop,
+                stream,
             } => {
                 if generation == self.generation {
                     let server = &self.endpoint.server;
@@ -340,10 +334,7 @@ impl Actor {
                     if let Some(r) = &mut self.recorder {
                         r.ws_open(&self.ws_path);
                     }
-                    self.conn = Some(Conn {
-                        writer,
-                        _stop: stop,
-                    });
+                    self.conn = Some(Conn { writer, stream });
                     self.session.handle_connected(now);
                 }
             }
@@ -353,30 +344,9 @@ impl Actor {
                     self.session.handle_connect_failed(now, error);
                 }
             }
-            Input::Frame { generation, frame } => {
-                if generation != self.generation {
-                    return;
-                }
-                if let Some(r) = &mut self.recorder {
-                    match &frame {
-                        Frame::Text(text) => r.ws_text(text),
-                        Frame::Binary(data) => r.ws_binary(data),
-                        Frame::Closed(reason) => r.ws_close(reason, "server"),
-                        Frame::Pong => {}
-                    }
-                }
-                match frame {
-                    // A frame the core cannot decode changes nothing; the core has already
-                    // failed any prompt whose output it damaged.
-                    Frame::Text(text) => drop(self.session.handle_text(now, &text)),
-                    Frame::Binary(data) => drop(self.session.handle_binary(now, data)),
-                    Frame::Pong => self.session.handle_pong(now),
-                    Frame::Closed(reason) => {
-                        let server = &self.endpoint.server;
-                        log::warn!(target: LOG, "websocket to {server} ended: {reason}");
-                        self.drop_conn();
-                        self.session.handle_disconnect(now);
-                    }
+            Input::WriteFailed { generation } => {
+                if generation == self.generation {
+                    self.closed_by("a websocket write failed or timed out", now);
                 }
             }
             Input::Http { id, result } => {
@@ -392,7 +362,44 @@ impl Actor {
         }
     }
 
-    /// Forgets the current connection: its reader stops, its writer closes it within the close
+    /// A frame read from the current connection (`None`: it ended, with why).
+    fn frame(&mut self, now: Duration, frame: Result<Message, String>) {
+        let message = match frame {
+            Ok(message) => message,
+            Err(reason) => return self.closed_by(&reason, now),
+        };
+        if let Some(r) = &mut self.recorder {
+            match &message {
+                Message::Text(text) => r.ws_text(text.as_str()),
+                Message::Binary(data) => r.ws_binary(data),
+                _ => {}
+            }
+        }
+        match message {
+            // A frame the core cannot decode changes nothing; the core has already failed any
+            // prompt whose output it damaged.
+            Message::Text(text) => drop(self.session.handle_text(now, text.as_str())),
+            Message::Binary(data) => drop(self.session.handle_binary(now, data)),
+            Message::Pong(_) | Message::Ping(_) => self.session.handle_pong(now),
+            Message::Close(close) => {
+                self.closed_by(&format!("closed by the server: {close:?}"), now);
+            }
+            Message::Frame(_) => {}
+        }
+    }
+
+    /// The current connection ended: the session hears of it at once.
+    fn closed_by(&mut self, reason: &str, now: Duration) {
+        if let Some(r) = &mut self.recorder {
+            r.ws_close(reason, "server");
+        }
+        let server = &self.endpoint.server;
+        log::warn!(target: LOG, "websocket to {server} ended: {reason}");
+        self.drop_conn();
+        self.session.handle_disconnect(now);
+    }
+
+    /// Forgets the current connection: it is read no more, its writer closes it within the close
     /// deadline, and its late reports are ignored.
     fn drop_conn(&mut self) {
         self.conn = None;
@@ -450,7 +457,6 @@ impl Actor {
         let rt = self.rt.clone();
         let endpoint = self.endpoint.clone();
         let control = self.control.clone();
-        let frames = self.frames.clone();
         let timeouts = *self.session.timeouts();
         self.rt.spawn(Box::pin(async move {
             let options = WsOptions {
@@ -482,7 +488,6 @@ impl Actor {
             };
             let (sink, stream) = StreamExt::split(socket);
             let (writer, queue) = mpsc::channel(WRITE_QUEUE);
-            let (stop, stopped) = oneshot::channel();
             rt.spawn(Box::pin(write(
                 rt.clone(),
                 sink,
@@ -491,16 +496,11 @@ impl Actor {
                 control.clone(),
                 generation,
             )));
-            let opened = Input::Opened {
+            let _ = control.unbounded_send(Input::Opened {
                 generation,
                 writer,
-                stop,
-            };
-            // On the frames' channel, so that the actor hears of the socket before its frames.
-            let mut frames = frames;
-            if frames.send(opened).await.is_ok() {
-                read(stream, stopped, frames, generation).await;
-            }
+                stream,
+            });
         }));
     }
 
@@ -552,13 +552,20 @@ impl Actor {
 /// The actor in the [drive loop](crate::drive): its inputs, and whether it was told to close.
 struct Running {
     actor: Actor,
-    inputs: Select<mpsc::UnboundedReceiver<Input>, mpsc::Receiver<Input>>,
+    inputs: mpsc::UnboundedReceiver<Input>,
     closing: bool,
 }
 
-impl Drive for Running {
+/// What woke the actor.
+enum Wake {
     /// An input; `None` once every sender is gone.
-    type Wake = Option<Input>;
+    Input(Option<Input>),
+    /// A frame of the current connection, or its end (why).
+    Frame(Result<Message, String>),
+}
+
+impl Drive for Running {
+    type Wake = Wake;
 
     fn perform(&mut self, now: Duration) {
         self.actor.drain(now);
@@ -587,13 +594,31 @@ impl Drive for Running {
         self.actor.session.handle_timeout(now);
     }
 
-    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
-        self.inputs.poll_next_unpin(cx)
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if let Poll::Ready(input) = self.inputs.poll_next_unpin(cx) {
+            return Poll::Ready(Wake::Input(input));
+        }
+        // The socket is read only when the actor has caught up with its inputs: a server
+        // that sends faster than the session takes its frames waits in TCP.
+        let Some(conn) = &mut self.actor.conn else {
+            return Poll::Pending;
+        };
+        let frame = match ready!(conn.stream.poll_next_unpin(cx)) {
+            Some(Ok(message)) => Ok(message),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("connection ended".to_owned()),
+        };
+        Poll::Ready(Wake::Frame(frame))
     }
 
-    fn handle(&mut self, now: Duration, input: Option<Input>) -> ControlFlow<()> {
-        let Some(input) = input else {
-            return ControlFlow::Break(());
+    fn handle(&mut self, now: Duration, wake: Wake) -> ControlFlow<()> {
+        let input = match wake {
+            Wake::Input(Some(input)) => input,
+            Wake::Input(None) => return ControlFlow::Break(()),
+            Wake::Frame(frame) => {
+                self.actor.frame(now, frame);
+                return ControlFlow::Continue(());
+            }
         };
         match input {
             Input::Close => self.closing = true,
@@ -619,40 +644,6 @@ impl Drive for Running {
     }
 }
 
-/// The reader task: hands each frame to the actor until the socket ends or the actor drops the
-/// connection.
-async fn read(
-    mut stream: futures_util::stream::SplitStream<Socket>,
-    mut stopped: oneshot::Receiver<()>,
-    mut frames: mpsc::Sender<Input>,
-    generation: u64,
-) {
-    let reason = loop {
-        let next = match select(stream.next(), &mut stopped).await {
-            Either::Left((next, _)) => next,
-            Either::Right(_) => return,
-        };
-        let frame = match next {
-            Some(Ok(Message::Text(text))) => Frame::Text(text.as_str().to_owned()),
-            Some(Ok(Message::Binary(data))) => Frame::Binary(data),
-            Some(Ok(Message::Pong(_) | Message::Ping(_))) => Frame::Pong,
-            Some(Ok(Message::Close(close))) => break format!("closed by the server: {close:?}"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => break e.to_string(),
-            None => break "connection ended".to_owned(),
-        };
-        if frames
-            .send(Input::Frame { generation, frame })
-            .await
-            .is_err()
-        {
-            return;
-        }
-    };
-    let frame = Frame::Closed(reason);
-    let _ = frames.send(Input::Frame { generation, frame }).await;
-}
-
 /// The writer task: sends what the actor queues, each write within `limit`; when the actor
 /// drops the connection, closes the socket within `limit`.
 async fn write(
@@ -666,8 +657,7 @@ async fn write(
     while let Some(message) = queue.next().await {
         let sent = bounded(rt.as_ref(), limit, sink.send(message)).await;
         if !matches!(sent, Some(Ok(()))) {
-            let frame = Frame::Closed("a websocket write failed or timed out".to_owned());
-            let _ = control.unbounded_send(Input::Frame { generation, frame });
+            let _ = control.unbounded_send(Input::WriteFailed { generation });
             return;
         }
     }

@@ -355,7 +355,6 @@ impl Client {
     /// Starts a client: its task opens the websocket at once, before any prompt is posted.
     pub fn connect(rt: Arc<dyn Runtime>, http: Arc<dyn HttpClient>, config: ClientConfig) -> Self {
         let (control, control_rx) = mpsc::unbounded();
-        let (frames, frames_rx) = mpsc::channel(16);
         let client_id = ClientId::from_random(fastrand::u128(..));
         // A recording that cannot be created is not a reason to refuse to run.
         let recorder = config.record.as_ref().and_then(|dir| {
@@ -379,10 +378,9 @@ impl Client {
             session,
             config.server_events.clone(),
             control.clone(),
-            frames,
             recorder,
         );
-        rt.spawn(Box::pin(actor.run(control_rx, frames_rx)));
+        rt.spawn(Box::pin(actor.run(control_rx)));
         Self {
             _close: Arc::new(CloseOnDrop(control.clone())),
             control,
