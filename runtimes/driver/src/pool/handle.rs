@@ -89,9 +89,13 @@ impl Slot {
 
     /// Hands an event to the handle.
     fn push(&self, event: PoolEvent) {
-        let mut s = self.lock();
-        s.queue.push(event);
-        if let Some(w) = s.waker.take() {
+        let waker = {
+            let mut s = self.lock();
+            s.queue.push(event);
+            s.waker.take()
+        };
+        // Woken after the lock is let go: the handle's reader may run at once elsewhere.
+        if let Some(w) = waker {
             w.wake();
         }
     }
@@ -103,9 +107,12 @@ impl Slot {
     }
 
     fn end(&self) {
-        let mut s = self.lock();
-        s.ended = true;
-        if let Some(w) = s.waker.take() {
+        let waker = {
+            let mut s = self.lock();
+            s.ended = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
             w.wake();
         }
     }
@@ -123,17 +130,14 @@ impl Slot {
 pub(super) struct Handles {
     /// Each job until its report was delivered: its handle's slot, or `None` once detached.
     jobs: std::collections::HashMap<JobId, Option<Arc<Slot>>>,
-    /// Events of detached jobs for the pool-wide stream.
-    pub(super) backlog: EventQueue,
-    /// The pool-wide stream's receiver was dropped.
+    /// The pool-wide stream's receiver was dropped (and the driver has acted on it).
     pub(super) events_gone: bool,
 }
 
 impl Handles {
-    pub(super) fn new(backlog_progress: usize) -> Self {
+    pub(super) fn new() -> Self {
         Self {
             jobs: std::collections::HashMap::new(),
-            backlog: EventQueue::new(backlog_progress),
             events_gone: false,
         }
     }
@@ -164,7 +168,7 @@ impl Driver {
         }
     }
 
-    /// Sends an event to its job's handle, else to the pool-wide backlog. Returns whether the
+    /// Sends an event to its job's handle, else to the pool-wide stream. Returns whether the
     /// machine was told a report was consumed (it may then have more to do).
     fn deliver(&mut self, now: Duration, event: PoolEvent) -> bool {
         let job = event.job();
@@ -183,14 +187,13 @@ impl Driver {
     /// Queues an event of a detached job for the pool-wide stream; with nobody to read it, a
     /// report is consumed at once. Returns whether one was.
     fn send_pool_wide(&mut self, now: Duration, event: PoolEvent) -> bool {
-        if self.handles.events_gone {
-            return match event {
-                PoolEvent::Finished(r) => self.consumed(now, r.job),
-                _ => false,
-            };
+        let Some(event) = self.feed.push(event) else {
+            return false;
+        };
+        match event {
+            PoolEvent::Finished(r) => self.consumed(now, r.job),
+            _ => false,
         }
-        self.handles.backlog.push(event);
-        false
     }
 
     /// The job's report reached its reader: the machine forgets it.
@@ -219,7 +222,7 @@ impl Driver {
         for job in detached {
             let _ = self.machine.cancel(now, job);
         }
-        while let Some(event) = self.handles.backlog.pop() {
+        for event in self.feed.drain() {
             if let PoolEvent::Finished(r) = event {
                 self.consumed(now, r.job);
             }

@@ -21,7 +21,6 @@
 
 use std::fmt;
 use std::ops::ControlFlow;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::task::{Context, Poll};
@@ -36,12 +35,13 @@ use comfy_proxy::{PromptId, ServerAddress, TransportError, TransportErrorKind, W
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Either, select};
 use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
-use futures_util::{FutureExt, Sink, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 
 use crate::client::{Client, ClientConfig, ClientError, PromptStream};
 use crate::drive::{Drive, drive};
 use crate::runtime::{BoxFuture, HttpClient, Runtime};
 
+mod events;
 mod handle;
 mod status;
 mod trace;
@@ -49,6 +49,7 @@ mod trace;
 pub use comfy_proxy::pool::{
     BreakerState, JobError, JobOptions, JobReport, PoolEvent, PoolStats, ServerStats, Upload,
 };
+pub use events::PoolEvents;
 pub use handle::{JobHandle, SubmitError};
 pub(crate) use status::StatusSink;
 
@@ -153,9 +154,6 @@ impl fmt::Debug for Pool {
     }
 }
 
-/// The stream of a pool's events.
-pub type PoolEvents = mpsc::Receiver<PoolEvent>;
-
 impl Pool {
     /// Starts a pool: a client (and its websocket) per server, and the machine's task.
     pub fn start(
@@ -166,7 +164,6 @@ impl Pool {
         // The machine's backpressure bounds what is dispatched, and the consumer's pace what
         // is reported.
         let (control, inputs) = mpsc::channel(SUBMIT_QUEUE);
-        let (events, events_rx) = mpsc::channel(1);
         let servers: Vec<ServerAddress> = config.servers.iter().map(|c| c.server.clone()).collect();
         let mut streams: SelectAll<BoxStream<'static, (usize, Event)>> = SelectAll::new();
         let clients = config
@@ -182,7 +179,8 @@ impl Pool {
             })
             .collect();
         let settings = config.settings();
-        let handles = handle::Handles::new(settings.max_progress);
+        let handles = handle::Handles::new();
+        let (feed, events) = events::Feed::new(settings.max_progress);
         let machine = Machine::new(servers.clone(), settings, fastrand::u64(..));
         for (i, s) in servers.iter().enumerate() {
             log::debug!(target: "comfy_proxy::pool", "server {i} is {s}");
@@ -193,7 +191,7 @@ impl Pool {
             clients,
             machine,
             inputs,
-            events,
+            feed,
             pending: FuturesUnordered::new(),
             streams,
             watch: trace::Watch::default(),
@@ -208,7 +206,7 @@ impl Pool {
                 aborted: AtomicBool::new(false),
                 servers,
             },
-            events_rx,
+            events,
         )
     }
 
@@ -230,8 +228,8 @@ enum Wake {
     Http(HttpId, Result<HttpResponse, TransportError>),
     Submitted(usize, PromptId, Result<PromptStream, ClientError>),
     Event(usize, Event),
-    CanSend,
-    Gone,
+    /// Reports the consumer of [`PoolEvents`] has read, and whether it is gone.
+    Consumed(Vec<JobId>, bool),
 }
 
 struct Driver {
@@ -240,10 +238,18 @@ struct Driver {
     clients: Vec<Client>,
     machine: Machine,
     inputs: mpsc::Receiver<Input>,
-    events: mpsc::Sender<PoolEvent>,
+    /// The pool-wide events' queue.
+    feed: Arc<events::Feed>,
     pending: FuturesUnordered<BoxFuture<'static, Wake>>,
     streams: SelectAll<BoxStream<'static, (usize, Event)>>,
     watch: trace::Watch,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The receiver reads what is queued, then its end.
+        self.feed.end();
+    }
 }
 
 /// The longest the driver sleeps without looking whether its consumer went away.
@@ -334,7 +340,7 @@ impl Drive for Driver {
         if self.machine.is_done() {
             return true;
         }
-        if self.events.is_closed() {
+        if self.feed.is_gone() {
             self.events_gone(now);
         }
         self.machine.is_done()
@@ -365,11 +371,10 @@ impl Drive for Driver {
         {
             return Poll::Ready(Wake::Event(s, e));
         }
-        if !self.handles.events_gone && !self.handles.backlog.is_empty() {
-            match Sink::poll_ready(Pin::new(&mut self.events), cx) {
-                Poll::Ready(Ok(())) => return Poll::Ready(Wake::CanSend),
-                Poll::Ready(Err(_)) => return Poll::Ready(Wake::Gone),
-                Poll::Pending => {}
+        if !self.handles.events_gone {
+            let (consumed, gone) = self.feed.take_consumed(cx);
+            if gone || !consumed.is_empty() {
+                return Poll::Ready(Wake::Consumed(consumed, gone));
             }
         }
         Poll::Pending
@@ -382,7 +387,6 @@ impl Drive for Driver {
                 self.abort(now);
                 return ControlFlow::Break(());
             }
-            Wake::Gone => self.events_gone(now),
             Wake::Http(id, result) => self.machine.handle_http(now, id, result),
             Wake::Submitted(s, _, Ok(stream)) => {
                 self.streams.push(stream.map(move |e| (s, e)).boxed());
@@ -393,21 +397,12 @@ impl Drive for Driver {
                 self.machine.handle_event(now, ServerId(s), event);
             }
             Wake::Event(s, event) => self.machine.handle_event(now, ServerId(s), event),
-            Wake::CanSend => {
-                if let Some(event) = self.handles.backlog.pop() {
-                    let finished = match &event {
-                        PoolEvent::Finished(r) => Some(r.job),
-                        _ => None,
-                    };
-                    if Sink::start_send(Pin::new(&mut self.events), event).is_err() {
-                        self.events_gone(now);
-                        return ControlFlow::Continue(());
-                    }
-                    // The channel holds one report: a consumer that does not read stops the
-                    // pool from dispatching more (the scheduler counts it unconsumed).
-                    if let Some(job) = finished {
-                        self.consumed(now, job);
-                    }
+            Wake::Consumed(jobs, gone) => {
+                for job in jobs {
+                    self.consumed(now, job);
+                }
+                if gone {
+                    self.events_gone(now);
                 }
             }
         }
