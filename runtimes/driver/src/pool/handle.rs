@@ -66,6 +66,9 @@ struct SlotState {
     detached: bool,
     /// The handle asked for a cancel.
     cancelled: bool,
+    /// The handle waits for the report alone ([`JobHandle::result`]): other events are
+    /// queued without waking it.
+    report_only: bool,
     waker: Option<Waker>,
 }
 
@@ -77,6 +80,7 @@ impl Slot {
                 ended: false,
                 detached: false,
                 cancelled: false,
+                report_only: false,
                 waker: None,
             }),
         })
@@ -91,8 +95,9 @@ impl Slot {
     fn push(&self, event: PoolEvent) {
         let waker = {
             let mut s = self.lock();
+            let wake = !s.report_only || matches!(event, PoolEvent::Finished(_));
             s.queue.push(event);
-            s.waker.take()
+            if wake { s.waker.take() } else { None }
         };
         // Woken after the lock is let go: the handle's reader may run at once elsewhere.
         if let Some(w) = waker {
@@ -332,6 +337,8 @@ impl JobHandle {
     /// Waits for the job's report, skipping the events before it. If the pool stopped
     /// without reporting it (its task ended), the report says [`JobError::Cancelled`].
     pub async fn result(mut self) -> JobReport {
+        // Each wake-up of the caller's task can cross threads: only the report needs one.
+        self.slot.lock().report_only = true;
         while let Some(event) = self.next().await {
             if let PoolEvent::Finished(report) = event {
                 return report;
@@ -488,5 +495,58 @@ impl Pool {
         if !self.aborted.swap(true, Ordering::AcqRel) {
             let _ = self.control.clone().try_send(Input::Abort);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_handle_waiting_for_its_report_alone_is_woken_for_the_report_alone() {
+        let slot = Slot::new();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let park = |slot: &Slot| slot.lock().waker = Some(waker.clone());
+        let job = JobId(1);
+        let dispatched = PoolEvent::Dispatched {
+            job,
+            server: 0,
+            attempt: 1,
+        };
+        park(&slot);
+        slot.push(dispatched.clone());
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "a stream reader sees each event"
+        );
+
+        slot.lock().report_only = true;
+        park(&slot);
+        slot.push(dispatched);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "not woken for a dispatch"
+        );
+        slot.push(PoolEvent::Finished(JobReport::not_run(
+            job,
+            JobError::Cancelled,
+        )));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "woken for the report");
+        assert_eq!(slot.unread().len(), 3, "every event was kept");
     }
 }
