@@ -166,7 +166,6 @@ impl HttpClient for Http1 {
     fn send(&self, o: OutgoingRequest) -> BoxFuture<'static, Result<HttpResponse, TransportError>> {
         let this = self.clone();
         Box::pin(async move {
-            let what = format!("{} {}", o.request.method.as_str(), o.shown_url);
             let limit = o.timeout;
             // On the deadline the exchange is dropped, and its connection with it.
             let result = match select(Box::pin(this.run(&o)), this.rt.sleep(limit)).await {
@@ -176,7 +175,8 @@ impl HttpClient for Http1 {
                 }
             };
             result.map_err(|mut e| {
-                e.what = what;
+                // Named only when it failed.
+                e.what = format!("{} {}", o.request.method.as_str(), o.shown_url);
                 e
             })
         })

@@ -20,6 +20,14 @@ fn at(servers: &[ServerAddress], server: usize) -> String {
 
 /// An I/O the machine asked for, about to be performed.
 pub(super) fn io(io: &Io, servers: &[ServerAddress]) {
+    // Nothing is formatted for a line nobody shows: this runs for every request and post.
+    let level = match io {
+        Io::Cancel { .. } => log::Level::Info,
+        _ => log::Level::Debug,
+    };
+    if !log::log_enabled!(target: TARGET, level) {
+        return;
+    }
     match io {
         Io::Http {
             server, request, ..
@@ -53,6 +61,10 @@ pub(super) fn io(io: &Io, servers: &[ServerAddress]) {
 
 /// An event about to reach the consumer.
 pub(super) fn event(event: &PoolEvent, servers: &[ServerAddress]) {
+    // `warn` is the lowest level any event logs at (a failed job): below it, nothing to format.
+    if !log::log_enabled!(target: TARGET, log::Level::Warn) {
+        return;
+    }
     match event {
         PoolEvent::Dispatched {
             job,
