@@ -140,11 +140,22 @@ impl ServerAddress {
     /// `host:port`, with brackets around an IPv6 host: what to connect to and what to send in
     /// the `Host` header. The port is always written.
     pub fn authority(&self) -> String {
+        let mut out = String::with_capacity(self.host.len() + 8);
+        self.write_authority(&mut out);
+        out
+    }
+
+    fn write_authority(&self, out: &mut String) {
+        use std::fmt::Write;
         if self.is_ipv6() {
-            format!("[{}]:{}", self.host, self.port)
+            out.push('[');
+            out.push_str(&self.host);
+            out.push(']');
         } else {
-            format!("{}:{}", self.host, self.port)
+            out.push_str(&self.host);
         }
+        // Writing to a `String` cannot fail.
+        let _ = write!(out, ":{}", self.port);
     }
 
     /// Whether the host is an IPv6 address.
@@ -153,16 +164,19 @@ impl ServerAddress {
     }
 
     fn url(&self, scheme: &str, path_and_query: &str) -> String {
-        let sep = if path_and_query.starts_with('/') {
-            ""
-        } else {
-            "/"
-        };
-        format!(
-            "{scheme}://{}{}{sep}{path_and_query}",
-            self.authority(),
-            self.base_path
-        )
+        // One string, written in place: this runs for every request.
+        let mut out = String::with_capacity(
+            scheme.len() + self.host.len() + self.base_path.len() + path_and_query.len() + 16,
+        );
+        out.push_str(scheme);
+        out.push_str("://");
+        self.write_authority(&mut out);
+        out.push_str(&self.base_path);
+        if !path_and_query.starts_with('/') {
+            out.push('/');
+        }
+        out.push_str(path_and_query);
+        out
     }
 }
 
