@@ -24,7 +24,9 @@
 //! [`Pool::handle_consumed`] once the consumer has taken a [`PoolEvent::Finished`]: until
 //! then it counts against the scheduler's backpressure.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::HashMap;
 use std::time::Duration;
 
 use crate::error::TransportError;
@@ -218,9 +220,9 @@ impl Pool {
             settings,
             servers,
             jobs: BTreeMap::new(),
-            prompts: HashMap::new(),
+            prompts: HashMap::default(),
             down: vec![None; n],
-            exchanges: HashMap::new(),
+            exchanges: HashMap::default(),
             next_http: 0,
             next_job: 0,
             seed,

@@ -72,7 +72,9 @@ mod output;
 mod prompt;
 mod views;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -256,13 +258,13 @@ impl Session {
                 attempt: 0,
                 deadline: None,
             },
-            prompts: HashMap::new(),
+            prompts: HashMap::default(),
             order: Vec::new(),
-            aliases: HashMap::new(),
+            aliases: HashMap::default(),
             ended: VecDeque::new(),
             running: None,
             elsewhere: true,
-            requests: HashMap::new(),
+            requests: HashMap::default(),
             next_request: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -272,7 +274,7 @@ impl Session {
             quick_reconnects: (Duration::ZERO, 0),
             views: VecDeque::new(),
             views_in_flight: 0,
-            lagging: HashSet::new(),
+            lagging: HashSet::default(),
         };
         session.transmits.push_back(session.connect_transmit());
         session

@@ -1,6 +1,6 @@
 //! What the session remembers about one prompt it submitted.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -103,8 +103,8 @@ impl Prompt {
             submitted_at: now,
             deadlines,
             last_activity: now,
-            output_index: HashMap::new(),
-            files_requested: HashSet::new(),
+            output_index: HashMap::default(),
+            files_requested: HashSet::default(),
             files_pending: 0,
             ending: None,
             gap: false,
@@ -113,10 +113,10 @@ impl Prompt {
             rechecks: 0,
             reconcile: None,
             reconcile_after_post: None,
-            ws_nodes_whole: HashSet::new(),
+            ws_nodes_whole: HashSet::default(),
             current: None,
-            skipped_outputs: HashSet::new(),
-            ui_reported: HashSet::new(),
+            skipped_outputs: HashSet::default(),
+            ui_reported: HashSet::default(),
         }
     }
 

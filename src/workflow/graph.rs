@@ -1,6 +1,6 @@
 //! [`Workflow`]: an API-format graph, node id -> node, in insertion order.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fmt;
 use std::sync::Arc;
 

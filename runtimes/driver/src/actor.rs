@@ -20,7 +20,7 @@
 //! closes the socket within `close`. Events go to each prompt's [`Mailbox`] without waiting,
 //! so a reader that does not read never stalls the socket, other prompts or timers.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
@@ -271,11 +271,11 @@ impl Actor {
             http,
             endpoint,
             session,
-            routes: HashMap::new(),
+            routes: HashMap::default(),
             others,
             control,
             recorder,
-            recorded: HashMap::new(),
+            recorded: HashMap::default(),
             ws_path: String::new(),
             generation: 0,
             conn: None,
@@ -514,16 +514,21 @@ impl Actor {
         outgoing.timeout = self.session.timeouts().http.unwrap_or(Duration::MAX);
         let control = self.control.clone();
         self.rt.spawn(Box::pin(async move {
-            let what = format!(
-                "{} {}",
-                outgoing.request.method.as_str(),
-                outgoing.shown_url
-            );
-            log::debug!(target: LOG, "{what}");
+            // Formatted only for a line that shows: this runs for every post.
+            let what = log::log_enabled!(target: LOG, log::Level::Debug).then(|| {
+                let what = format!(
+                    "{} {}",
+                    outgoing.request.method.as_str(),
+                    outgoing.shown_url
+                );
+                log::debug!(target: LOG, "{what}");
+                what
+            });
             let result = http.send(outgoing).await;
-            match &result {
-                Ok(r) => log::debug!(target: LOG, "{what}: {}", r.status),
-                Err(e) => log::debug!(target: LOG, "{what}: {e}"),
+            match (&what, &result) {
+                (Some(what), Ok(r)) => log::debug!(target: LOG, "{what}: {}", r.status),
+                (Some(what), Err(e)) => log::debug!(target: LOG, "{what}: {e}"),
+                (None, _) => {}
             }
             let _ = control.unbounded_send(Input::Http { id, result });
         }));

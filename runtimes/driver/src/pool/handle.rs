@@ -134,7 +134,7 @@ impl Slot {
 /// The driver's account of every job it has not yet forgotten.
 pub(super) struct Handles {
     /// Each job until its report was delivered: its handle's slot, or `None` once detached.
-    jobs: std::collections::HashMap<JobId, Option<Arc<Slot>>>,
+    jobs: foldhash::HashMap<JobId, Option<Arc<Slot>>>,
     /// The pool-wide stream's receiver was dropped (and the driver has acted on it).
     pub(super) events_gone: bool,
 }
@@ -142,7 +142,7 @@ pub(super) struct Handles {
 impl Handles {
     pub(super) fn new() -> Self {
         Self {
-            jobs: std::collections::HashMap::new(),
+            jobs: foldhash::HashMap::default(),
             events_gone: false,
         }
     }
