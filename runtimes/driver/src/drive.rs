@@ -2,8 +2,9 @@
 //! pool's driver (the core's pool machine) both run in it.
 //!
 //! Each turn: perform what the machine asks for, stop if the task is done, then wait for the
-//! first of the task's inputs and the machine's next deadline, and feed that back, with the
-//! time read from the runtime ([`Runtime::now`]). The loop owns the wait: it sleeps only
+//! first of the task's inputs and the machine's next deadline, and feed that back (with every
+//! other input ready by then: one perform for a burst), with the time read from the runtime
+//! ([`Runtime::now`]). The loop owns the wait: it sleeps only
 //! through [`Runtime::sleep`], never longer than the machine's deadline, so a runtime whose
 //! clock a test moves drives every timer.
 //!
@@ -83,8 +84,21 @@ pub(crate) async fn drive(rt: &dyn Runtime, task: &mut impl Drive) {
                 if task.handle(now, wake).is_break() {
                     return;
                 }
+                // The inputs ready now (a burst of frames, a batch of events) are fed before
+                // the machine is performed, and its deadline asked, once for them all.
+                while budget > 0 {
+                    let Poll::Ready(more) =
+                        futures_util::future::poll_fn(|cx| Poll::Ready(task.poll_wake(cx))).await
+                    else {
+                        break;
+                    };
+                    budget -= 1;
+                    if task.handle(now, more).is_break() {
+                        return;
+                    }
+                }
                 // Inputs that never stop coming (a socket that floods) must not hold the
-                // deadlines off: a deadline passed is handled after the input.
+                // deadlines off: a deadline passed is handled after the inputs.
                 if due.is_some_and(|at| at <= now) {
                     task.handle_timeout(now);
                 }
@@ -219,6 +233,68 @@ mod tests {
         assert_eq!(
             flood.timeouts, 1,
             "the deadline was handled amid the inputs"
+        );
+    }
+
+    /// Counts its inputs and how often it was performed.
+    struct Burst {
+        inputs: mpsc::UnboundedReceiver<u32>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Drive for Burst {
+        type Wake = Option<u32>;
+
+        fn perform(&mut self, _now: Duration) {
+            self.log.lock().unwrap().push("perform".into());
+        }
+
+        fn finished(&mut self, _now: Duration) -> bool {
+            false
+        }
+
+        fn poll_timeout(&self, _now: Duration) -> Option<Duration> {
+            None
+        }
+
+        fn handle_timeout(&mut self, _now: Duration) {}
+
+        fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Option<u32>> {
+            self.inputs.poll_next_unpin(cx)
+        }
+
+        fn handle(&mut self, _now: Duration, wake: Option<u32>) -> ControlFlow<()> {
+            let Some(n) = wake else {
+                return ControlFlow::Break(());
+            };
+            self.log.lock().unwrap().push(n.to_string());
+            ControlFlow::Continue(())
+        }
+    }
+
+    #[test]
+    fn a_burst_of_inputs_is_performed_once() {
+        let rt = FakeRuntime::new();
+        let (tx, inputs) = mpsc::unbounded();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut burst = Burst {
+            inputs,
+            log: log.clone(),
+        };
+        let clock = rt.clone();
+        rt.spawn(Box::pin(
+            async move { drive(clock.as_ref(), &mut burst).await },
+        ));
+        rt.run();
+        for n in 1..=3 {
+            tx.unbounded_send(n).unwrap();
+        }
+        rt.run();
+        tx.unbounded_send(4).unwrap();
+        rt.run();
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["perform", "1", "2", "3", "perform", "4", "perform"]
         );
     }
 
