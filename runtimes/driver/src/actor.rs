@@ -22,11 +22,12 @@
 
 use foldhash::HashMap;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use bytes::Bytes;
 use comfy_proxy::session::{Event, Outbox, OutboxStats, RequestId, Session, Submission, Transmit};
 use comfy_proxy::wire::HttpResponse;
@@ -34,6 +35,7 @@ use comfy_proxy::{Misuse, PromptId, ServerAddress, TransportError, TransportErro
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Either, select};
 use futures_util::stream::{SplitSink, SplitStream, StreamExt};
+use futures_util::task::AtomicWaker;
 use futures_util::{Future, SinkExt};
 
 use crate::auth::Auth;
@@ -223,6 +225,58 @@ struct Conn {
     writer: mpsc::Sender<Message>,
     /// Read by the actor itself, when it has no input to handle.
     stream: SplitStream<Socket>,
+    /// Whether the stream may have something new.
+    wake: Arc<SocketWake>,
+}
+
+impl Conn {
+    fn new(writer: mpsc::Sender<Message>, stream: SplitStream<Socket>) -> Self {
+        let wake = Arc::new(SocketWake {
+            // Polled once before anything woke it: that poll registers its waker.
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            writer,
+            stream,
+            wake,
+        }
+    }
+
+    /// The next frame, polled only if the socket woke (or last gave a frame) since the last
+    /// `Pending`: the actor wakes for many other inputs, and a poll of an idle socket costs
+    /// tungstenite a read system call and the zeroing of its read buffer.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, WsError>>> {
+        self.wake.task.register(cx.waker());
+        if !self.wake.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(self.wake.clone());
+        let next = ready!(
+            self.stream
+                .poll_next_unpin(&mut Context::from_waker(&waker))
+        );
+        // More frames may wait in tungstenite's buffer, and no wake-up would tell of them.
+        self.wake.woken.store(true, Ordering::Release);
+        Poll::Ready(next)
+    }
+}
+
+/// The waker the socket is polled with: it notes that the socket woke, then wakes the actor.
+struct SocketWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl std::task::Wake for SocketWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
 
 pub(crate) struct Actor {
@@ -334,7 +388,7 @@ impl Actor {
                     if let Some(r) = &mut self.recorder {
                         r.ws_open(&self.ws_path);
                     }
-                    self.conn = Some(Conn { writer, stream });
+                    self.conn = Some(Conn::new(writer, stream));
                     self.session.handle_connected(now);
                 }
             }
@@ -608,7 +662,7 @@ impl Drive for Running {
         let Some(conn) = &mut self.actor.conn else {
             return Poll::Pending;
         };
-        let frame = match ready!(conn.stream.poll_next_unpin(cx)) {
+        let frame = match ready!(conn.poll_frame(cx)) {
             Some(Ok(message)) => Ok(message),
             Some(Err(e)) => Err(e.to_string()),
             None => Err("connection ended".to_owned()),
