@@ -328,6 +328,16 @@ impl Pool {
         self.pump(now);
     }
 
+    /// Whether the consumer reading a report would let the machine go on now (see
+    /// [`Scheduler::waits_on_consumer`](super::Scheduler::waits_on_consumer)): until then, a
+    /// driver may learn of reports read on its next turn instead of being woken for each.
+    #[must_use]
+    pub fn waits_on_consumer(&self) -> bool {
+        self.scheduler.waits_on_consumer()
+            // Closed with nothing left to run (aborted jobs among them): only reports remain.
+            || (self.closed && self.scheduler.is_idle() && !self.jobs.is_empty())
+    }
+
     /// When [`Pool::handle_timeout`] is next due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {

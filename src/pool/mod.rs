@@ -535,6 +535,18 @@ impl Scheduler {
         self.fire_timers(now);
     }
 
+    /// Whether the consumer reading a finished job's report would let the pool go on now: a
+    /// queued job waits only for room under the unconsumed limit, or nothing is in flight
+    /// (so no event will come before the consumer reads). Otherwise a driver whose consumer
+    /// reads reports on another thread can hear of them on its next turn, without a wake-up
+    /// for each.
+    pub fn waits_on_consumer(&self) -> bool {
+        self.unconsumed > 0
+            && (self.in_flight == 0
+                || (!self.queue.is_empty()
+                    && self.unconsumed.saturating_add(self.in_flight) >= self.limit))
+    }
+
     /// No job is queued or on a server, and no action waits to be polled: every submitted job
     /// has been reported finished.
     pub fn is_idle(&self) -> bool {

@@ -589,14 +589,23 @@ fn slow_consumer_holds_dispatch_back() {
         drain(&mut pool, now),
         [dispatch(0, 0, 1), dispatch(1, 0, 1)]
     );
-    for n in [0, 1] {
-        pool.handle_result(now, JobId(n), 1, JobResult::Success)
-            .unwrap();
-    }
+    assert!(!pool.waits_on_consumer(), "nothing to read yet");
+    pool.handle_result(now, JobId(0), 1, JobResult::Success)
+        .unwrap();
+    assert!(
+        !pool.waits_on_consumer(),
+        "one unread, one in flight, room for one more: reading it changes nothing now"
+    );
+    pool.handle_result(now, JobId(1), 1, JobResult::Success)
+        .unwrap();
     // Two finished and unconsumed: one more may be in flight, no more.
     let actions = drain(&mut pool, now);
     let expected = [succeeded(0, 0, 1), succeeded(1, 0, 1), dispatch(2, 0, 1)];
     assert_eq!(actions, expected);
+    assert!(
+        pool.waits_on_consumer(),
+        "jobs wait for room under the limit"
+    );
     pool.handle_result(now, JobId(2), 1, JobResult::Success)
         .unwrap();
     assert_eq!(drain(&mut pool, now), [succeeded(2, 0, 1)]);
@@ -604,6 +613,15 @@ fn slow_consumer_holds_dispatch_back() {
     pool.handle_consumed(JobId(0)).unwrap();
     assert_eq!(drain(&mut pool, now), [dispatch(3, 0, 1)]);
     assert_eq!(pool.stats().unconsumed + pool.stats().in_flight, 3);
+    // Job 3 runs; once it ends, nothing is in flight and only the consumer can move the pool.
+    pool.handle_result(now, JobId(3), 1, JobResult::Success)
+        .unwrap();
+    assert_eq!(drain(&mut pool, now), [succeeded(3, 0, 1)]);
+    assert_eq!(pool.stats().in_flight, 0);
+    assert!(
+        pool.waits_on_consumer(),
+        "nothing in flight, reports unread"
+    );
 }
 
 #[test]
