@@ -6,9 +6,11 @@
 //!
 //! The consumer usually runs on another thread than the pool's tasks, so each wake-up is a
 //! futex call and a context switch on each side. The driver wakes the consumer only when it
-//! waits on an empty queue (events pushed meanwhile are read in the same turn), and the
-//! consumer wakes the driver only for the first report it reads since the driver last looked:
-//! the driver then takes every report read so far ([`Feed::take_consumed`]).
+//! waits on an empty queue (events pushed meanwhile are read in the same turn). The consumer
+//! wakes the driver only when the pool waits on it ([`Feed::set_wanted`], from the machine's
+//! `waits_on_consumer`), and then only for the first report it reads since the driver last
+//! looked; otherwise the driver takes the reports read so far on its next turn
+//! ([`Feed::take_consumed`]).
 //!
 //! # Backpressure
 //!
@@ -18,6 +20,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -28,6 +31,8 @@ use futures_util::stream::FusedStream;
 /// The queue between the driver and the [`PoolEvents`] receiver.
 pub(super) struct Feed {
     state: Mutex<FeedState>,
+    /// The driver waits on the consumer: wake it for a report read.
+    wanted: AtomicBool,
 }
 
 struct FeedState {
@@ -56,6 +61,7 @@ impl Feed {
                 ended: false,
                 gone: false,
             }),
+            wanted: AtomicBool::new(true),
         });
         let events = PoolEvents {
             feed: feed.clone(),
@@ -95,6 +101,12 @@ impl Feed {
             _ => s.driver = Some(cx.waker().clone()),
         }
         (std::mem::take(&mut s.consumed), s.gone)
+    }
+
+    /// Whether the driver must be woken for the next report read (else it looks on its next
+    /// turn).
+    pub(super) fn set_wanted(&self, wanted: bool) {
+        self.wanted.store(wanted, Ordering::Release);
     }
 
     /// Whether the receiver was dropped.
@@ -156,7 +168,7 @@ impl Stream for PoolEvents {
             let mut driver = None;
             if let PoolEvent::Finished(report) = &event {
                 s.consumed.push(report.job);
-                if s.consumed.len() == 1 {
+                if s.consumed.len() == 1 && self.feed.wanted.load(Ordering::Acquire) {
                     driver = s.driver.take();
                 }
             }
@@ -269,10 +281,20 @@ mod tests {
             (vec![JobId(1), JobId(2)], false)
         );
 
+        // A driver that does not wait on the consumer looks on its next turn.
+        feed.set_wanted(false);
+        assert!(feed.push(finished(3)).is_none());
+        assert!(matches!(
+            events.poll_next_unpin(&mut rcx),
+            Poll::Ready(Some(_))
+        ));
+        assert_eq!(driver.get(), 1, "not woken");
+        assert_eq!(feed.take_consumed(&mut dcx), (vec![JobId(3)], false));
+
         drop(events);
         assert_eq!(driver.get(), 2, "the drop wakes the driver");
         assert_eq!(feed.take_consumed(&mut dcx), (vec![], true));
-        assert!(feed.push(finished(3)).is_some(), "nobody to read it");
+        assert!(feed.push(finished(4)).is_some(), "nobody to read it");
     }
 
     #[test]

@@ -331,6 +331,7 @@ impl Drive for Driver {
 
     fn perform(&mut self, now: Duration) {
         self.settle(now);
+        self.feed.set_wanted(self.machine.waits_on_consumer());
         let machine = &self.machine;
         self.watch
             .look(|| machine.scheduler().stats(), machine.servers());
