@@ -213,29 +213,11 @@ impl Drop for PoolEvents {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
-
     use comfy_proxy::pool::{JobError, JobReport};
     use futures_util::StreamExt;
 
     use super::*;
-
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    impl Count {
-        fn get(&self) -> usize {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
+    use crate::pool::wake_count::WakeCount as Count;
 
     fn dispatched(job: u64) -> PoolEvent {
         PoolEvent::Dispatched {

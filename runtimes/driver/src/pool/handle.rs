@@ -500,24 +500,13 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
-
     use super::*;
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::pool::wake_count::WakeCount;
 
     #[test]
     fn a_handle_waiting_for_its_report_alone_is_woken_for_the_report_alone() {
         let slot = Slot::new();
-        let count = Arc::new(Count::default());
+        let count = Arc::new(WakeCount::default());
         let waker = Waker::from(count.clone());
         let park = |slot: &Slot| slot.lock().waker = Some(waker.clone());
         let job = JobId(1);
@@ -528,25 +517,17 @@ mod tests {
         };
         park(&slot);
         slot.push(dispatched.clone());
-        assert_eq!(
-            count.0.load(Ordering::SeqCst),
-            1,
-            "a stream reader sees each event"
-        );
+        assert_eq!(count.get(), 1, "a stream reader sees each event");
 
         slot.lock().report_only = true;
         park(&slot);
         slot.push(dispatched);
-        assert_eq!(
-            count.0.load(Ordering::SeqCst),
-            1,
-            "not woken for a dispatch"
-        );
+        assert_eq!(count.get(), 1, "not woken for a dispatch");
         slot.push(PoolEvent::Finished(JobReport::not_run(
             job,
             JobError::Cancelled,
         )));
-        assert_eq!(count.0.load(Ordering::SeqCst), 2, "woken for the report");
+        assert_eq!(count.get(), 2, "woken for the report");
         assert_eq!(slot.unread().len(), 3, "every event was kept");
     }
 }

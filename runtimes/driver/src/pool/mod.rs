@@ -45,6 +45,8 @@ mod events;
 mod handle;
 mod status;
 mod trace;
+#[cfg(test)]
+mod wake_count;
 
 pub use comfy_proxy::pool::{
     BreakerState, JobError, JobOptions, JobReport, PoolEvent, PoolStats, ServerStats, Upload,
