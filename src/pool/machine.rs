@@ -25,9 +25,9 @@
 //! then it counts against the scheduler's backpressure.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use foldhash::HashMap;
-use std::time::Duration;
 
 use crate::error::TransportError;
 use crate::session::{Deadlines, Event, Failure, Submission};

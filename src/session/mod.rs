@@ -73,11 +73,10 @@ mod prompt;
 mod views;
 
 use std::collections::VecDeque;
-
-use foldhash::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use foldhash::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 pub use config::{Backoff, SessionConfig, Timeouts};

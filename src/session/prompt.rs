@@ -1,8 +1,8 @@
 //! What the session remembers about one prompt it submitted.
 
-use foldhash::{HashMap, HashSet};
 use std::time::Duration;
 
+use foldhash::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 use crate::ids::{NodeId, PromptId};

@@ -1,9 +1,9 @@
 //! [`Workflow`]: an API-format graph, node id -> node, in insertion order.
 
-use foldhash::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;

@@ -20,7 +20,6 @@
 //! closes the socket within `close`. Events go to each prompt's [`Mailbox`] without waiting,
 //! so a reader that does not read never stalls the socket, other prompts or timers.
 
-use foldhash::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +31,7 @@ use bytes::Bytes;
 use comfy_proxy::session::{Event, Outbox, OutboxStats, RequestId, Session, Submission, Transmit};
 use comfy_proxy::wire::HttpResponse;
 use comfy_proxy::{Misuse, PromptId, ServerAddress, TransportError, TransportErrorKind};
+use foldhash::HashMap;
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Either, select};
 use futures_util::stream::{SplitSink, SplitStream, StreamExt};
