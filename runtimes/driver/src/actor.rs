@@ -416,11 +416,12 @@ impl Actor {
         }
     }
 
-    /// A frame read from the current connection (`None`: it ended, with why).
-    fn frame(&mut self, now: Duration, frame: Result<Message, String>) {
-        let message = match frame {
-            Ok(message) => message,
-            Err(reason) => return self.closed_by(&reason, now),
+    /// What the current connection gave: a frame, its failure, or (`None`) its end.
+    fn frame(&mut self, now: Duration, next: Option<Result<Message, WsError>>) {
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return self.closed_by(&e.to_string(), now),
+            None => return self.closed_by("connection ended", now),
         };
         if let Some(r) = &mut self.recorder {
             match &message {
@@ -619,8 +620,8 @@ struct Running {
 enum Wake {
     /// An input; `None` once every sender is gone.
     Input(Option<Input>),
-    /// A frame of the current connection, or its end (why).
-    Frame(Result<Message, String>),
+    /// What the current connection gave: a frame, its failure, or (`None`) its end.
+    Frame(Option<Result<Message, WsError>>),
 }
 
 impl Drive for Running {
@@ -662,12 +663,7 @@ impl Drive for Running {
         let Some(conn) = &mut self.actor.conn else {
             return Poll::Pending;
         };
-        let frame = match ready!(conn.poll_frame(cx)) {
-            Some(Ok(message)) => Ok(message),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err("connection ended".to_owned()),
-        };
-        Poll::Ready(Wake::Frame(frame))
+        conn.poll_frame(cx).map(Wake::Frame)
     }
 
     fn handle(&mut self, now: Duration, wake: Wake) -> ControlFlow<()> {
