@@ -79,22 +79,21 @@ pub(crate) async fn drive(rt: &dyn Runtime, task: &mut impl Drive) {
         .await;
         let now = clock();
         match wake {
-            Some(wake) => {
-                budget -= 1;
-                if task.handle(now, wake).is_break() {
-                    return;
-                }
+            Some(first) => {
                 // The inputs ready now (a burst of frames, a batch of events) are fed before
                 // the machine is performed, and its deadline asked, once for them all.
-                while budget > 0 {
-                    let Poll::Ready(more) =
-                        futures_util::future::poll_fn(|cx| Poll::Ready(task.poll_wake(cx))).await
-                    else {
-                        break;
-                    };
+                let mut next = Some(first);
+                while let Some(wake) = next.take() {
                     budget -= 1;
-                    if task.handle(now, more).is_break() {
+                    if task.handle(now, wake).is_break() {
                         return;
+                    }
+                    if budget > 0
+                        && let Poll::Ready(more) =
+                            futures_util::future::poll_fn(|cx| Poll::Ready(task.poll_wake(cx)))
+                                .await
+                    {
+                        next = Some(more);
                     }
                 }
                 // Inputs that never stop coming (a socket that floods) must not hold the
