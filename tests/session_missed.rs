@@ -147,6 +147,15 @@ impl Harness {
     }
 
     /// `prompt` ended failing with `LostOutputs` for the websocket node `save`.
+    /// `prompt` ended once, and completed.
+    fn assert_completed(&self, prompt: &str) {
+        assert!(
+            matches!(self.terminal_of(prompt)[..], [Event::Completed { .. }]),
+            "{:?}",
+            self.events
+        );
+    }
+
     fn assert_lost_save(&self, prompt: &str) {
         match self.terminal_of(prompt)[..] {
             [
@@ -187,11 +196,7 @@ fn images_of_a_prompt_that_ended_here_do_not_go_to_the_next() {
     );
     h.run(300, "p2", 20);
     assert_eq!(h.images_of("p2"), [20, 21], "p2's own images, once");
-    assert!(
-        matches!(h.terminal_of("p2")[..], [Event::Completed { .. }]),
-        "{:?}",
-        h.events
-    );
+    h.assert_completed("p2");
 }
 
 /// The server says another prompt runs while ours is at its websocket output node: an image
@@ -229,11 +234,7 @@ fn an_image_right_after_a_reconnect_goes_to_nobody() {
     h.answer(7, "/queue", pending);
     h.run(8, "p1", 20);
     assert_eq!(h.images_of("p1"), [20, 21]);
-    assert!(
-        matches!(h.terminal_of("p1")[..], [Event::Completed { .. }]),
-        "{:?}",
-        h.events
-    );
+    h.assert_completed("p1");
 }
 
 /// The socket drops while p1's websocket node runs; p1's end and p2's start go to nobody. p1
@@ -279,11 +280,7 @@ fn an_undecodable_frame_makes_the_completion_read_the_history() {
     assert!(h.terminal_of("p1").is_empty(), "{:?}", h.events);
     h.answer(9, "/history/p1", FILE_HISTORY);
     h.answer(10, "/view?filename=x_00001_.png", Bytes::from_static(PNG));
-    assert!(
-        matches!(h.terminal_of("p1")[..], [Event::Completed { .. }]),
-        "{:?}",
-        h.events
-    );
+    h.assert_completed("p1");
     let files = (h.events.iter())
         .filter(|e| matches!(e, Event::Output { file: Some(_), .. }))
         .count();
@@ -304,7 +301,7 @@ fn an_undecodable_frame_of_another_prompt_changes_nothing() {
     assert!(h.s.handle_text(ms(4), damaged).is_err());
     h.run(5, "p1", 10);
     assert!(h.http.is_empty(), "no history read: {:?}", h.http);
-    assert!(matches!(h.terminal_of("p1")[..], [Event::Completed { .. }]));
+    h.assert_completed("p1");
 }
 
 /// The prompt ran on through a dropped socket and the socket said it ended; ComfyUI writes
@@ -332,11 +329,7 @@ fn a_history_not_written_yet_is_read_again_and_not_forever() {
     h.drain();
     h.answer(111, "/history/p1", FILE_HISTORY);
     h.answer(112, "/view", Bytes::from_static(PNG));
-    assert!(
-        matches!(h.terminal_of("p1")[..], [Event::Completed { .. }]),
-        "{:?}",
-        h.events
-    );
+    h.assert_completed("p1");
 
     let mut h = ran_through_a_drop();
     let mut waits = vec![];
