@@ -36,7 +36,7 @@ use crate::wire::message::FileRef;
 use crate::{NodeId, PromptId, ServerAddress, Workflow};
 
 use super::caps::ServerCaps;
-use super::report::{JobError, JobReport, PoolEvent, Upload};
+use super::report::{EventDetail, JobError, JobReport, PoolEvent, Upload};
 use super::{Action, JobId, JobOutcome, JobResult, PoolConfig, Scheduler, ServerId};
 use crate::session::Outputs;
 
@@ -62,6 +62,9 @@ pub struct PoolSettings {
     pub deadlines: Deadlines,
     /// Progress events held for a consumer that lags before more are dropped. Default: 256.
     pub max_progress: usize,
+    /// Which events are reported. Below [`EventDetail::All`], the sessions leave out the
+    /// prompts' progress too ([`Submission::progress`]). Default: all.
+    pub events: EventDetail,
 }
 
 impl Default for PoolSettings {
@@ -73,6 +76,7 @@ impl Default for PoolSettings {
             unreachable_give_up: Duration::from_secs(3),
             deadlines: Deadlines::none().accept(Duration::from_secs(60)),
             max_progress: 256,
+            events: EventDetail::All,
         }
     }
 }
@@ -569,6 +573,9 @@ impl Pool {
     }
 
     pub(super) fn emit(&mut self, event: PoolEvent) {
+        if !self.settings.events.shows(&event) {
+            return;
+        }
         if matches!(event, PoolEvent::Progress { .. }) {
             if self.progress_held >= self.settings.max_progress {
                 self.dropped += 1;
@@ -792,6 +799,9 @@ impl Pool {
             Submission::new(a.prompt.clone(), workflow).with_deadlines(self.settings.deadlines);
         if j.front {
             submission = submission.in_front();
+        }
+        if self.settings.events != EventDetail::All {
+            submission = submission.without_progress();
         }
         self.io.push_back(Io::Submit {
             server: ServerId(s),

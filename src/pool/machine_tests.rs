@@ -680,3 +680,90 @@ fn a_lookup_brings_back_files_and_texts_but_no_temp_preview() {
     assert_eq!(report.outputs[1].data().map(|d| d.len()), Some(MP4.len()));
     assert_eq!(report.outputs.ui().len(), 3);
 }
+
+/// One job through a pool at `detail`: dispatched, accepted, started, a step, an output, done.
+/// Returns what the consumer saw and whether the session was asked for progress.
+fn one_job_at(detail: EventDetail) -> (Vec<PoolEvent>, bool) {
+    let settings = PoolSettings {
+        events: detail,
+        ..PoolSettings::default()
+    };
+    let addr = ServerAddress::parse("127.0.0.1:9000").unwrap();
+    let mut pool = Pool::new(vec![addr], settings, 3);
+    pool.submit(Duration::ZERO, graph(), Vec::new());
+    let io = drain(&mut pool);
+    let progress = io.iter().any(|io| match io {
+        Io::Submit { submission, .. } => submission.progress,
+        _ => false,
+    });
+    let (_, _, prompt) = submits(&io)[0].clone();
+    let p = || prompt.clone();
+    for e in [
+        Event::Accepted {
+            prompt: p(),
+            number: 1.0,
+            warnings: Default::default(),
+        },
+        Event::Started { prompt: p() },
+        Event::Progress {
+            prompt: p(),
+            node: None,
+            value: 1.0,
+            max: 2.0,
+        },
+        Event::Output {
+            prompt: p(),
+            node: "2".into(),
+            index: 0,
+            image: png(1),
+            file: None,
+        },
+        Event::Completed { prompt: p() },
+    ] {
+        pool.handle_event(ms(1), ServerId(0), e);
+    }
+    (events(&mut pool), progress)
+}
+
+#[test]
+fn the_event_detail_leaves_out_what_the_consumer_did_not_ask_for() {
+    let kinds = |ev: &[PoolEvent]| -> Vec<&'static str> {
+        ev.iter()
+            .map(|e| match e {
+                PoolEvent::Dispatched { .. } => "dispatched",
+                PoolEvent::Accepted { .. } => "accepted",
+                PoolEvent::Progress { .. } => "progress",
+                PoolEvent::Output { .. } => "output",
+                PoolEvent::Finished(_) => "finished",
+            })
+            .collect()
+    };
+    let (all, progress) = one_job_at(EventDetail::All);
+    assert!(progress, "every event: the session reports progress");
+    assert_eq!(
+        kinds(&all),
+        [
+            "dispatched",
+            "accepted",
+            "progress",
+            "progress",
+            "output",
+            "finished"
+        ]
+    );
+    let (outputs, progress) = one_job_at(EventDetail::Outputs);
+    assert!(
+        !progress,
+        "below every event, the session leaves progress out"
+    );
+    assert_eq!(kinds(&outputs), ["output", "finished"]);
+    let (reports, progress) = one_job_at(EventDetail::Reports);
+    assert!(!progress);
+    assert_eq!(kinds(&reports), ["finished"]);
+    // The report is the same whatever else was left out.
+    for ev in [&all, &outputs, &reports] {
+        let report = finished(ev)[0];
+        assert!(report.outcome.is_ok());
+        assert_eq!(report.outputs.len(), 1);
+    }
+}

@@ -123,7 +123,7 @@ pub use types::{
 pub use control::JobOptions;
 pub use machine::{HttpId, Io, Pool, PoolSettings};
 pub use queue::EventQueue;
-pub use report::{JobError, JobReport, PoolEvent, Upload};
+pub use report::{EventDetail, JobError, JobReport, PoolEvent, Upload};
 pub use status::StatusBuffer;
 
 use engine::{Ask, Job, State, Steal};

@@ -78,6 +78,40 @@ pub enum PoolEvent {
     Finished(JobReport),
 }
 
+/// Which of a pool's events reach its consumers ([`PoolSettings::events`](super::PoolSettings::events)).
+///
+/// ```
+/// use comfy_proxy::pool::{EventDetail, PoolSettings};
+/// let mut settings = PoolSettings::default();
+/// assert_eq!(settings.events, EventDetail::All);
+/// settings.events = EventDetail::Reports;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum EventDetail {
+    /// Every event: dispatches, acceptances, progress, outputs and reports. The default.
+    #[default]
+    All,
+    /// Outputs as they arrive ([`PoolEvent::Output`]) and the reports
+    /// ([`PoolEvent::Finished`]).
+    Outputs,
+    /// The reports alone: one event per job.
+    Reports,
+}
+
+impl EventDetail {
+    /// Whether `event` is reported at this level.
+    pub fn shows(self, event: &PoolEvent) -> bool {
+        match event {
+            PoolEvent::Finished(_) => true,
+            PoolEvent::Output { .. } => self != Self::Reports,
+            PoolEvent::Dispatched { .. }
+            | PoolEvent::Accepted { .. }
+            | PoolEvent::Progress { .. } => self == Self::All,
+        }
+    }
+}
+
 impl PoolEvent {
     /// The job the event is about.
     pub fn job(&self) -> JobId {

@@ -122,6 +122,11 @@ impl Session {
         }
     }
 
+    /// Whether `id`'s progress events are reported ([`Submission::progress`](super::Submission::progress)).
+    fn wants_progress(&self, id: &PromptId) -> bool {
+        self.prompts.get(id).is_some_and(|p| p.progress)
+    }
+
     pub(super) fn on_message(&mut self, now: Duration, msg: ServerMessage) {
         match msg {
             ServerMessage::Status {
@@ -153,7 +158,9 @@ impl Session {
             ServerMessage::ExecutionCached { prompt_id, nodes } => {
                 if let Some(id) = self.resolve(&prompt_id) {
                     self.touch(&id, now);
-                    self.events.push_back(Event::Cached { prompt: id, nodes });
+                    if self.wants_progress(&id) {
+                        self.events.push_back(Event::Cached { prompt: id, nodes });
+                    }
                 }
             }
             ServerMessage::Executing { prompt_id, node } => {
@@ -169,9 +176,10 @@ impl Session {
                     p.advance(node.as_ref());
                 }
                 match node {
-                    Some(node) => self
+                    Some(node) if self.wants_progress(&id) => self
                         .events
                         .push_back(Event::NodeStarted { prompt: id, node }),
+                    Some(_) => {}
                     None => self.finish(now, &id, Ending::Completed),
                 }
             }
@@ -188,6 +196,9 @@ impl Session {
                     return;
                 };
                 self.touch(&id, now);
+                if !self.wants_progress(&id) {
+                    return;
+                }
                 self.events.push_back(Event::Progress {
                     prompt: id,
                     node,

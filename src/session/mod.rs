@@ -110,6 +110,10 @@ pub struct Submission {
     pub front: bool,
     /// Deadlines; none by default.
     pub deadlines: Deadlines,
+    /// Report the prompt's progress: [`Event::Cached`], [`Event::NodeStarted`] and
+    /// [`Event::Progress`]. On by default; off for a caller that wants only what the prompt
+    /// made, which then costs one event per step less. Every other event is reported either way.
+    pub progress: bool,
 }
 
 impl Submission {
@@ -121,7 +125,14 @@ impl Submission {
             extra_data: None,
             front: false,
             deadlines: Deadlines::none(),
+            progress: true,
         }
+    }
+
+    /// Leaves out the prompt's progress events ([`Submission::progress`]).
+    pub fn without_progress(mut self) -> Self {
+        self.progress = false;
+        self
     }
 
     /// Sets the deadlines.
@@ -313,6 +324,7 @@ impl Session {
             return Err(Misuse::DuplicatePrompt(id));
         }
         let mut prompt = Prompt::new(id.clone(), submission.workflow, submission.deadlines, now);
+        prompt.progress = submission.progress;
         if self.link == Link::Open {
             self.post(now, &mut prompt, submission.extra_data, submission.front);
         } else {

@@ -346,6 +346,11 @@ fn a_node_reported_twice_joins_its_lists() {
 /// Runs the real mixed graph's websocket messages (fresh or cached run of ComfyUI 0.3.64)
 /// through a session, answering `/view` with real files, and folds its events.
 fn run_mixed(transcript: &str) -> (Outputs, Vec<Event>) {
+    run_mixed_with(transcript, true)
+}
+
+/// [`run_mixed`], with the submission's progress on or off.
+fn run_mixed_with(transcript: &str, progress: bool) -> (Outputs, Vec<Event>) {
     let lines: Vec<Value> = transcript
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -359,9 +364,11 @@ fn run_mixed(transcript: &str) -> (Outputs, Vec<Event>) {
     let graph = Workflow::from_json(GRAPH).unwrap();
     let mut session = Session::new(ClientId::from("c"), SessionConfig::default());
     let now = Duration::ZERO;
-    session
-        .submit(now, Submission::new(prompt.clone(), graph))
-        .unwrap();
+    let mut submission = Submission::new(prompt.clone(), graph);
+    if !progress {
+        submission = submission.without_progress();
+    }
+    session.submit(now, submission).unwrap();
     session.handle_connected(now);
     let mut events = Vec::new();
     let answer_all = |session: &mut Session, events: &mut Vec<Event>| loop {
@@ -454,6 +461,37 @@ fn the_real_mixed_graph_comes_back_whole_fresh_and_cached() {
         assert!(
             in_order.windows(2).all(|w| w[0].1 < w[1].1),
             "{name}: indexes follow the server's list, not download order: {files:?}"
+        );
+    }
+}
+
+#[test]
+fn without_progress_the_real_graph_reports_the_same_outputs_and_no_steps() {
+    let is_progress = |e: &Event| {
+        matches!(
+            e,
+            Event::Cached { .. } | Event::NodeStarted { .. } | Event::Progress { .. }
+        )
+    };
+    for (name, transcript) in [("fresh", FRESH), ("cached", CACHED)] {
+        let (out_on, events_on) = run_mixed_with(transcript, true);
+        let (out_off, events_off) = run_mixed_with(transcript, false);
+        assert!(
+            events_on.iter().any(is_progress),
+            "{name}: the recording has progress to leave out"
+        );
+        assert!(
+            !events_off.iter().any(is_progress),
+            "{name}: {events_off:?}"
+        );
+        let rest: Vec<&Event> = events_on.iter().filter(|e| !is_progress(e)).collect();
+        assert_eq!(rest, events_off.iter().collect::<Vec<_>>(), "{name}");
+        assert_eq!(out_on.len(), out_off.len(), "{name}");
+        assert!(
+            events_off
+                .iter()
+                .any(|e| matches!(e, Event::Completed { .. })),
+            "{name}"
         );
     }
 }

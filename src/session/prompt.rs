@@ -55,6 +55,8 @@ pub(crate) struct Prompt {
     pub pending_post: Option<(Option<Map<String, Value>>, bool)>,
     pub submitted_at: Duration,
     pub deadlines: Deadlines,
+    /// Report its progress events ([`Submission::progress`](super::Submission::progress)).
+    pub progress: bool,
     /// When the idle deadline was last reset (any message for the prompt).
     pub last_activity: Duration,
     /// Output images delivered so far, per node (the next index).
@@ -102,6 +104,7 @@ impl Prompt {
             pending_post: None,
             submitted_at: now,
             deadlines,
+            progress: true,
             last_activity: now,
             output_index: HashMap::default(),
             files_requested: HashSet::default(),

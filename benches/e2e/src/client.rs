@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use comfy_proxy::{ServerAddress, Workflow};
-use comfy_proxy_smol::{ClientConfig, JobReport, Pool, PoolConfig, PoolEvent, PoolEvents};
+use comfy_proxy_smol::{
+    ClientConfig, EventDetail, JobReport, Pool, PoolConfig, PoolEvent, PoolEvents,
+};
 use futures_util::StreamExt;
 
 use crate::figures::RunFigures;
@@ -37,10 +39,24 @@ struct Job {
     validate: bool,
     /// Jobs in flight per server, if not the scheduler's default.
     per_server: Option<usize>,
+    /// The events the pool reports.
+    events: EventDetail,
+}
+
+/// The pool's event detail named `level` (`all`, `outputs`, `reports`).
+pub fn event_detail(level: &str) -> Result<EventDetail, String> {
+    match level {
+        "all" => Ok(EventDetail::All),
+        "outputs" => Ok(EventDetail::Outputs),
+        "reports" => Ok(EventDetail::Reports),
+        other => Err(format!(
+            "--events {other:?}: expected all, outputs or reports"
+        )),
+    }
 }
 
 /// `client --runtime smol|async-std --servers LIST --jobs M (--image-bytes B | --graph FILE)
-/// [--write-dir D] [--validate]`.
+/// [--write-dir D] [--validate] [--events all|outputs|reports]`.
 pub fn main(args: &Args) -> Result<(), String> {
     let servers = args
         .get("servers")?
@@ -69,6 +85,7 @@ pub fn main(args: &Args) -> Result<(), String> {
             Some(_) => Some(args.num("per-server")?),
             None => None,
         },
+        events: event_detail(args.opt("events").unwrap_or("all"))?,
     };
     let figures = match args.get("runtime")? {
         "smol" => smol::block_on(drive(comfy_proxy_smol::pool, &job))?,
@@ -100,6 +117,7 @@ async fn drive(
     let template = ClientConfig::new(job.servers[0].clone());
     let mut config = PoolConfig::new(&job.servers, &template);
     config.route_by_capability = job.validate;
+    config.events = job.events;
     if let Some(n) = job.per_server {
         config.scheduler.per_server = n;
     }

@@ -101,6 +101,9 @@ pub struct Options {
     pub no_python: bool,
     /// Only these scenarios (keys such as `0`, `4a`); every one when empty.
     pub only: Vec<String>,
+    /// The events our pools report (`all`, `outputs`, `reports`): every client reads only the
+    /// jobs' reports, so the others are made and dropped unless this says `reports`.
+    pub events: String,
 }
 
 /// Runs everything; `Err` if one of our runs failed or a figure could not be measured.
@@ -125,6 +128,10 @@ pub fn main(options: &Options) -> Result<(), String> {
         Ok(p) => println!("original: {PACKAGE} ({})", p.versions),
         Err(why) => println!("original: not run: {why}"),
     }
+    println!(
+        "Our pools report {} events (--events); every client reads the reports alone.",
+        options.events
+    );
     println!(
         "Each run gets fresh processes: the mock servers' (smol, loopback) and the client's. \
          Makespan runs from before the client connects to its last job's end."
@@ -163,7 +170,7 @@ pub fn main(options: &Options) -> Result<(), String> {
                     Err(_) => Outcome::Unavailable,
                 }
             } else {
-                Outcome::Ran(run_rust(client, &scenario, deadline)?)
+                Outcome::Ran(run_rust(client, &scenario, &options.events, deadline)?)
             };
             let derived = match &outcome {
                 Outcome::Ran(figures) => Some(
@@ -281,7 +288,12 @@ impl Drop for WriteDir {
     }
 }
 
-fn run_rust(runtime: &str, scenario: &Scenario, deadline: Duration) -> Result<RunFigures, String> {
+fn run_rust(
+    runtime: &str,
+    scenario: &Scenario,
+    events: &str,
+    deadline: Duration,
+) -> Result<RunFigures, String> {
     let context = |e: String| format!("scenario {}, {runtime}: {e}", scenario.key);
     let servers = Servers::start(&scenario.delays_ms, scenario.image_bytes).map_err(context)?;
     let dir = WriteDir::new(scenario, runtime).map_err(context)?;
@@ -289,7 +301,8 @@ fn run_rust(runtime: &str, scenario: &Scenario, deadline: Duration) -> Result<Ru
     let mut cmd = Command::new(exe);
     cmd.args(["client", "--runtime", runtime, "--servers", &servers.list()])
         .args(["--jobs", &scenario.jobs.to_string()])
-        .args(["--image-bytes", &scenario.image_bytes.to_string()]);
+        .args(["--image-bytes", &scenario.image_bytes.to_string()])
+        .args(["--events", events]);
     if let Some(dir) = &dir {
         cmd.arg("--write-dir").arg(&dir.0);
     }

@@ -4,6 +4,7 @@
 //! cargo run --release -p comfy-proxy-bench --bin e2e            # every scenario, every client
 //! cargo run --release -p comfy-proxy-bench --bin e2e -- --no-python
 //! cargo run --release -p comfy-proxy-bench --bin e2e -- --only 0    # one scenario
+//! cargo run --release -p comfy-proxy-bench --bin e2e -- --events reports  # our pools report jobs alone
 //! ```
 //!
 //! # How it works
@@ -14,7 +15,7 @@
 //! - `serve --instances N --job-ms LIST --image-bytes B` starts N simulating mock servers on
 //!   free loopback ports (smol), prints their addresses on one line and runs until its standard
 //!   input closes, so it dies with the harness;
-//! - `client --runtime smol|smol-1thread|async-std --servers LIST --jobs M --image-bytes B [--write-dir D]`
+//! - `client --runtime smol|smol-1thread|async-std --servers LIST --jobs M --image-bytes B [--write-dir D] [--events all|outputs|reports]`
 //!   runs M jobs on a [`Pool`](comfy_proxy_smol::Pool) over those servers and prints one
 //!   JSON line of figures (makespan, jobs per server, CPU time, peak RSS);
 //! - `real --servers LIST --graph FILE --jobs N` runs the `client` against running ComfyUI
@@ -58,14 +59,15 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: e2e [--no-python] [--only KEY,...]\n       \
+const USAGE: &str = "usage: e2e [--no-python] [--only KEY,...] [--events all|outputs|reports]\n       \
     e2e real --servers HOST:PORT,... --graph FILE --jobs N [--runs K] [--no-validate 1] [--no-warmup 1] [--per-server N]";
 
-/// The harness's flags: `--no-python`, `--only 0,2,4a`.
+/// The harness's flags: `--no-python`, `--only 0,2,4a`, `--events reports`.
 fn options(args: &[String]) -> Result<harness::Options, String> {
     let mut options = harness::Options {
         no_python: false,
         only: Vec::new(),
+        events: "all".to_owned(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -74,6 +76,11 @@ fn options(args: &[String]) -> Result<harness::Options, String> {
             "--only" => {
                 let list = it.next().ok_or("--only needs a list of scenarios")?;
                 options.only = list.split(',').map(|k| k.trim().to_owned()).collect();
+            }
+            "--events" => {
+                let level = it.next().ok_or("--events needs all, outputs or reports")?;
+                client::event_detail(level)?;
+                options.events = level.clone();
             }
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }

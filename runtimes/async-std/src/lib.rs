@@ -51,8 +51,8 @@ pub use comfy_proxy as core;
 /// [`OutputKind`].
 pub use comfy_proxy::session::{Output, OutputBody, OutputKind, Outputs};
 pub use comfy_proxy_driver::pool::{
-    BreakerState, JobError, JobHandle, JobOptions, JobReport, Pool, PoolConfig, PoolEvent,
-    PoolEvents, PoolStats, ServerStats, SubmitError, Upload,
+    BreakerState, EventDetail, JobError, JobHandle, JobOptions, JobReport, Pool, PoolConfig,
+    PoolEvent, PoolEvents, PoolStats, ServerStats, SubmitError, Upload,
 };
 pub use comfy_proxy_driver::{
     Auth, Client, ClientConfig, ClientError, PromptStream, RunResult, UploadOptions,

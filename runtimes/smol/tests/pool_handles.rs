@@ -10,7 +10,8 @@ use comfy_proxy::wire::http;
 use comfy_proxy_driver::client::{Client, ClientConfig};
 use comfy_proxy_driver::http1::Http1;
 use comfy_proxy_driver::pool::{
-    BreakerState, JobError, JobHandle, JobOptions, Pool, PoolConfig, PoolEvent, SubmitError,
+    BreakerState, EventDetail, JobError, JobHandle, JobOptions, Pool, PoolConfig, PoolEvent,
+    SubmitError,
 };
 use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime};
 use comfy_proxy_mock::MockHandle;
@@ -139,6 +140,44 @@ fn handles_follow_their_jobs_and_close_lets_them_finish() {
         assert!(pool.stats().await.is_none());
         let probe = probe(&kit, &servers[0]);
         assert_eq!(cancels_seen(&probe).await, (0, 0), "close cancels nothing");
+    }));
+}
+
+#[test]
+fn a_pool_that_reports_jobs_alone_gives_one_event_per_job() {
+    let kit = kit();
+    smol::block_on(bounded("reports", async {
+        let (_mocks, servers) = mocks(&kit, 2, Duration::from_millis(5)).await;
+        let mut config = PoolConfig::new(&servers, &ClientConfig::new(servers[0].clone()));
+        config.events = EventDetail::Reports;
+        let (pool, mut events) = Pool::start(kit.rt.clone(), kit.http.clone(), config);
+        // One job followed by its handle, four by the pool-wide stream.
+        let mut held = pool.submit(sampler(5, 1)).await.unwrap();
+        for seed in 2..6 {
+            drop(pool.submit(sampler(5, seed)).await.unwrap());
+        }
+        pool.close();
+        let mut seen = Vec::new();
+        while let Some(event) = held.next().await {
+            seen.push(event);
+        }
+        let [PoolEvent::Finished(report)] = &seen[..] else {
+            panic!("the handle's one event is its report: {seen:?}")
+        };
+        assert!(report.outcome.is_ok(), "{report:?}");
+        assert_eq!(report.outputs.len(), 1, "the report keeps the outputs");
+        let mut rest = Vec::new();
+        while let Some(event) = events.next().await {
+            rest.push(event);
+        }
+        assert_eq!(rest.len(), 4, "{rest:?}");
+        for event in &rest {
+            let PoolEvent::Finished(report) = event else {
+                panic!("only reports: {rest:?}")
+            };
+            assert!(report.outcome.is_ok(), "{report:?}");
+            assert_eq!(report.outputs.len(), 1);
+        }
     }));
 }
 

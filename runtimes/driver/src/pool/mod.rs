@@ -49,7 +49,8 @@ mod trace;
 mod wake_count;
 
 pub use comfy_proxy::pool::{
-    BreakerState, JobError, JobOptions, JobReport, PoolEvent, PoolStats, ServerStats, Upload,
+    BreakerState, EventDetail, JobError, JobOptions, JobReport, PoolEvent, PoolStats, ServerStats,
+    Upload,
 };
 pub use events::PoolEvents;
 pub use handle::{JobHandle, SubmitError};
@@ -78,6 +79,10 @@ pub struct PoolConfig {
     /// When every server has been unreachable this long, waiting jobs end with
     /// [`JobError::NoServerReachable`]. Default: 3 s.
     pub unreachable_give_up: Duration,
+    /// Which events reach the [`PoolEvents`] and the [`JobHandle`]s: every one (the default),
+    /// outputs and reports, or reports alone. Below [`EventDetail::All`] the servers'
+    /// progress messages are not turned into events at all.
+    pub events: EventDetail,
 }
 
 impl PoolConfig {
@@ -98,6 +103,7 @@ impl PoolConfig {
             route_by_capability: false,
             http_timeout: defaults.http_timeout,
             unreachable_give_up: defaults.unreachable_give_up,
+            events: defaults.events,
         }
     }
 
@@ -107,6 +113,7 @@ impl PoolConfig {
         s.route_by_capability = self.route_by_capability;
         s.http_timeout = self.http_timeout;
         s.unreachable_give_up = self.unreachable_give_up;
+        s.events = self.events;
         // The clients' own deadlines, where set; the pool's defaults elsewhere.
         if let Some(c) = self.servers.first() {
             let d = c.deadlines;

@@ -21,8 +21,11 @@ fn at(servers: &[ServerAddress], server: usize) -> String {
 /// An I/O the machine asked for, about to be performed.
 pub(super) fn io(io: &Io, servers: &[ServerAddress]) {
     // Nothing is formatted for a line nobody shows: this runs for every request and post.
+    // A retry is logged here, not from its `Dispatched` event, which a pool that reports less
+    // than every event leaves out.
     let level = match io {
         Io::Cancel { .. } => log::Level::Info,
+        Io::Submit { attempt, .. } if *attempt > 1 => log::Level::Info,
         _ => log::Level::Debug,
     };
     if !log::log_enabled!(target: TARGET, level) {
@@ -49,6 +52,15 @@ pub(super) fn io(io: &Io, servers: &[ServerAddress]) {
             server,
             job,
             attempt,
+            ..
+        } if *attempt > 1 => {
+            log::info!(target: TARGET, "job {job}: attempt {attempt} goes to {}",
+                at(servers, server.0));
+        }
+        Io::Submit {
+            server,
+            job,
+            attempt,
             submission,
         } => log::debug!(target: TARGET, "job {job} attempt {attempt}: posting prompt {} to {}",
             submission.prompt_id, at(servers, server.0)),
@@ -70,12 +82,9 @@ pub(super) fn event(event: &PoolEvent, servers: &[ServerAddress]) {
             job,
             server,
             attempt,
-        } if *attempt > 1 => {
-            log::info!(target: TARGET, "job {job}: attempt {attempt} goes to {}",
+        } => {
+            log::debug!(target: TARGET, "job {job}: attempt {attempt} dispatched to {}",
                 at(servers, *server));
-        }
-        PoolEvent::Dispatched { job, server, .. } => {
-            log::debug!(target: TARGET, "job {job}: dispatched to {}", at(servers, *server));
         }
         PoolEvent::Accepted {
             job,
