@@ -5,37 +5,42 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Formats 128 random bits as a version-4 UUID string, the form ComfyUI uses for its own ids.
-fn uuid_v4(bits: u128) -> String {
+fn uuid_v4(bits: u128) -> Arc<str> {
     // Set the version (4) and variant (10xx) bits as RFC 9562 asks.
     let b = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     // Written digit by digit: one per prompt, and `format!` twice cost more than the rest of
     // making the prompt's id.
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
+    let mut out = [b'-'; 36];
+    let mut at = 0;
     for i in 0..32 {
         if matches!(i, 8 | 12 | 16 | 20) {
-            out.push('-');
+            at += 1;
         }
         let nibble = (b >> (124 - 4 * i)) & 0xF;
-        out.push(char::from(HEX[nibble as usize]));
+        out[at] = HEX[nibble as usize];
+        at += 1;
     }
-    out
+    Arc::from(std::str::from_utf8(&out).unwrap_or_default())
 }
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        ///
+        /// Cloning one is cheap: the text is shared, not copied.
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Wraps an id as given, without checking its form.
             pub fn new(id: impl Into<String>) -> Self {
-                Self(id.into())
+                Self(Arc::from(id.into()))
             }
 
             /// The id as text.
@@ -52,19 +57,19 @@ macro_rules! string_id {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.0)
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
             }
         }
 
         impl From<&str> for $name {
             fn from(id: &str) -> Self {
-                Self(id.to_owned())
+                Self(Arc::from(id))
             }
         }
 
         impl From<String> for $name {
             fn from(id: String) -> Self {
-                Self(id)
+                Self(Arc::from(id))
             }
         }
 
@@ -76,13 +81,27 @@ macro_rules! string_id {
 
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
-                self.0 == other
+                &*self.0 == other
             }
         }
 
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
-                self.0 == *other
+                &*self.0 == *other
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                // Borrowed from the text where it can be: one allocation, the id's own.
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Ok(Self(Arc::from(text.as_ref())))
             }
         }
     };
@@ -144,6 +163,26 @@ mod tests {
         );
         let id = ClientId::from_random(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
         assert_eq!(id.as_str(), "01234567-89ab-4def-8123-456789abcdef");
+    }
+
+    #[test]
+    fn ids_are_json_strings_both_ways() {
+        let id: PromptId = serde_json::from_str(r#""p-1""#).unwrap();
+        assert_eq!(id, "p-1");
+        // With an escape the text cannot be borrowed; the id is the same.
+        let escaped: PromptId = serde_json::from_str(r#""p\u002d1""#).unwrap();
+        assert_eq!(escaped, id);
+        assert_eq!(serde_json::to_string(&id).unwrap(), r#""p-1""#);
+        assert!(
+            serde_json::from_str::<NodeId>("7").is_err(),
+            "a number is not an id"
+        );
+        let clone = id.clone();
+        assert_eq!(
+            clone.as_str().as_ptr(),
+            id.as_str().as_ptr(),
+            "a clone shares the text"
+        );
     }
 
     #[test]
