@@ -28,7 +28,12 @@ impl Pool {
             return;
         };
         match &result {
-            Ok(_) => self.reachable(s),
+            // Only a success shows a ComfyUI there. Another service on the port answers every
+            // path with a 404: the server stays as down as its websocket showed it, and the
+            // jobs waiting for it end after `unreachable_give_up`, not after the breaker's
+            // whole backoff.
+            Ok(r) if (200..300).contains(&r.status) => self.reachable(s),
+            Ok(_) => {}
             Err(e) => self.unreachable(now, s, e.clone()),
         }
         match exchange {

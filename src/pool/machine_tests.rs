@@ -767,3 +767,64 @@ fn the_event_detail_leaves_out_what_the_consumer_did_not_ask_for() {
         assert_eq!(report.outputs.len(), 1);
     }
 }
+
+/// Another service on the port: the websocket upgrade and every request get a 404.
+#[test]
+fn a_port_that_answers_404_everywhere_ends_jobs_as_unreachable_soon() {
+    let mut pool = machine(1, false);
+    pool.submit(Duration::ZERO, graph(), Vec::new());
+    let not_comfyui = || {
+        TransportError::new(
+            TransportErrorKind::Handshake,
+            "connect to 127.0.0.1:9000: HTTP error: 404 Not Found".to_owned(),
+        )
+    };
+    let mut now = Duration::ZERO;
+    let mut answered = 0;
+    let mut reports = Vec::new();
+    for _ in 0..100 {
+        while let Some(io) = pool.poll_io() {
+            match io {
+                Io::Submit { submission, .. } => {
+                    let failed = Event::Failed {
+                        prompt: submission.prompt_id,
+                        failure: Failure::Unreachable(not_comfyui()),
+                    };
+                    pool.handle_event(now, ServerId(0), failed);
+                }
+                Io::Http { id, .. } => {
+                    answered += 1;
+                    pool.handle_http(now, id, Ok(HttpResponse::new(404, "404: Not Found")));
+                }
+                _ => {}
+            }
+        }
+        let ev = events(&mut pool);
+        reports.extend(finished(&ev).into_iter().cloned());
+        if !reports.is_empty() {
+            break;
+        }
+        let Some(at) = pool.poll_timeout() else {
+            break;
+        };
+        now = at;
+        pool.handle_timeout(now);
+    }
+    assert!(
+        answered > 0,
+        "the pool asked the server's health, and got 404s"
+    );
+    assert!(
+        now <= s(3),
+        "ended at {now:?}, not after the breaker's backoff"
+    );
+    assert_eq!(reports.len(), 1);
+    let Err(JobError::NoServerReachable { servers }) = &reports[0].outcome else {
+        panic!("{:?}", reports[0].outcome);
+    };
+    assert_eq!(
+        servers[0].1.kind,
+        TransportErrorKind::Handshake,
+        "{servers:?}"
+    );
+}
