@@ -774,10 +774,8 @@ fn a_port_that_answers_404_everywhere_ends_jobs_as_unreachable_soon() {
     let mut pool = machine(1, false);
     pool.submit(Duration::ZERO, graph(), Vec::new());
     let not_comfyui = || {
-        TransportError::new(
-            TransportErrorKind::Handshake,
-            "connect to 127.0.0.1:9000: HTTP error: 404 Not Found".to_owned(),
-        )
+        TransportError::new(TransportErrorKind::Handshake, "connect to 127.0.0.1:9000")
+            .with_detail("HTTP error: 404 Not Found")
     };
     let mut now = Duration::ZERO;
     let mut answered = 0;
@@ -826,5 +824,10 @@ fn a_port_that_answers_404_everywhere_ends_jobs_as_unreachable_soon() {
         servers[0].1.kind,
         TransportErrorKind::Handshake,
         "{servers:?}"
+    );
+    let text = reports[0].outcome.as_ref().unwrap_err().to_string();
+    assert!(
+        text.contains("refused (HTTP error: 404 Not Found)"),
+        "{text}"
     );
 }

@@ -223,6 +223,9 @@ impl fmt::Display for JobError {
                 for (i, (address, error)) in servers.iter().enumerate() {
                     let sep = if i == 0 { ": " } else { "; " };
                     write!(f, "{sep}{address}: {}", error.kind)?;
+                    if let Some(detail) = &error.detail {
+                        write!(f, " ({detail})")?;
+                    }
                 }
                 Ok(())
             }
