@@ -699,3 +699,36 @@ fn keepalive_pings() {
     s.handle_timeout(t);
     assert_eq!(s.poll_transmit(), Some(Transmit::Ping));
 }
+
+#[test]
+fn an_ended_prompt_id_is_refused_until_a_thousand_more_have_ended() {
+    let mut s = Session::new(ClientId::from("c"), SessionConfig::default());
+    let now = Duration::ZERO;
+    let run_and_cancel = |s: &mut Session, id: &PromptId| {
+        s.submit(now, Submission::new(id.clone(), graph())).unwrap();
+        s.cancel(now, id).unwrap();
+    };
+    let first = PromptId::from("first");
+    run_and_cancel(&mut s, &first);
+    let again = s.submit(now, Submission::new(first.clone(), graph()));
+    assert!(
+        matches!(again, Err(comfy_proxy::Misuse::DuplicatePrompt(ref id)) if *id == first),
+        "{again:?}"
+    );
+    // The session remembers the last 1,024 ids that ended: after 1,023 more, still refused...
+    let others: Vec<PromptId> = (0..1024).map(|n| PromptId::new(format!("p{n}"))).collect();
+    for id in &others[..1023] {
+        run_and_cancel(&mut s, id);
+    }
+    assert!(
+        s.submit(now, Submission::new(first.clone(), graph()))
+            .is_err()
+    );
+    // ...after one more it is forgotten and may be used again; the newer ones are not.
+    run_and_cancel(&mut s, &others[1023]);
+    assert!(s.submit(now, Submission::new(first, graph())).is_ok());
+    assert!(
+        s.submit(now, Submission::new(others[1].clone(), graph()))
+            .is_err()
+    );
+}

@@ -229,7 +229,10 @@ pub struct Session {
     order: Vec<PromptId>,
     /// Server-assigned ids of prompts whose server ignored the client's id.
     aliases: HashMap<PromptId, PromptId>,
+    /// The last [`ENDED_MEMORY`] prompts that ended here, oldest first; `ended_ids` holds the
+    /// same ids, so that a submission is checked against them without a scan.
     ended: VecDeque<PromptId>,
+    ended_ids: HashSet<PromptId>,
     /// The last of this session's prompts the server said it runs, while it is in flight.
     running: Option<PromptId>,
     /// The server's last word is that it runs a prompt that is not one of ours in flight
@@ -272,6 +275,7 @@ impl Session {
             order: Vec::new(),
             aliases: HashMap::default(),
             ended: VecDeque::new(),
+            ended_ids: HashSet::default(),
             running: None,
             elsewhere: true,
             requests: HashMap::default(),
@@ -320,7 +324,7 @@ impl Session {
         }
         self.clock(now);
         let id = submission.prompt_id.clone();
-        if self.prompts.contains_key(&id) || self.ended.contains(&id) {
+        if self.prompts.contains_key(&id) || self.ended_ids.contains(&id) {
             return Err(Misuse::DuplicatePrompt(id));
         }
         let mut prompt = Prompt::new(id.clone(), submission.workflow, submission.deadlines, now);
@@ -591,10 +595,14 @@ impl Session {
         if self.running.as_ref() == Some(id) {
             self.running = None;
         }
-        if self.ended.len() == ENDED_MEMORY {
-            self.ended.pop_front();
+        if self.ended.len() == ENDED_MEMORY
+            && let Some(oldest) = self.ended.pop_front()
+        {
+            self.ended_ids.remove(&oldest);
         }
-        self.ended.push_back(id.clone());
+        if self.ended_ids.insert(id.clone()) {
+            self.ended.push_back(id.clone());
+        }
         self.events.push_back(event);
     }
 }
