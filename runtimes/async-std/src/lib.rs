@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use comfy_proxy::wire::{HttpRequest, HttpResponse};
 pub use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime, ShortReads, Stream};
+use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime, Stream};
 
 #[cfg(feature = "surf")]
 mod surf_client;
@@ -76,9 +76,7 @@ impl Runtime for AsyncStd {
         Box::pin(async move {
             let tcp = async_std::net::TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
-            // async-std's sockets are async-io's: the same socket, read through `ShortReads`.
-            let socket = async_io::Async::new(std::net::TcpStream::try_from(tcp)?)?;
-            Ok(Box::new(ShortReads::new(socket)) as Box<dyn Stream>)
+            Ok(Box::new(tcp) as Box<dyn Stream>)
         })
     }
 }

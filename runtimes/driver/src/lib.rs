@@ -19,7 +19,6 @@ mod ops;
 pub mod pool;
 mod record;
 pub mod runtime;
-pub mod short_read;
 #[cfg(test)]
 mod timing_tests;
 pub mod tls;
@@ -30,5 +29,4 @@ pub use client::{Client, ClientConfig, ClientError, PromptStream, RunResult};
 pub use headers::Headers;
 pub use ops::UploadOptions;
 pub use runtime::{BoxFuture, HttpClient, OutgoingRequest, Runtime, Stream};
-pub use short_read::{Readiness, ShortReads};
 pub use tls::TlsConfig;

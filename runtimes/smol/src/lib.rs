@@ -101,7 +101,7 @@ use std::time::Duration;
 
 use comfy_proxy::wire::{HttpRequest, HttpResponse};
 use comfy_proxy_driver::http1::Http1;
-use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime, ShortReads, Stream};
+use comfy_proxy_driver::{BoxFuture, HttpClient, Runtime, Stream};
 
 pub mod blocking;
 
@@ -188,24 +188,9 @@ impl Runtime for Smol {
     fn connect(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
         let host = host.to_owned();
         Box::pin(async move {
-            // As `smol::net::TcpStream::connect` does, each address in turn; the socket is
-            // kept as async-io's, to be read through `ShortReads`.
-            let mut last = None;
-            for addr in smol::net::resolve((host.as_str(), port)).await? {
-                match smol::Async::<std::net::TcpStream>::connect(addr).await {
-                    Ok(socket) => {
-                        socket.get_ref().set_nodelay(true)?;
-                        return Ok(Box::new(ShortReads::new(socket)) as Box<dyn Stream>);
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(last.unwrap_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{host}:{port} resolves to no address"),
-                )
-            }))
+            let tcp = smol::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(Box::new(tcp) as Box<dyn Stream>)
         })
     }
 }
