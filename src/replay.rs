@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::ids::{ClientId, NodeId, PromptId};
 use crate::session::{Event, Session, SessionConfig, Submission, Transmit};
-use crate::transcript::{RecordKind, Transcript};
+use crate::transcript::{Record, RecordKind, Transcript};
 use crate::wire::HttpResponse;
 use crate::wire::http::PromptRejected;
 use crate::workflow::Workflow;
@@ -164,6 +164,72 @@ fn recorded_prompt_id(
         .unwrap_or_else(|| PromptId::from(format!("replay-{n}")))
 }
 
+/// Submits the prompt of the recorded `POST /prompt` at `post` to `conn`'s session.
+fn submit_post(
+    transcript: &Transcript,
+    post: usize,
+    now: Duration,
+    conn: &mut Conn,
+    posted: &mut Vec<PromptId>,
+) {
+    let record = &transcript.records[post];
+    let RecordKind::HttpRequest { body, .. } = &record.kind else {
+        return;
+    };
+    let body = body.clone().unwrap_or(Value::Null);
+    let id = recorded_prompt_id(transcript, post, record.conn, &body, posted.len());
+    let graph = body
+        .get("prompt")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let workflow = Workflow::from_value(graph).unwrap_or_default();
+    if conn
+        .session
+        .submit(now, Submission::new(id.clone(), workflow))
+        .is_ok()
+    {
+        posted.push(id);
+    }
+}
+
+/// Where to submit a prompt whose messages were recorded before its post: the index of the
+/// first record that names it, and the post's. A client records a request with its answer,
+/// once the answer came; a server may have started the prompt by then, and the socket's
+/// messages about it come first in the transcript. The live session had the prompt from its
+/// submission on, so replay submits it before the first message that names it.
+fn early_submissions(transcript: &Transcript) -> HashMap<usize, usize> {
+    let mut early = HashMap::new();
+    for (post, record) in transcript.records.iter().enumerate() {
+        let RecordKind::HttpRequest { method, path, body } = &record.kind else {
+            continue;
+        };
+        if method != "POST" || path != "/prompt" {
+            continue;
+        }
+        let body = body.clone().unwrap_or(Value::Null);
+        let id = recorded_prompt_id(transcript, post, record.conn, &body, usize::MAX);
+        let names_it = |r: &Record| {
+            let RecordKind::WsText { text } = &r.kind else {
+                return false;
+            };
+            text.contains(id.as_str())
+                && serde_json::from_str::<Value>(text).is_ok_and(|v| {
+                    v.get("data")
+                        .and_then(|d| d.get("prompt_id"))
+                        .and_then(Value::as_str)
+                        == Some(id.as_str())
+                })
+        };
+        if let Some(first) = transcript.records[..post]
+            .iter()
+            .position(|r| r.conn == record.conn && names_it(r))
+        {
+            early.insert(first, post);
+        }
+    }
+    early
+}
+
 /// Replays `transcript`. The session's feature flags and file fetching follow what the recorded
 /// client did.
 ///
@@ -188,6 +254,9 @@ pub fn replay(transcript: &Transcript) -> Replay {
     let mut events = Vec::new();
     let mut posted: Vec<PromptId> = Vec::new();
 
+    let mut early = early_submissions(transcript);
+    let mut submitted_early = Vec::new();
+
     for (i, record) in transcript.records.iter().enumerate() {
         let now = Duration::from_millis(record.t_ms);
         let conn = conns.entry(record.conn).or_insert_with(|| {
@@ -206,6 +275,10 @@ pub fn replay(transcript: &Transcript) -> Replay {
         });
         while conn.session.poll_timeout().is_some_and(|t| t <= now) {
             conn.session.handle_timeout(now);
+        }
+        if let Some(post) = early.remove(&i) {
+            submit_post(transcript, post, now, conn, &mut posted);
+            submitted_early.push(post);
         }
         match &record.kind {
             RecordKind::WsOpen { .. } => conn.session.handle_connected(now),
@@ -228,18 +301,8 @@ pub fn replay(transcript: &Transcript) -> Replay {
                 conn.last_request = Some((method.clone(), path.clone()));
                 let body = body.clone().unwrap_or(Value::Null);
                 if method == "POST" && path == "/prompt" {
-                    let id = recorded_prompt_id(transcript, i, record.conn, &body, posted.len());
-                    let graph = body
-                        .get("prompt")
-                        .cloned()
-                        .unwrap_or_else(|| Value::Object(Default::default()));
-                    let workflow = Workflow::from_value(graph).unwrap_or_default();
-                    if conn
-                        .session
-                        .submit(now, Submission::new(id.clone(), workflow))
-                        .is_ok()
-                    {
-                        posted.push(id);
+                    if !submitted_early.contains(&i) {
+                        submit_post(transcript, i, now, conn, &mut posted);
                     }
                 } else if method == "POST" && path == "/queue" {
                     let deleted = body

@@ -267,3 +267,39 @@ fn every_prompt_ends_exactly_once() {
         }
     }
 }
+
+/// A client records a request beside its answer, when the answer came: a server quick to start
+/// the prompt puts the socket's messages about it before its `POST /prompt` in the
+/// transcript. Replay still gives the prompt the frames the live session did.
+#[test]
+fn a_post_recorded_after_the_prompts_first_messages_replays_the_same() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/ws_single.jsonl"
+    ))
+    .unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let post = lines
+        .iter()
+        .position(|l| l.contains(r#""kind":"http_request""#))
+        .unwrap();
+    let exchange: Vec<&str> = lines.drain(post..post + 2).collect();
+    assert!(exchange[1].contains("http_response"), "{exchange:?}");
+    // Just before the image: after the prompt's start, its nodes and its progress.
+    let image = lines
+        .iter()
+        .position(|l| l.contains(r#""kind":"ws_binary""#))
+        .unwrap();
+    assert!(lines[..image].iter().any(|l| l.contains("execution_start")));
+    lines.splice(image..image, exchange);
+    let moved = Transcript::parse(&lines.join("\n")).unwrap();
+    let result = replay(&moved);
+    assert_eq!(result.prompts.len(), 1);
+    assert_eq!(result.prompts[0].outcome, Outcome::Success);
+    assert_eq!(
+        result.prompts[0].outputs.len(),
+        1,
+        "{:?}",
+        result.prompts[0]
+    );
+}
