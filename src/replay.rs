@@ -9,7 +9,7 @@
 //! not the session's to make; the server's answers to them reach the session only if it asked
 //! the same question.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::ids::{ClientId, NodeId, PromptId};
 use crate::session::{Event, Session, SessionConfig, Submission, Transmit};
-use crate::transcript::{Record, RecordKind, Transcript};
+use crate::transcript::{RecordKind, Transcript};
 use crate::wire::HttpResponse;
 use crate::wire::http::PromptRejected;
 use crate::workflow::Workflow;
@@ -198,33 +198,31 @@ fn submit_post(
 /// messages about it come first in the transcript. The live session had the prompt from its
 /// submission on, so replay submits it before the first message that names it.
 fn early_submissions(transcript: &Transcript) -> HashMap<usize, usize> {
+    // One pass: the first record that names each prompt on each connection comes before any
+    // post recorded after it.
+    let mut first: HashMap<(u32, String), usize> = HashMap::new();
     let mut early = HashMap::new();
-    for (post, record) in transcript.records.iter().enumerate() {
-        let RecordKind::HttpRequest { method, path, body } = &record.kind else {
-            continue;
-        };
-        if method != "POST" || path != "/prompt" {
-            continue;
-        }
-        let body = body.clone().unwrap_or(Value::Null);
-        let id = recorded_prompt_id(transcript, post, record.conn, &body, usize::MAX);
-        let names_it = |r: &Record| {
-            let RecordKind::WsText { text } = &r.kind else {
-                return false;
-            };
-            text.contains(id.as_str())
-                && serde_json::from_str::<Value>(text).is_ok_and(|v| {
-                    v.get("data")
-                        .and_then(|d| d.get("prompt_id"))
-                        .and_then(Value::as_str)
-                        == Some(id.as_str())
-                })
-        };
-        if let Some(first) = transcript.records[..post]
-            .iter()
-            .position(|r| r.conn == record.conn && names_it(r))
-        {
-            early.insert(first, post);
+    for (i, record) in transcript.records.iter().enumerate() {
+        match &record.kind {
+            RecordKind::WsText { text } if text.contains("prompt_id") => {
+                let named = serde_json::from_str::<Value>(text).ok().and_then(|v| {
+                    let id = v.get("data")?.get("prompt_id")?.as_str()?;
+                    Some(id.to_owned())
+                });
+                if let Some(id) = named {
+                    first.entry((record.conn, id)).or_insert(i);
+                }
+            }
+            RecordKind::HttpRequest { method, path, body }
+                if method == "POST" && path == "/prompt" =>
+            {
+                let body = body.clone().unwrap_or(Value::Null);
+                let id = recorded_prompt_id(transcript, i, record.conn, &body, usize::MAX);
+                if let Some(&at) = first.get(&(record.conn, id.as_str().to_owned())) {
+                    early.insert(at, i);
+                }
+            }
+            _ => {}
         }
     }
     early
@@ -254,8 +252,8 @@ pub fn replay(transcript: &Transcript) -> Replay {
     let mut events = Vec::new();
     let mut posted: Vec<PromptId> = Vec::new();
 
-    let mut early = early_submissions(transcript);
-    let mut submitted_early = Vec::new();
+    let early = early_submissions(transcript);
+    let posted_early: HashSet<usize> = early.values().copied().collect();
 
     for (i, record) in transcript.records.iter().enumerate() {
         let now = Duration::from_millis(record.t_ms);
@@ -276,9 +274,8 @@ pub fn replay(transcript: &Transcript) -> Replay {
         while conn.session.poll_timeout().is_some_and(|t| t <= now) {
             conn.session.handle_timeout(now);
         }
-        if let Some(post) = early.remove(&i) {
+        if let Some(&post) = early.get(&i) {
             submit_post(transcript, post, now, conn, &mut posted);
-            submitted_early.push(post);
         }
         match &record.kind {
             RecordKind::WsOpen { .. } => conn.session.handle_connected(now),
@@ -301,7 +298,7 @@ pub fn replay(transcript: &Transcript) -> Replay {
                 conn.last_request = Some((method.clone(), path.clone()));
                 let body = body.clone().unwrap_or(Value::Null);
                 if method == "POST" && path == "/prompt" {
-                    if !submitted_early.contains(&i) {
+                    if !posted_early.contains(&i) {
                         submit_post(transcript, i, now, conn, &mut posted);
                     }
                 } else if method == "POST" && path == "/queue" {

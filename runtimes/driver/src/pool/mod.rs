@@ -261,7 +261,8 @@ impl Drop for Driver {
     }
 }
 
-/// The longest the driver sleeps without looking whether its consumer went away.
+/// The longest the driver sleeps without a turn: a backstop, since the consumer's reads and
+/// its drop wake the driver ([`events`]).
 const TICK: Duration = Duration::from_secs(1);
 
 impl Driver {
