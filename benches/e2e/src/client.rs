@@ -97,6 +97,11 @@ pub fn main(args: &Args) -> Result<(), String> {
             smol::block_on(executor.run(drive(start, &job)))?
         }
         "async-std" => async_std::task::block_on(drive(comfy_proxy_async_std::pool, &job))?,
+        "floor" => crate::floor::main(
+            &job.servers,
+            job.jobs,
+            job.image_bytes.ok_or("the floor needs --image-bytes")?,
+        )?,
         other => return Err(format!("unknown runtime {other:?}")),
     };
     println!(

@@ -95,6 +95,16 @@ fn scenarios() -> Vec<Scenario> {
 
 const CLIENTS: [&str; 4] = ["smol", "smol-1thread", "async-std", "original"];
 
+/// The clients a scenario runs: scenario 0, the client's cost, also measures the floor
+/// (`floor.rs`: the sockets and frames alone on smol's runtime, no client).
+fn clients(scenario: &Scenario) -> Vec<&'static str> {
+    let mut clients = CLIENTS.to_vec();
+    if scenario.key == "0" {
+        clients.push("floor");
+    }
+    clients
+}
+
 /// What to run.
 pub struct Options {
     /// Skip the original.
@@ -163,7 +173,7 @@ pub fn main(options: &Options) -> Result<(), String> {
                 json!({"cpu_per_file_s": round(cpu, 5), "wall_per_file_s": round(wall, 5)});
         }
         let mut outcomes = Vec::new();
-        for client in CLIENTS {
+        for client in clients(&scenario) {
             let outcome = if client == "original" {
                 match &python {
                     Ok(p) => run_python(p, &scenario, deadline)?,
@@ -442,6 +452,25 @@ fn print_scenario(
             })
             .collect(),
     );
+    let floor_cpu = outcomes
+        .iter()
+        .find(|(c, _, _)| *c == "floor")
+        .and_then(|(_, _, d)| d.as_ref()?.steady_cpu_per_job_s);
+    if let Some(floor) = floor_cpu {
+        table.row(
+            "ours - floor, CPU per job, start-up off",
+            outcomes
+                .iter()
+                .map(|(client, _, derived)| {
+                    match derived.as_ref().and_then(|d| d.steady_cpu_per_job_s) {
+                        _ if matches!(*client, "original" | "floor") => "-".into(),
+                        Some(ours) => secs(ours - floor),
+                        None => "n/a".into(),
+                    }
+                })
+                .collect(),
+        );
+    }
     table.row("client peak RSS", cells(&|d| mib(d.run.peak_rss_kib)));
     table.row(
         "jobs per server",
@@ -472,6 +501,14 @@ fn print_scenario(
         .collect();
     table.row("ours / original, jobs/s", ratio_cells);
     table.print();
+    if floor_cpu.is_some() {
+        println!(
+            "  floor: not a client; the sockets and frames alone on one thread of smol's runtime \
+             (one POST and its answer per job, frames cut at their headers, no JSON, no pool): \
+             the least any client on this runtime spends, so original / floor is the most any \
+             can be below the original"
+        );
+    }
     let mut runs = serde_json::Map::new();
     for (client, outcome, derived) in outcomes {
         let value = match (outcome, derived) {

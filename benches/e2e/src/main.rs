@@ -30,6 +30,7 @@
 mod child;
 mod client;
 mod figures;
+mod floor;
 mod harness;
 mod python;
 mod real;
