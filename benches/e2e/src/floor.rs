@@ -323,3 +323,50 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> std::io::Error {
     std::io::Error::new(ErrorKind::InvalidData, e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::frame;
+
+    /// A server frame (unmasked): `opcode`, then `payload`, with the shortest length form.
+    fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                out.push(126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn frames_are_cut_at_each_length_form_and_not_before_they_are_whole() {
+        for len in [0, 125, 126, 1049, 65_535, 65_536, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut bytes = encode(2, &payload);
+            let whole = bytes.len();
+            bytes.extend_from_slice(&encode(1, b"next"));
+            let (opcode, start, end) = frame(&bytes).expect("a whole frame");
+            assert_eq!((opcode, end), (2, whole), "length {len}");
+            assert_eq!(&bytes[start..end], &payload[..], "length {len}");
+            assert_eq!(frame(&bytes[end..]), Some((1, 2, 6)), "after length {len}");
+            for cut in [0, 1, start.saturating_sub(1), whole - 1] {
+                assert_eq!(frame(&bytes[..cut]), None, "length {len} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_length_beyond_the_address_space_is_never_whole() {
+        let mut bytes = vec![0x82, 127];
+        bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(frame(&bytes), None);
+    }
+}
