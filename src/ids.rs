@@ -7,7 +7,7 @@ use std::fmt;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 /// Formats 128 random bits as a version-4 UUID string, the form ComfyUI uses for its own ids.
 fn uuid_v4(bits: u128) -> Arc<str> {
@@ -27,6 +27,23 @@ fn uuid_v4(bits: u128) -> Arc<str> {
         at += 1;
     }
     Arc::from(std::str::from_utf8(&out).unwrap_or_default())
+}
+
+/// An id's text, made from the decoder's text in one allocation, the id's own. (serde's own
+/// `String` and `Cow<str>` always make a `String` first: a second allocation and copy, for
+/// each of the dozens of ids a job's messages carry.)
+struct IdText;
+
+impl de::Visitor<'_> for IdText {
+    type Value = Arc<str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Arc<str>, E> {
+        Ok(Arc::from(text))
+    }
 }
 
 macro_rules! string_id {
@@ -99,9 +116,7 @@ macro_rules! string_id {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                // Borrowed from the text where it can be: one allocation, the id's own.
-                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                Ok(Self(Arc::from(text.as_ref())))
+                d.deserialize_str(IdText).map(Self)
             }
         }
     };
@@ -172,6 +187,9 @@ mod tests {
         // With an escape the text cannot be borrowed; the id is the same.
         let escaped: PromptId = serde_json::from_str(r#""p\u002d1""#).unwrap();
         assert_eq!(escaped, id);
+        // From a `Value`, whose string is handed over owned.
+        let owned: PromptId = serde_json::from_value(serde_json::json!("p-1")).unwrap();
+        assert_eq!(owned, id);
         assert_eq!(serde_json::to_string(&id).unwrap(), r#""p-1""#);
         assert!(
             serde_json::from_str::<NodeId>("7").is_err(),
