@@ -96,6 +96,13 @@ macro_rules! string_id {
             }
         }
 
+        /// Looks an id up by its text in a map keyed by ids (the text hashes as the id does).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
                 &*self.0 == other

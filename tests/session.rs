@@ -547,6 +547,48 @@ fn idle_deadline_interrupts_a_running_prompt() {
 }
 
 #[test]
+fn a_progress_state_tells_its_prompt_runs_without_its_nodes_being_read() {
+    let mut h = Harness::accepted_with(no_keepalive(), Deadlines::none().idle(ms(1000)));
+    h.text(
+        10,
+        r#"{"type":"execution_start","data":{"prompt_id":"p1"}}"#,
+    );
+    assert_eq!(h.s.poll_timeout(), Some(ms(1010)));
+    // Another prompt's: no activity of ours.
+    h.text(
+        300,
+        r#"{"type": "progress_state", "data": {"prompt_id": "other", "nodes": {}}}"#,
+    );
+    assert_eq!(h.s.poll_timeout(), Some(ms(1010)));
+    // Ours, as ComfyUI writes it: only the id is read, so nodes that are not even JSON pass.
+    h.text(
+        500,
+        r#"{"type": "progress_state", "data": {"prompt_id": "p1", "nodes": {"1": [}}}"#,
+    );
+    assert_eq!(
+        h.s.poll_timeout(),
+        Some(ms(1500)),
+        "a progress_state is activity"
+    );
+    // Written another way, it is decoded in full, with the same effect.
+    h.text(
+        700,
+        r#"{"type":"progress_state","data":{"prompt_id":"p1","nodes":{}}}"#,
+    );
+    assert_eq!(h.s.poll_timeout(), Some(ms(1700)));
+    assert!(
+        h.s.handle_text(
+            ms(800),
+            r#"{"type":"progress_state","data":{"prompt_id":"p1","nodes":{"1":[}}}"#
+        )
+        .is_err(),
+        "decoded in full, bad nodes are an error"
+    );
+    h.drain();
+    assert!(h.terminal().is_empty(), "{:?}", h.events);
+}
+
+#[test]
 fn cancel_before_start_deletes_from_queue_then_interrupts() {
     let mut h = Harness::accepted(no_keepalive());
     h.s.cancel(ms(5), &h.id.clone()).unwrap();

@@ -127,6 +127,18 @@ impl Session {
         self.prompts.get(id).is_some_and(|p| p.progress)
     }
 
+    /// A `progress_state` message: the prompt it names is running. Its nodes are not read.
+    pub(super) fn on_progress_state(&mut self, now: Duration, prompt: &str) {
+        let id = match self.prompts.get_key_value(prompt) {
+            Some((id, _)) => id.clone(),
+            None => match self.aliases.get(prompt) {
+                Some(id) => id.clone(),
+                None => return,
+            },
+        };
+        self.touch(&id, now);
+    }
+
     pub(super) fn on_message(&mut self, now: Duration, msg: ServerMessage) {
         match msg {
             ServerMessage::Status {
@@ -207,9 +219,7 @@ impl Session {
                 });
             }
             ServerMessage::ProgressState { prompt_id, .. } => {
-                if let Some(id) = self.resolve(&prompt_id) {
-                    self.touch(&id, now);
-                }
+                self.on_progress_state(now, prompt_id.as_str());
             }
             ServerMessage::Executed {
                 prompt_id,

@@ -408,6 +408,11 @@ impl Session {
     /// reads `/history` before it completes, in case the frame was one of its messages.
     pub fn handle_text(&mut self, now: Duration, text: &str) -> Result<(), ProtocolError> {
         self.heard(now);
+        // Most of a job's JSON, of which only the prompt id is read: not decoded further.
+        if let Some(prompt) = crate::wire::message::progress_state_prompt(text) {
+            self.on_progress_state(now, prompt);
+            return Ok(());
+        }
         match crate::wire::ServerMessage::decode(text) {
             Ok(msg) => {
                 self.on_message(now, msg);

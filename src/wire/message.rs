@@ -525,6 +525,23 @@ impl ServerMessage {
     }
 }
 
+/// The prompt id of a `progress_state` message written as ComfyUI writes it
+/// (`{"type": "progress_state", "data": {"prompt_id": "ID", "nodes": {...}}}`), read without
+/// decoding the rest.
+///
+/// The session uses nothing of a `progress_state` but its prompt id, and the rest lists every
+/// node of the graph again with each change: on the recorded sampler runs, 60-80% of the JSON a
+/// job sends. The rest is not read, so not checked either: a frame damaged after the id still
+/// says which prompt runs, and it carried no output to lose. `None` for any other text and for
+/// an id with an escape, a control character or no end: those are decoded in full.
+pub(crate) fn progress_state_prompt(text: &str) -> Option<&str> {
+    const PREFIX: &str = r#"{"type": "progress_state", "data": {"prompt_id": ""#;
+    let rest = text.strip_prefix(PREFIX)?;
+    let id = &rest[..rest.find('"')?];
+    let plain = id.bytes().all(|b| b != b'\\' && b >= 0x20);
+    plain.then_some(id)
+}
+
 /// The files named in an `executed` output or a `/history` output: every item of every list in
 /// `output` that has a `filename` (SaveImage's `images`, SaveVideo's, SaveAudio's `audio`).
 pub fn files_in_output(output: &Map<String, Value>) -> Vec<FileRef> {
@@ -540,6 +557,70 @@ pub fn files_in_output(output: &Map<String, Value>) -> Vec<FileRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_progress_state_as_comfyui_writes_it_gives_its_prompt_id_and_nothing_else_does() {
+        let id = "c73938d9-7951-41a5-86bc-cb008534f3cb";
+        let comfy = format!(
+            r#"{{"type": "progress_state", "data": {{"prompt_id": "{id}", "nodes": {{}}}}}}"#
+        );
+        assert_eq!(progress_state_prompt(&comfy), Some(id));
+        let others = [
+            // Other spacing or order: decoded in full.
+            format!(r#"{{"type":"progress_state","data":{{"prompt_id":"{id}","nodes":{{}}}}}}"#),
+            format!(r#"{{"data": {{"prompt_id": "{id}"}}, "type": "progress_state"}}"#),
+            // Another kind with the same opening.
+            format!(r#"{{"type": "progress", "data": {{"prompt_id": "{id}"}}}}"#),
+            // An escape or a control character in the id.
+            r#"{"type": "progress_state", "data": {"prompt_id": "p\"1", "nodes": {}}}"#.into(),
+            "{\"type\": \"progress_state\", \"data\": {\"prompt_id\": \"p\t1\"}}".into(),
+            // Cut short before the id ends: left to the full decoder.
+            format!(r#"{{"type": "progress_state", "data": {{"prompt_id": "{id}"#),
+        ];
+        for text in &others {
+            assert_eq!(progress_state_prompt(text), None, "{text}");
+        }
+        // Cut short after the id: the rest is not read.
+        assert_eq!(progress_state_prompt(&comfy[..comfy.len() - 5]), Some(id));
+    }
+
+    /// Every `progress_state` in the recordings of a real server: the shortcut names the prompt
+    /// the full decoder does.
+    #[test]
+    fn the_progress_state_shortcut_agrees_with_the_decoder_on_every_recording() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "jsonl") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let Ok(record) = serde_json::from_str::<Value>(line) else {
+                    continue;
+                };
+                let Some(text) = record.get("text").and_then(Value::as_str) else {
+                    continue;
+                };
+                let Ok(ServerMessage::ProgressState { prompt_id, .. }) =
+                    ServerMessage::decode(text)
+                else {
+                    continue;
+                };
+                assert_eq!(
+                    progress_state_prompt(text),
+                    Some(prompt_id.as_str()),
+                    "{}: {text}",
+                    path.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 100,
+            "only {seen} progress_state messages in the recordings"
+        );
+    }
 
     fn d(s: &str) -> ServerMessage {
         ServerMessage::decode(s).unwrap_or_else(|e| panic!("{s}: {e}"))
