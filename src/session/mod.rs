@@ -406,6 +406,10 @@ impl Session {
     /// A text frame from the server. A frame that does not decode is returned as the error;
     /// the prompt it may have been about (the one its `prompt_id` names, else the running one)
     /// reads `/history` before it completes, in case the frame was one of its messages.
+    ///
+    /// A `progress_state` written as ComfyUI writes it is read for its prompt id alone: the
+    /// session uses nothing else of it, and its nodes are most of the JSON a sampler sends, so
+    /// they are not decoded (nor checked). Every other frame is decoded in full.
     pub fn handle_text(&mut self, now: Duration, text: &str) -> Result<(), ProtocolError> {
         self.heard(now);
         // Most of a job's JSON, of which only the prompt id is read: not decoded further.
