@@ -200,14 +200,14 @@ fn submit_post(
 fn early_submissions(transcript: &Transcript) -> HashMap<usize, usize> {
     // One pass: the first record that names each prompt on each connection comes before any
     // post recorded after it.
-    let mut first: HashMap<(u32, String), usize> = HashMap::new();
+    let mut first: HashMap<(u32, PromptId), usize> = HashMap::new();
     let mut early = HashMap::new();
     for (i, record) in transcript.records.iter().enumerate() {
         match &record.kind {
             RecordKind::WsText { text } if text.contains("prompt_id") => {
                 let named = serde_json::from_str::<Value>(text).ok().and_then(|v| {
                     let id = v.get("data")?.get("prompt_id")?.as_str()?;
-                    Some(id.to_owned())
+                    Some(PromptId::from(id))
                 });
                 if let Some(id) = named {
                     first.entry((record.conn, id)).or_insert(i);
@@ -218,7 +218,7 @@ fn early_submissions(transcript: &Transcript) -> HashMap<usize, usize> {
             {
                 let body = body.clone().unwrap_or(Value::Null);
                 let id = recorded_prompt_id(transcript, i, record.conn, &body, usize::MAX);
-                if let Some(&at) = first.get(&(record.conn, id.as_str().to_owned())) {
+                if let Some(&at) = first.get(&(record.conn, id)) {
                     early.insert(at, i);
                 }
             }

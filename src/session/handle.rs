@@ -1,6 +1,8 @@
 //! How the session reacts to what the server sends: websocket messages, binary frames and
 //! HTTP responses.
 
+use std::borrow::Borrow;
+use std::hash::Hash;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,12 +26,16 @@ const RECHECK_FIRST: Duration = Duration::from_millis(100);
 const RECHECKS: u32 = 5;
 
 impl Session {
-    /// Our id for a prompt id the server used, if the prompt is ours and in flight.
-    fn resolve(&self, id: &PromptId) -> Option<PromptId> {
-        if self.prompts.contains_key(id) {
-            Some(id.clone())
-        } else {
-            self.aliases.get(id).cloned()
+    /// Our id for a prompt id the server used (as an id or as its text), if the prompt is ours
+    /// and in flight.
+    fn resolve<Q>(&self, id: &Q) -> Option<PromptId>
+    where
+        PromptId: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.prompts.get_key_value(id) {
+            Some((ours, _)) => Some(ours.clone()),
+            None => self.aliases.get(id).cloned(),
         }
     }
 
@@ -129,14 +135,9 @@ impl Session {
 
     /// A `progress_state` message: the prompt it names is running. Its nodes are not read.
     pub(super) fn on_progress_state(&mut self, now: Duration, prompt: &str) {
-        let id = match self.prompts.get_key_value(prompt) {
-            Some((id, _)) => id.clone(),
-            None => match self.aliases.get(prompt) {
-                Some(id) => id.clone(),
-                None => return,
-            },
-        };
-        self.touch(&id, now);
+        if let Some(id) = self.resolve(prompt) {
+            self.touch(&id, now);
+        }
     }
 
     pub(super) fn on_message(&mut self, now: Duration, msg: ServerMessage) {
@@ -390,7 +391,7 @@ impl Session {
                 format,
                 image,
             } => {
-                let Some(id) = self.resolve(&PromptId::from(metadata.prompt_id)) else {
+                let Some(id) = self.resolve(metadata.prompt_id.as_str()) else {
                     return Ok(());
                 };
                 (id, Some(NodeId::from(metadata.node_id)), format, image)
